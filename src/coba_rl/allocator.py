@@ -1,0 +1,313 @@
+"""The stateful CoBA-RL allocator for a training loop: track, shape, allocate, persist."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from coba_rl._validation import as_id_array, check_rewards, check_unique_ids
+from coba_rl.coba import allocate_with_shape, initial_shape
+from coba_rl.config import CoBAConfig
+from coba_rl.tracker import PassRateTracker
+from coba_rl.types import Allocation
+from coba_rl.value import beta_shape
+
+__all__ = ["STATE_VERSION", "CoBAAllocator", "atomic_write_json", "read_state_file"]
+
+#: Version of the ``state_dict`` layout; :meth:`CoBAAllocator.load_state_dict` refuses others.
+STATE_VERSION = 1
+_FORMAT = "coba-rl.allocator"
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically: a temporary file, fsync, then rename.
+
+    A crash at any point leaves either the old file or the new one, never a torn file.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, allow_nan=True, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_state_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a JSON state file, turning every failure into a ``ValueError`` naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"state file {os.fspath(path)!r} is not valid JSON (truncated or corrupt?): {exc}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"state file {os.fspath(path)!r} does not hold a JSON object")
+    return data
+
+
+class CoBAAllocator:
+    """CoBA-RL with memory: per-prompt pass rates, a failure-rate window and the Beta shape.
+
+    Call :meth:`allocate` before generation and :meth:`update` once per training step
+    with every rollout's (prompt id, reward). The shape computed after step ``t`` is
+    used for the allocation at step ``t + 1`` (specification section 3).
+
+    Args:
+      config: the allocator constants; defaults to :class:`CoBAConfig` ``()``.
+
+    Example:
+      >>> alloc = CoBAAllocator(CoBAConfig(n_low=2, n_up=16))
+      >>> alloc.allocate([10, 11, 12], 24).counts.tolist()  # nothing seen yet: even split
+      [8, 8, 8]
+      >>> ids = [10] * 8 + [11] * 8 + [12] * 8
+      >>> rewards = [1.0] * 2 + [0.0] * 6 + [1.0] * 6 + [0.0] * 2 + [0.0] * 8
+      >>> alloc.update(ids, rewards)
+      >>> a = alloc.allocate([10, 11, 12], 24)
+      >>> a.counts.tolist(), round(a.alpha, 4), round(a.beta, 4)
+      ([6, 16, 2], 7.0, 4.0)
+    """
+
+    def __init__(self, config: CoBAConfig | None = None) -> None:
+        self.config = config if config is not None else CoBAConfig()
+        self._tracker = PassRateTracker(self.config.window)
+        self._failure_window: list[float] = []
+        self._alpha, self._beta = initial_shape(self.config)
+        self._step = 0
+
+    # -- the training-loop API -----------------------------------------------------------
+
+    @property
+    def alpha(self) -> float:
+        """The Beta shape's ``alpha`` for the next allocation."""
+        return self._alpha
+
+    @property
+    def beta(self) -> float:
+        """The Beta shape's ``beta`` for the next allocation."""
+        return self._beta
+
+    @property
+    def failure_rate(self) -> float:
+        """``F_bar``, the mean of the failure-rate window (``nan`` before any update)."""
+        return float(np.mean(self._failure_window)) if self._failure_window else math.nan
+
+    @property
+    def step(self) -> int:
+        """How many times :meth:`update` was called."""
+        return self._step
+
+    @property
+    def tracker(self) -> PassRateTracker:
+        """The per-prompt pass-rate tracker (read it, do not modify it)."""
+        return self._tracker
+
+    def pass_rates(self, prompt_ids: Any) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """Windowed pass rate of each id (``NaN`` if never seen); does not grow the state."""
+        return self._tracker.pass_rates(prompt_ids)
+
+    def allocate(self, prompt_ids: Any, budget: int) -> Allocation:
+        """Rollout counts for a batch of prompts, in the order of ``prompt_ids``.
+
+        Args:
+          prompt_ids: one stable id per prompt (ints or strings, no duplicates).
+          budget: total rollouts ``B``, ``0 <= B <= M * n_up``.
+
+        Returns:
+          An :class:`Allocation` whose counts sum to exactly ``budget``.
+
+        Raises:
+          ValueError: duplicate ids, or an impossible budget.
+          TypeError: ids that are not all ints or all strings, a non-integer budget.
+
+        Complexity: O(M log N + M (n_up - n_low)) for M prompts and N tracked ids.
+        """
+        ids = as_id_array(prompt_ids)
+        check_unique_ids(ids)
+        rates = self._tracker.pass_rates(ids)
+        return allocate_with_shape(
+            rates, budget, self.config, self._alpha, self._beta, self.failure_rate
+        )
+
+    def update(self, prompt_ids: Any, rewards: Any) -> None:
+        """Record one training step: one (prompt id, reward) pair per rollout.
+
+        Updates each prompt's window, appends this step's failure rate
+        ``F_t = 1 - mean_i(successes_i / rollouts_i)`` to the failure window and recomputes
+        the Beta shape from its mean (eq. 4, 6, 7). A rollout succeeds when its reward
+        equals ``config.success_reward``.
+
+        Raises:
+          ValueError: lengths differ, or a reward is NaN or infinite.
+          TypeError: ids that are not all ints or all strings.
+
+        Complexity: O(n log n + N) for n rollouts and N tracked ids.
+        """
+        ids = as_id_array(prompt_ids)
+        r = check_rewards(rewards, ids.size)
+        fractions = self._tracker.record(ids, r, self.config.success_reward)
+        self._step += 1
+        if fractions.size == 0:
+            return
+        self._failure_window.append(float(1.0 - np.mean(fractions)))
+        del self._failure_window[: -self.config.window]
+        a, b = beta_shape(np.mean(self._failure_window), self.config.kappa, self.config.gamma)
+        self._alpha, self._beta = float(a), float(b)
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly, as plain JSON-ready data (versioned).
+
+        Holds the config, the tracker, the failure-rate window and the Beta shape, so
+        that a resumed run makes the same next allocation as an uninterrupted one.
+        """
+        return {
+            "format": _FORMAT,
+            "version": STATE_VERSION,
+            "allocator": type(self).__name__,
+            "config": self.config.model_dump(mode="json"),
+            "step": self._step,
+            "alpha": self._alpha,
+            "beta": self._beta,
+            "failure_window": list(self._failure_window),
+            "tracker": self._tracker.state_dict(),
+        }
+
+    def load_state_dict(self, state: Any) -> None:
+        """Restore :meth:`state_dict` output. On any error, raise and change nothing.
+
+        The saved config must equal this allocator's config (a different window or
+        kappa would make the saved state meaningless); use :meth:`from_state_dict` to
+        adopt the saved config instead.
+
+        Raises:
+          ValueError: malformed, wrong-version or inconsistent state, or a config mismatch.
+        """
+        new = self._parse_state(state)
+        if new.config != self.config:
+            mine, theirs = self.config.model_dump(), new.config.model_dump()
+            diff = sorted(k for k in mine if mine[k] != theirs[k])
+            raise ValueError(
+                f"state was saved with a different config (fields {diff}); "
+                "use CoBAAllocator.from_state_dict to adopt it"
+            )
+        self.__dict__.update(new.__dict__)
+
+    @classmethod
+    def from_state_dict(cls, state: Any) -> CoBAAllocator:
+        """A new allocator, config included, from :meth:`state_dict` output."""
+        return cls._parse_state(state)
+
+    @classmethod
+    def _parse_state(cls, state: Any) -> CoBAAllocator:
+        if not isinstance(state, dict):
+            raise ValueError(f"allocator state must be a dict, got {type(state).__name__}")
+        if state.get("format") != _FORMAT:
+            raise ValueError(f"not a coba-rl allocator state (format={state.get('format')!r})")
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"unsupported state version {state.get('version')!r}; this coba-rl reads "
+                f"version {STATE_VERSION}"
+            )
+        if state.get("allocator") != cls.__name__:
+            raise ValueError(f"state is for {state.get('allocator')!r}, not {cls.__name__}")
+        expected = {
+            "format",
+            "version",
+            "allocator",
+            "config",
+            "step",
+            "alpha",
+            "beta",
+            "failure_window",
+            "tracker",
+        }
+        if set(state) != expected:
+            raise ValueError(
+                f"allocator state has fields {sorted(state)}, expected {sorted(expected)}"
+            )
+        try:
+            config = CoBAConfig.model_validate(state["config"])
+        except ValidationError as exc:
+            raise ValueError(f"allocator state: invalid config: {exc}") from None
+        new = cls(config)
+        step = state["step"]
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"allocator state: step must be an int >= 0, got {step!r}")
+        window = state["failure_window"]
+        if (
+            not isinstance(window, list)
+            or len(window) > config.window
+            or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in window)
+            or not all(0.0 <= f <= 1.0 for f in window)
+        ):
+            raise ValueError(
+                f"allocator state: failure_window must be a list of at most {config.window} "
+                "failure rates in [0, 1]"
+            )
+        alpha, beta = state["alpha"], state["beta"]
+        for name, v in (("alpha", alpha), ("beta", beta)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"allocator state: {name} must be a finite number, got {v!r}")
+        if not 1.0 <= alpha <= config.kappa - 1.0 or abs(alpha + beta - config.kappa) > 1e-9:
+            raise ValueError(
+                f"allocator state: shape (alpha={alpha}, beta={beta}) is not a valid shape for "
+                f"kappa={config.kappa}"
+            )
+        tracker = PassRateTracker.from_state_dict(state["tracker"])
+        if tracker.window != config.window:
+            raise ValueError(
+                f"allocator state: tracker window {tracker.window} != config window {config.window}"
+            )
+        new._tracker = tracker
+        new._failure_window = [float(f) for f in window]
+        new._alpha, new._beta = float(alpha), float(beta)
+        new._step = step
+        return new
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`state_dict` to ``path`` as JSON, atomically (temp file, then rename)."""
+        atomic_write_json(path, self.state_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CoBAAllocator:
+        """A new allocator from a file written by :meth:`save` (config included).
+
+        Raises:
+          FileNotFoundError: no such file.
+          ValueError: the file is truncated, corrupt, of another version or inconsistent.
+        """
+        return cls.from_state_dict(read_state_file(path))
+
+    def _check(self) -> None:
+        """Raise ``AssertionError`` if an invariant fails (used by the stress tests)."""
+        self._tracker._check()
+        cfg = self.config
+        if not (1.0 <= self._alpha <= cfg.kappa - 1.0):
+            raise AssertionError(f"alpha {self._alpha} outside [1, kappa - 1]")
+        if abs(self._alpha + self._beta - cfg.kappa) > 1e-9:
+            raise AssertionError("alpha + beta != kappa")
+        if len(self._failure_window) > cfg.window:
+            raise AssertionError("failure window longer than configured")
+        if not all(0.0 <= f <= 1.0 for f in self._failure_window):
+            raise AssertionError("failure rate outside [0, 1]")
+        if self._tracker.window != cfg.window:
+            raise AssertionError("tracker window != config window")

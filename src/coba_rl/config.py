@@ -1,0 +1,83 @@
+"""Configuration of the CoBA-RL allocator: the released constants as validated defaults."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["CoBAConfig"]
+
+
+class CoBAConfig(BaseModel):
+    """Every constant of the CoBA-RL allocator, with the authors' released values as defaults.
+
+    The model is frozen and rejects unknown keys, so a typo in a config file fails loudly
+    instead of silently falling back to a default.
+
+    Attributes:
+      variant: ``"paper"`` runs Algorithm 1 over the whole batch; ``"release"`` runs the
+        authors' released allocator (buckets, explore budget, fallback spreading).
+      n_low, n_up: per-prompt rollout bounds (``1 <= n_low <= n_up``). Keep
+        ``n_low >= 2`` for GRPO: a group of one carries no advantage signal.
+      kappa: ``alpha + beta`` of the Beta density (must exceed 2).
+      gamma: steepness of the sigmoid applied to failure rates at or below 0.5.
+      window: how many past appearances (per prompt) and steps (failure rate) to average.
+      tau: ``"adaptive"`` (from the batch's pass-rate variance) or a fixed positive float.
+      tau_min, tau_max, var_max: the adaptive-tau constants.
+      smoothing: pass rates are clipped to ``[smoothing, 1 - smoothing]`` in the value.
+      exploration_budget_ratio: release variant: the largest share of the spare budget
+        spent by the greedy on the explore bucket.
+      fallback: release variant: how leftover budget is spread, ``"weighted"`` by
+        ``(1 - p) ** weight_alpha`` or ``"uniform"``.
+      weight_alpha: exponent of the weighted fallback.
+      success_reward: a rollout succeeds when its reward equals this value.
+      unseen_pass_rate: the pass rate assumed for never-seen prompts when some prompts
+        of the batch have been seen (an all-unseen batch gets the even split).
+
+    Example:
+      >>> cfg = CoBAConfig(n_up=64)
+      >>> cfg.variant, cfg.n_low, cfg.n_up, cfg.kappa
+      ('paper', 2, 64, 11.0)
+      >>> CoBAConfig(n_lo=2)
+      Traceback (most recent call last):
+      ...
+      pydantic_core._pydantic_core.ValidationError: 1 validation error for CoBAConfig
+      n_lo
+        Extra inputs are not permitted ...
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    variant: Literal["paper", "release"] = "paper"
+    n_low: int = Field(2, ge=1)
+    n_up: int = Field(128, ge=1)
+    kappa: float = Field(11.0, gt=2.0, allow_inf_nan=False)
+    gamma: float = Field(10.0, gt=0.0, allow_inf_nan=False)
+    window: int = Field(1, ge=1)
+    tau: Literal["adaptive"] | float = "adaptive"
+    tau_min: float = Field(3.0, gt=0.0, allow_inf_nan=False)
+    tau_max: float = Field(12.0, gt=0.0, allow_inf_nan=False)
+    var_max: float = Field(0.1667, gt=0.0, allow_inf_nan=False)
+    smoothing: float = Field(0.01, ge=0.0, lt=0.5)
+    exploration_budget_ratio: float = Field(0.8, ge=0.0, le=1.0)
+    fallback: Literal["weighted", "uniform"] = "weighted"
+    weight_alpha: float = Field(1.0, ge=0.0, allow_inf_nan=False)
+    success_reward: float = Field(1.0, allow_inf_nan=False)
+    unseen_pass_rate: float = Field(0.5, ge=0.0, le=1.0)
+
+    @field_validator("tau")
+    @classmethod
+    def _tau_positive(cls, v: str | float) -> str | float:
+        if isinstance(v, float) and not (math.isfinite(v) and v > 0):
+            raise ValueError(f"tau must be 'adaptive' or a finite positive float, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _bounds(self) -> CoBAConfig:
+        if self.n_low > self.n_up:
+            raise ValueError(f"n_low ({self.n_low}) must not exceed n_up ({self.n_up})")
+        if self.tau_min > self.tau_max:
+            raise ValueError(f"tau_min ({self.tau_min}) must not exceed tau_max ({self.tau_max})")
+        return self

@@ -1,0 +1,277 @@
+"""Per-prompt pass-rate tracking over a window of appearances, in flat numpy arrays.
+
+Each training step that contains a prompt is one *appearance*, recorded as (successes,
+rollouts). A prompt's pass rate is its total successes over total rollouts across its
+last ``window`` appearances (specification section 2).
+
+Storage is columnar: one int64/unicode key array plus ``(N, window)`` count arrays, so a
+million tracked prompts cost tens of megabytes rather than a million Python objects.
+Looking ids up never adds them; only :meth:`PassRateTracker.record` does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from coba_rl._validation import as_id_array
+
+__all__ = ["PassRateTracker"]
+
+IntArray = NDArray[np.int64]
+FloatArray = NDArray[np.float64]
+
+
+class PassRateTracker:
+    """Windowed per-prompt pass rates keyed by stable prompt ids (all ints or all strings).
+
+    Slots are assigned in the order ids are first recorded, and every per-step quantity is
+    reported in slot order, so results never depend on hash order.
+
+    Args:
+      window: how many past appearances make up a prompt's pass rate (``>= 1``).
+
+    Example:
+      >>> t = PassRateTracker(window=2)
+      >>> t.record([7, 7, 9, 9], [1.0, 0.0, 1.0, 1.0], success_reward=1.0).tolist()
+      [0.5, 1.0]
+      >>> t.pass_rates([9, 7, 3]).tolist()
+      [1.0, 0.5, nan]
+      >>> len(t)  # looking up id 3 did not add it
+      2
+    """
+
+    def __init__(self, window: int = 1) -> None:
+        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+            raise ValueError(f"window must be an int >= 1, got {window!r}")
+        self.window = int(window)
+        self._keys: NDArray[Any] = np.empty(0, dtype=np.int64)
+        self._kind: str | None = None  # "int" or "str", fixed by the first recorded id
+        self._order: IntArray = np.empty(0, dtype=np.int64)  # slots sorted by key
+        self._succ: IntArray = np.zeros((0, self.window), dtype=np.int64)
+        self._total: IntArray = np.zeros((0, self.window), dtype=np.int64)
+        self._appearances: IntArray = np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self._keys.size)
+
+    @property
+    def id_kind(self) -> str | None:
+        """``"int"`` or ``"str"`` once an id was recorded, else ``None``."""
+        return self._kind
+
+    @staticmethod
+    def _kind_of(ids: NDArray[Any]) -> str:
+        return "str" if ids.dtype.kind == "U" else "int"
+
+    def _check_kind(self, ids: NDArray[Any]) -> None:
+        if self._kind is not None and ids.size and self._kind_of(ids) != self._kind:
+            raise TypeError(
+                f"this tracker holds {self._kind} prompt ids; got {self._kind_of(ids)} ids"
+            )
+
+    def lookup(self, prompt_ids: Any) -> IntArray:
+        """Slot of each id, ``-1`` where the id was never recorded. Never grows the state.
+
+        Complexity: O(n log N) for n ids and N tracked prompts.
+        """
+        ids = as_id_array(prompt_ids)
+        self._check_kind(ids)
+        return self._lookup(ids)
+
+    def _lookup(self, ids: NDArray[Any]) -> IntArray:
+        if self._keys.size == 0 or ids.size == 0:
+            return np.full(ids.size, -1, dtype=np.int64)
+        sorted_keys = self._keys[self._order]
+        pos = np.searchsorted(sorted_keys, ids)
+        pos_c = np.minimum(pos, sorted_keys.size - 1)
+        found = sorted_keys[pos_c] == ids
+        return np.where(found, self._order[pos_c], -1).astype(np.int64)
+
+    def pass_rates(self, prompt_ids: Any) -> FloatArray:
+        """Windowed pass rate of each id; ``NaN`` for ids with no recorded rollouts.
+
+        Complexity: O(n log N + n * window).
+        """
+        slots = self.lookup(prompt_ids)
+        return self._rates(slots)
+
+    def _rates(self, slots: IntArray) -> FloatArray:
+        out = np.full(slots.size, np.nan)
+        known = slots >= 0
+        s = slots[known]
+        succ = self._succ[s].sum(axis=1)
+        total = self._total[s].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[known] = np.where(total > 0, succ / np.maximum(total, 1), np.nan)
+        return out
+
+    def record(self, prompt_ids: Any, rewards: Any, success_reward: float = 1.0) -> FloatArray:
+        """Record one step's rollouts: one (id, reward) pair per rollout.
+
+        Each distinct id gets one new appearance (successes, rollouts), pushing its
+        oldest out of the window. ``rewards`` must already be a validated float array.
+
+        Returns:
+          This step's success fraction of each distinct id, in slot order (the order
+          ids were first recorded), which is what the failure rate averages.
+
+        Complexity: O(n log n + N) for n rollouts and N tracked prompts.
+        """
+        ids = as_id_array(prompt_ids)
+        self._check_kind(ids)
+        r = np.asarray(rewards, dtype=np.float64)
+        if ids.size == 0:
+            return np.empty(0)
+        uniq, first_pos, inverse = np.unique(ids, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        succ = np.bincount(inverse, weights=(r == success_reward), minlength=uniq.size)
+        total = np.bincount(inverse, minlength=uniq.size)
+        slots = self._lookup(uniq)
+        new = slots < 0
+        if new.any():
+            # New ids take slots in order of first appearance in this call.
+            new_idx = np.flatnonzero(new)
+            new_idx = new_idx[np.argsort(first_pos[new_idx], kind="stable")]
+            slots[new_idx] = self._grow(uniq[new_idx])
+        ring = self._appearances[slots] % self.window
+        self._succ[slots, ring] = succ.astype(np.int64)
+        self._total[slots, ring] = total
+        self._appearances[slots] += 1
+        by_slot = np.argsort(slots, kind="stable")
+        return np.asarray(succ[by_slot] / total[by_slot], dtype=np.float64)
+
+    def _grow(self, new_keys: NDArray[Any]) -> IntArray:
+        start = self._keys.size
+        n = new_keys.size
+        if self._kind is None:
+            self._kind = self._kind_of(new_keys)
+            self._keys = new_keys.copy()
+        else:
+            self._keys = np.concatenate([self._keys, new_keys])
+        self._succ = np.concatenate([self._succ, np.zeros((n, self.window), np.int64)])
+        self._total = np.concatenate([self._total, np.zeros((n, self.window), np.int64)])
+        self._appearances = np.concatenate([self._appearances, np.zeros(n, np.int64)])
+        self._order = np.argsort(self._keys, kind="stable").astype(np.int64)
+        return np.arange(start, start + n, dtype=np.int64)
+
+    # -- persistence -------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data (lists, ints, strings) that :meth:`from_state_dict` restores exactly."""
+        return {
+            "window": self.window,
+            "id_kind": self._kind,
+            "ids": self._keys.tolist(),
+            "successes": self._succ.tolist(),
+            "totals": self._total.tolist(),
+            "appearances": self._appearances.tolist(),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Any) -> PassRateTracker:
+        """Rebuild a tracker from :meth:`state_dict` output, validating every field.
+
+        Raises:
+          ValueError: on a missing field, a wrong shape or an inconsistent value.
+        """
+        if not isinstance(state, dict):
+            raise ValueError(f"tracker state must be a dict, got {type(state).__name__}")
+        expected = {"window", "id_kind", "ids", "successes", "totals", "appearances"}
+        if set(state) != expected:
+            raise ValueError(
+                f"tracker state has fields {sorted(state)}, expected {sorted(expected)}"
+            )
+        window = state["window"]
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"tracker state: window must be an int >= 1, got {window!r}")
+        t = cls(window)
+        kind = state["id_kind"]
+        if kind not in (None, "int", "str"):
+            raise ValueError(f"tracker state: id_kind must be 'int', 'str' or null, got {kind!r}")
+        ids_list = state["ids"]
+        if not isinstance(ids_list, list):
+            raise ValueError("tracker state: ids must be a list")
+        n = len(ids_list)
+        try:
+            ids = as_id_array(ids_list, name="tracker state ids")
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+        if n and t._kind_of(ids) != kind:
+            raise ValueError(f"tracker state: ids are not all of kind {kind!r}")
+        if n == 0 and kind is not None:
+            raise ValueError("tracker state: id_kind is set but there are no ids")
+        if np.unique(ids).size != n:
+            raise ValueError("tracker state: duplicate ids")
+
+        def int_array(name: str, shape: tuple[int, ...]) -> IntArray:
+            try:
+                arr = np.array(state[name], dtype=np.int64)
+            except (TypeError, ValueError, OverflowError):
+                raise ValueError(f"tracker state: {name} must hold integers") from None
+            if arr.size == 0:
+                arr = arr.reshape(shape)
+            if arr.shape != shape:
+                raise ValueError(f"tracker state: {name} has shape {arr.shape}, expected {shape}")
+            if (arr < 0).any():
+                raise ValueError(f"tracker state: {name} has negative entries")
+            return arr
+
+        succ = int_array("successes", (n, window))
+        total = int_array("totals", (n, window))
+        appearances = int_array("appearances", (n,))
+        if (succ > total).any():
+            raise ValueError("tracker state: successes exceed totals")
+        t._kind = kind
+        t._keys = ids if n else np.empty(0, dtype=np.int64)
+        t._succ, t._total, t._appearances = succ, total, appearances
+        t._order = np.argsort(t._keys, kind="stable").astype(np.int64)
+        try:
+            t._check()
+        except AssertionError as exc:
+            raise ValueError(
+                f"tracker state is inconsistent: {exc or 'invariant failed'}"
+            ) from None
+        return t
+
+    def nbytes(self) -> int:
+        """Bytes held by the tracker's arrays."""
+        return int(
+            self._keys.nbytes
+            + self._order.nbytes
+            + self._succ.nbytes
+            + self._total.nbytes
+            + self._appearances.nbytes
+        )
+
+    def _check(self) -> None:
+        """Raise ``AssertionError`` if an invariant fails (cheap; stress tests run it each step)."""
+        n = self._keys.size
+        _require(self._succ.shape == (n, self.window), "successes shape")
+        _require(self._total.shape == (n, self.window), "totals shape")
+        _require(self._appearances.shape == (n,), "appearances shape")
+        _require(self._order.shape == (n,), "order shape")
+        _require(
+            bool((self._succ >= 0).all() and (self._succ <= self._total).all()),
+            "successes must lie in [0, totals]",
+        )
+        _require(bool((self._appearances >= 0).all()), "negative appearance count")
+        if n:
+            _require(self._kind == self._kind_of(self._keys), "id kind does not match the ids")
+            sorted_keys = self._keys[self._order]
+            _require(
+                bool((sorted_keys[1:] > sorted_keys[:-1]).all()), "ids must be unique and ordered"
+            )
+            # every appearance holds >= 1 rollout; unfilled window columns are empty
+            filled = np.minimum(self._appearances, self.window)
+            _require(
+                np.array_equal((self._total > 0).sum(axis=1), filled),
+                "window columns do not match the appearance counts",
+            )
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)

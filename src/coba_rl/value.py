@@ -1,0 +1,303 @@
+"""The capability-oriented value function and its failure-rate shaping.
+
+Everything here is a pure function of arrays. The arithmetic follows the authors'
+released allocator operation for operation, so that allocations built on these values
+reproduce the reference bit for bit (see ``tests/test_conformance.py``):
+
+* the Beta density is evaluated with :mod:`math` (log-gamma, then ``log(exp(.))`` of the
+  Beta function, exactly as the reference does);
+* the saturation term uses :func:`numpy.exp` on ``(-n / tau) * p * (1 - p)``;
+* marginal gains are differences ``V(n + 1) - V(n)`` of two values, not the closed form.
+
+Reference: Yao et al., *CoBA-RL: Capability-Oriented Budget Allocation for Reinforcement
+Learning in LLMs*, arXiv 2602.03048, eq. 4-9.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "adaptive_tau",
+    "beta_pdf",
+    "beta_shape",
+    "capability_value",
+    "marginal_gains",
+    "transform_failure_rate",
+    "unique_gains",
+]
+
+FloatArray = NDArray[np.float64]
+
+#: Density used where the Beta density is not finite (as in the released allocator).
+PDF_FLOOR = 1e-10
+
+
+def transform_failure_rate(failure_rate: ArrayLike, gamma: float = 10.0) -> FloatArray:
+    r"""Map the smoothed failure rate ``F_bar`` to the Beta mode ``F_tilde`` (eq. 6).
+
+    .. math::
+
+        \tilde F = \begin{cases} \bar F & \bar F > 0.5 \\
+                   \sigma(\gamma (\bar F - 0.5)) & \text{otherwise} \end{cases}
+
+    Early in training (the model fails most prompts) the mode follows the failure rate.
+    Once the model passes more than half, the sigmoid keeps the mode from collapsing
+    too fast towards hard prompts.
+
+    Args:
+      failure_rate: ``F_bar``, scalar or array, in [0, 1].
+      gamma: sigmoid steepness (paper: 10).
+
+    Returns:
+      ``F_tilde`` with the shape of ``failure_rate`` (a 0-d array for a scalar).
+
+    Example:
+      >>> float(transform_failure_rate(0.8))
+      0.8
+      >>> round(float(transform_failure_rate(0.3)), 6)
+      0.119203
+
+    Reference: arXiv 2602.03048, eq. 6.
+    """
+    f_bar = np.asarray(failure_rate, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        sig = 1.0 / (1.0 + np.exp(-gamma * (f_bar - 0.5)))
+    return np.where(f_bar > 0.5, f_bar, sig)
+
+
+def beta_shape(
+    failure_rate: ArrayLike, kappa: float = 11.0, gamma: float = 10.0
+) -> tuple[FloatArray, FloatArray]:
+    r"""The Beta shape ``(alpha, beta)`` for a smoothed failure rate (eq. 7).
+
+    .. math::
+
+        \alpha = \mathrm{clip}(1 + (\kappa - 2)\tilde F,\ 1,\ \kappa - 1), \qquad
+        \beta = \kappa - \alpha
+
+    The mode of ``Beta(alpha, beta)`` is ``F_tilde``: a failing model (high ``F``) puts
+    the density's peak at high pass rates (exploit easy prompts first); as the model
+    improves the peak moves to hard prompts (explore).
+
+    Args:
+      failure_rate: ``F_bar``, scalar or array, in [0, 1].
+      kappa: ``alpha + beta`` (paper: 11); must exceed 2.
+      gamma: sigmoid steepness of :func:`transform_failure_rate`.
+
+    Returns:
+      ``(alpha, beta)``, each with the shape of ``failure_rate``.
+
+    Example:
+      >>> a, b = beta_shape(0.8, kappa=11.0)
+      >>> float(a), float(b)
+      (8.2, 2.8)
+
+    Reference: arXiv 2602.03048, eq. 6-7.
+    """
+    f_tilde = transform_failure_rate(failure_rate, gamma)
+    alpha = np.clip(1.0 + (kappa - 2.0) * f_tilde, 1.0, kappa - 1.0)
+    return alpha, kappa - alpha
+
+
+def _beta_pdf_scalar(p: float, alpha: float, beta: float) -> float:
+    # Operation for operation as the released allocator (including log(exp(log B))).
+    p = min(max(p, 1e-10), 1.0 - 1e-10)
+    try:
+        log_pdf = (alpha - 1) * math.log(p) + (beta - 1) * math.log(1 - p)
+        log_b = math.log(
+            math.exp(math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta))
+        )
+        pdf = math.exp(log_pdf - log_b)
+    except (OverflowError, ValueError):
+        return PDF_FLOOR
+    return pdf if math.isfinite(pdf) else PDF_FLOOR
+
+
+def beta_pdf(p: ArrayLike, alpha: float, beta: float) -> FloatArray:
+    r"""The Beta density, computed with log-gamma (eq. 8).
+
+    .. math::
+
+        f(p; \alpha, \beta) = \frac{p^{\alpha - 1}(1 - p)^{\beta - 1}}{B(\alpha, \beta)}
+
+    ``p`` is clipped to ``[1e-10, 1 - 1e-10]``; a non-finite density becomes ``1e-10``.
+
+    Args:
+      p: pass rates, any shape.
+      alpha, beta: the Beta shape (see :func:`beta_shape`).
+
+    Returns:
+      The density, with the shape of ``p``.
+
+    Example:
+      >>> [round(float(x), 4) for x in beta_pdf([0.25, 0.5, 0.75], 2.0, 2.0)]
+      [1.125, 1.5, 1.125]
+
+    Complexity: one scalar evaluation per *distinct* value of ``p``.
+
+    Reference: arXiv 2602.03048, eq. 8.
+    """
+    p_arr = np.asarray(p, dtype=np.float64)
+    uniq, inverse = np.unique(p_arr, return_inverse=True)
+    dens = np.fromiter(
+        (_beta_pdf_scalar(float(x), alpha, beta) for x in uniq), dtype=np.float64, count=uniq.size
+    )
+    return dens[inverse].reshape(p_arr.shape)
+
+
+def capability_value(
+    n: ArrayLike,
+    p: ArrayLike,
+    alpha: float,
+    beta: float,
+    tau: float,
+    smoothing: float = 0.01,
+) -> FloatArray:
+    r"""The capability-oriented value ``V(n, p)`` of giving ``n`` rollouts to a prompt (eq. 5, 9).
+
+    .. math::
+
+        V(n, p) = \bigl(1 - e^{-(n/\tau)\, p (1 - p)}\bigr)\ f(p; \alpha, \beta)
+
+    with ``p`` first clipped to ``[smoothing, 1 - smoothing]``. The first factor
+    saturates in ``n`` (more rollouts on one prompt help less and less); the second is
+    the Beta density of :func:`beta_pdf`, which says how much the policy's current
+    capability wants prompts of that pass rate.
+
+    Args:
+      n: rollout counts; broadcast against ``p``.
+      p: pass rates in [0, 1].
+      alpha, beta: the Beta shape.
+      tau: saturation scale (see :func:`adaptive_tau`).
+      smoothing: the clip ``s`` applied to ``p``.
+
+    Returns:
+      ``V`` with the broadcast shape of ``n`` and ``p``.
+
+    Example:
+      >>> round(float(capability_value(8, 0.5, 2.0, 2.0, tau=4.0)), 6)
+      0.590204
+
+    Reference: arXiv 2602.03048, eq. 5 and 9.
+    """
+    p_s = np.clip(np.asarray(p, dtype=np.float64), smoothing, 1.0 - smoothing)
+    n_arr = np.asarray(n, dtype=np.float64)
+    saturation = 1 - np.exp(-n_arr / tau * p_s * (1 - p_s))
+    return saturation * beta_pdf(p_s, alpha, beta)
+
+
+def marginal_gains(
+    pass_rates: ArrayLike,
+    alpha: float,
+    beta: float,
+    tau: float,
+    n_low: int,
+    n_up: int,
+    smoothing: float = 0.01,
+) -> FloatArray:
+    r"""The table of marginal gains that Algorithm 1 spends the budget on.
+
+    .. math::
+
+        g_{i,j} = V(n_{low} + j + 1, p_i) - V(n_{low} + j, p_i),
+        \qquad 0 \le j < n_{up} - n_{low}
+
+    In exact arithmetic ``g_{i,j} = C_i e^{-k_i (n_{low}+j)} (1 - e^{-k_i})`` with
+    ``C_i = f(p_i)`` and ``k_i = p_i(1-p_i)/\tau``: a strictly decreasing geometric
+    sequence, which is what makes the greedy optimal. The table is computed as
+    differences of values, as the reference does, so that near-ties order the same way.
+
+    Args:
+      pass_rates: shape ``(M,)``.
+      alpha, beta: the Beta shape.
+      tau: saturation scale.
+      n_low, n_up: per-prompt bounds, ``1 <= n_low <= n_up``.
+      smoothing: the clip applied to pass rates.
+
+    Returns:
+      Gains of shape ``(M, n_up - n_low)``.
+
+    Example:
+      >>> g = marginal_gains([0.5, 0.9], 2.0, 2.0, tau=4.0, n_low=2, n_up=5)
+      >>> g.shape
+      (2, 3)
+      >>> bool((g[:, :-1] >= g[:, 1:]).all())
+      True
+
+    Complexity: O(M (n_up - n_low)) exponentials, O(distinct p) densities.
+
+    Reference: arXiv 2602.03048, eq. 9 and Algorithm 1.
+    """
+    gains_u, inverse = unique_gains(pass_rates, alpha, beta, tau, n_low, n_up, smoothing)
+    return gains_u[inverse]
+
+
+def unique_gains(
+    pass_rates: ArrayLike,
+    alpha: float,
+    beta: float,
+    tau: float,
+    n_low: int,
+    n_up: int,
+    smoothing: float = 0.01,
+) -> tuple[FloatArray, NDArray[np.int64]]:
+    """:func:`marginal_gains` for the distinct pass rates only, and each prompt's row.
+
+    ``marginal_gains(p, ...) == gains_u[inverse]``. Batches of pass rates ``k / G`` hold
+    at most ``G + 1`` distinct values, so this table is tiny.
+
+    Example:
+      >>> g, inv = unique_gains([0.5, 0.25, 0.5], 3.0, 3.0, 4.0, n_low=2, n_up=6)
+      >>> g.shape, inv.tolist()
+      ((2, 4), [1, 0, 1])
+    """
+    p = np.asarray(pass_rates, dtype=np.float64)
+    uniq, inverse = np.unique(p, return_inverse=True)
+    n = np.arange(n_low, n_up + 1, dtype=np.float64)
+    values = capability_value(n[None, :], uniq[:, None], alpha, beta, tau, smoothing)
+    return values[:, 1:] - values[:, :-1], inverse.reshape(-1).astype(np.int64)
+
+
+def adaptive_tau(
+    pass_rates: ArrayLike,
+    tau_min: float = 3.0,
+    tau_max: float = 12.0,
+    var_max: float = 0.1667,
+    smoothing: float = 0.01,
+) -> float:
+    r"""Adaptive saturation scale from the spread of the batch's pass rates.
+
+    .. math::
+
+        \tau = \tau_{min} + (\tau_{max} - \tau_{min})\,
+               \mathrm{clip}\bigl(\mathrm{Var}(p_{clipped}) / v_{max},\ 0,\ 1\bigr)
+
+    ``Var`` is the population variance of the pass rates after clipping to
+    ``[smoothing, 1 - smoothing]``. A batch with spread-out pass rates saturates more
+    slowly (larger ``tau``), so the budget is spread over more rollouts per prompt.
+
+    Args:
+      pass_rates: shape ``(M,)``, ``M >= 1``.
+      tau_min, tau_max, var_max: the released constants 3, 12 and 0.1667.
+      smoothing: the clip applied first.
+
+    Returns:
+      ``tau`` as a Python float.
+
+    Example:
+      >>> adaptive_tau([0.5, 0.5])
+      3.0
+      >>> round(adaptive_tau([0.0, 1.0]), 4)
+      12.0
+
+    Reference: the authors' released allocator (the paper leaves ``tau`` open).
+    """
+    p_arr = np.clip(np.asarray(pass_rates, dtype=np.float64), smoothing, 1.0 - smoothing)
+    mean_p = np.mean(p_arr)
+    var_p = np.mean((p_arr - mean_p) ** 2)
+    v = float(np.clip(var_p / var_max, 0.0, 1.0))
+    return float(tau_min + (tau_max - tau_min) * v)

@@ -1,0 +1,97 @@
+"""Value function and Beta shaping: checked against SciPy and the closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy import stats as sps
+
+from coba_rl import value
+
+rates = st.floats(0.0, 1.0, allow_nan=False)
+
+
+@given(f=rates, kappa=st.floats(2.5, 40.0))
+def test_beta_shape_sums_to_kappa_and_mode_is_transformed_rate(f: float, kappa: float) -> None:
+    alpha, beta = (float(x) for x in value.beta_shape(f, kappa))
+    assert alpha + beta == pytest.approx(kappa, abs=1e-12)
+    assert 1.0 <= alpha <= kappa - 1.0
+    f_tilde = float(value.transform_failure_rate(f))
+    if alpha > 1.0 and beta > 1.0:  # interior: the Beta mode is F_tilde (eq. 7)
+        assert (alpha - 1) / (alpha + beta - 2) == pytest.approx(f_tilde, abs=1e-12)
+
+
+def test_transform_is_identity_above_half_and_sigmoid_below() -> None:
+    f = np.array([0.0, 0.3, 0.5, 0.5000001, 0.9])
+    out = value.transform_failure_rate(f, gamma=10.0)
+    assert out[3] == f[3]
+    assert out[4] == f[4]
+    assert out[2] == pytest.approx(0.5)
+    assert out[1] == pytest.approx(1 / (1 + math.exp(-10 * (0.3 - 0.5))))
+    assert out[0] == pytest.approx(1 / (1 + math.exp(5.0)))
+
+
+def test_beta_shape_is_vectorised() -> None:
+    a, b = value.beta_shape(np.array([0.1, 0.6, 1.0]), kappa=11.0)
+    assert a.shape == (3,)
+    assert b.shape == (3,)
+    assert a[2] == 10.0
+    assert b[2] == 1.0
+
+
+@given(p=st.floats(1e-6, 1 - 1e-6), a=st.floats(1.0, 20.0), b=st.floats(1.0, 20.0))
+def test_beta_pdf_matches_scipy(p: float, a: float, b: float) -> None:
+    ours = float(value.beta_pdf(p, a, b))
+    ref = float(sps.beta.pdf(p, a, b))
+    assert ours == pytest.approx(ref, rel=1e-9, abs=1e-300)
+
+
+def test_beta_pdf_keeps_shape_and_floors_non_finite() -> None:
+    p = np.array([[0.2, 0.2], [0.7, 0.0]])
+    out = value.beta_pdf(p, 3.0, 4.0)
+    assert out.shape == (2, 2)
+    assert out[0, 0] == out[0, 1]
+    # alpha < 1 at p -> 0 would blow up; the clip at 1e-10 keeps it finite
+    assert np.isfinite(value.beta_pdf([0.0], 0.5, 3.0)).all()
+    # As in the reference, B(alpha, beta) goes through exp(); when that underflows to 0
+    # the density cannot be evaluated and falls back to the floor.
+    assert float(value.beta_pdf(0.5, 1000.0, 1000.0)) == value.PDF_FLOOR
+
+
+@given(p=st.floats(0.0, 1.0), n=st.integers(1, 200), tau=st.floats(0.5, 20.0))
+def test_value_formula(p: float, n: int, tau: float) -> None:
+    a, b = 4.0, 3.0
+    ps = min(max(p, 0.01), 0.99)
+    expected = (1 - math.exp(-(n / tau) * ps * (1 - ps))) * sps.beta.pdf(ps, a, b)
+    assert float(value.capability_value(n, p, a, b, tau)) == pytest.approx(expected, rel=1e-9)
+
+
+@given(p=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=8), tau=st.floats(1.0, 12.0))
+def test_marginal_gains_equal_closed_form_and_decrease(p: list[float], tau: float) -> None:
+    a, b, n_low, n_up = 6.0, 5.0, 2, 40
+    g = value.marginal_gains(p, a, b, tau, n_low, n_up)
+    assert g.shape == (len(p), n_up - n_low)
+    ps = np.clip(np.array(p), 0.01, 0.99)
+    c = value.beta_pdf(ps, a, b)[:, None]
+    k = (ps * (1 - ps) / tau)[:, None]
+    n = np.arange(n_low, n_up)[None, :]
+    closed = c * np.exp(-k * n) * (1 - np.exp(-k))
+    np.testing.assert_allclose(g, closed, rtol=1e-6, atol=1e-15)
+    assert (np.diff(closed, axis=1) < 0).all()
+
+
+def test_marginal_gains_identical_rows_for_equal_rates() -> None:
+    g = value.marginal_gains([0.25, 0.5, 0.25], 3.0, 3.0, 5.0, 2, 10)
+    assert np.array_equal(g[0], g[2])
+
+
+@given(p=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=50))
+def test_adaptive_tau_in_range_and_matches_variance(p: list[float]) -> None:
+    tau = value.adaptive_tau(p)
+    assert 3.0 <= tau <= 12.0
+    var = float(np.var(np.clip(p, 0.01, 0.99)))
+    assert tau == pytest.approx(3.0 + 9.0 * min(var / 0.1667, 1.0), abs=1e-9)
