@@ -31,7 +31,13 @@ def test_paper_setting_runs_tiny_and_paths_agree() -> None:
     assert [r.case for r in results] == ["realistic", "tie-heavy"]
     for r in results:
         assert r.counts_identical and r.dp_objective_equal
-        assert set(r.times) == {"allocate", "reference heap", "heap (table)", "greedy (table)", "dp"}
+        assert set(r.times) == {
+            "allocate",
+            "reference heap",
+            "heap (table)",
+            "greedy (table)",
+            "dp",
+        }
     table = bench.format_paper_table(results)
     assert "Paper's Table 4" in table and "| realistic | dp |" in table
 

@@ -122,7 +122,7 @@ def test_grouped_selection_equals_expanded(problem: Problem, rows: list[int]) ->
     # allocate) must equal the selection on the expanded table, in both of its branches.
     from coba_rl.solvers import _greedy_extra, _greedy_extra_grouped, _running_min
 
-    g, _, n_low, n_up = problem
+    g = problem[0]
     keys_u = _running_min(g)
     inverse = np.array([r % g.shape[0] for r in rows], dtype=np.int64)
     full = keys_u[inverse]
