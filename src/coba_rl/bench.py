@@ -121,8 +121,7 @@ def reference_heap(
 def machine_info() -> dict[str, Any]:
     """CPU, core count and library versions, to store beside benchmark results."""
     import os
-
-    import scipy
+    from importlib.metadata import version
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -138,7 +137,7 @@ def machine_info() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "scipy": scipy.__version__,
+        "scipy": version("scipy"),
         "platform": platform.platform(),
     }
 
