@@ -11,7 +11,7 @@ Example:
   [2, 2, 45, 29, 2]
 """
 
-from coba_rl import solvers, value
+from coba_rl import grpo, solvers, value
 from coba_rl._validation import BudgetWarning, even_split
 from coba_rl.allocator import STATE_VERSION, CoBAAllocator
 from coba_rl.coba import allocate, initial_shape
@@ -44,6 +44,7 @@ __all__ = [
     "beta_shape",
     "capability_value",
     "even_split",
+    "grpo",
     "initial_shape",
     "marginal_gains",
     "solvers",
