@@ -32,9 +32,18 @@ def test_bad_pass_rates(rates: Any, match: str) -> None:
         stats(rates)
 
 
-def test_non_numeric_pass_rates() -> None:
-    with pytest.raises(TypeError, match="pass_rates must be a 1-D sequence of floats"):
-        stats(["a", "b"])
+@pytest.mark.parametrize(
+    ("rates", "match"),
+    [
+        (["a", "b"], r"must hold numbers \(NaN for unseen\), got \['str'\]"),
+        (["0.5"], r"got \['str'\]"),
+        ([0.5, None], r"got \['NoneType', 'float'\]"),
+        ({"a": 0.5}, r"got \['dict'\]"),
+    ],
+)
+def test_non_numeric_pass_rates(rates: Any, match: str) -> None:
+    with pytest.raises(TypeError, match=match):
+        stats(rates)
 
 
 @pytest.mark.parametrize("f", [-0.1, 1.1, math.nan, math.inf])

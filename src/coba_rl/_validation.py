@@ -52,8 +52,18 @@ def check_budget(budget: Any, m: int, n_low: int, n_up: int) -> int:
 
 def check_pass_rates(pass_rates: Any, name: str = "pass_rates") -> FloatArray:
     """A 1-D float64 copy of ``pass_rates``; values in [0, 1] or NaN (unseen)."""
+    raw = pass_rates if isinstance(pass_rates, np.ndarray) else None
+    if raw is None:
+        try:
+            raw = np.asarray(pass_rates)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be a 1-D sequence of floats: {exc}") from None
+    if raw.dtype.kind in "USO" and raw.size:
+        kinds = {type(x).__name__ for x in raw.reshape(-1).tolist()}
+        if not kinds <= {"float", "int"}:
+            raise TypeError(f"{name} must hold numbers (NaN for unseen), got {sorted(kinds)}")
     try:
-        arr = np.array(pass_rates, dtype=np.float64)
+        arr = np.array(raw, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be a 1-D sequence of floats: {exc}") from None
     if arr.ndim != 1:
