@@ -6,8 +6,10 @@ input. Messages say what was expected and what was received.
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbcSet
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,14 @@ from numpy.typing import NDArray
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
+
+#: The largest value an int64 count (or budget) can hold.
+INT64_MAX = int(np.iinfo(np.int64).max)
+#: The largest per-prompt cap ``n_up`` accepted: the gain tables hold ``n_up - n_low``
+#: columns per distinct pass rate, so an unbounded cap would be an unbounded allocation.
+MAX_N_UP = 2**16
+#: The largest pass-rate window accepted (appearances per prompt, or steps).
+MAX_WINDOW = 2**10
 
 
 class BudgetWarning(UserWarning):
@@ -31,6 +41,8 @@ def check_budget(budget: Any, m: int, n_low: int, n_up: int) -> int:
     b = int(budget)
     if b < 0:
         raise ValueError(f"budget must be non-negative, got {b}")
+    if b > INT64_MAX:
+        raise ValueError(f"budget {b} does not fit in int64 (the counts' dtype)")
     if m == 0:
         if b > 0:
             raise ValueError(f"a positive budget ({b}) cannot be spent on an empty batch")
@@ -62,6 +74,8 @@ def check_pass_rates(pass_rates: Any, name: str = "pass_rates") -> FloatArray:
         kinds = {type(x).__name__ for x in raw.reshape(-1).tolist()}
         if not kinds <= {"float", "int"}:
             raise TypeError(f"{name} must hold numbers (NaN for unseen), got {sorted(kinds)}")
+    if raw.dtype.kind == "c":
+        raise TypeError(f"{name} must be real numbers, got complex values")
     try:
         arr = np.array(raw, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -86,6 +100,14 @@ def even_split(budget: int, m: int) -> IntArray:
     >>> even_split(10, 4).tolist()
     [3, 3, 2, 2]
     """
+    for name, v in (("budget", budget), ("m", m)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {type(v).__name__} ({v!r})")
+        if not 0 <= int(v) <= INT64_MAX:
+            raise ValueError(f"{name} must lie in [0, 2**63 - 1], got {v}")
+    budget, m = int(budget), int(m)
+    if m == 0 and budget > 0:
+        raise ValueError(f"a positive budget ({budget}) cannot be split over zero prompts")
     counts = np.full(m, budget // m if m else 0, dtype=np.int64)
     if m:
         counts[: budget % m] += 1
@@ -114,6 +136,12 @@ def as_id_array(prompt_ids: Any, name: str = "prompt_ids") -> NDArray[Any]:
         if arr.dtype.kind != "O":
             raise TypeError(f"{name} must be ints or strings, got an array of dtype {arr.dtype}")
         items: Sequence[Any] = arr.tolist()
+    elif isinstance(prompt_ids, (AbcSet, Mapping)):
+        raise TypeError(
+            f"{name} must be an ordered sequence (list, tuple or array), got a "
+            f"{type(prompt_ids).__name__}: its order, and so the order of the counts, is not "
+            "defined"
+        )
     elif isinstance(prompt_ids, (str, bytes)) or not isinstance(prompt_ids, Sequence):
         try:
             items = list(prompt_ids)
@@ -136,6 +164,9 @@ def as_id_array(prompt_ids: Any, name: str = "prompt_ids") -> NDArray[Any]:
         except OverflowError:
             raise ValueError(f"{name} must fit in int64") from None
     if all(issubclass(t, str) for t in kinds):
+        # numpy strips trailing NULs, which would merge "a" and "a\x00": refuse them.
+        if "\x00" in "".join(items):
+            raise ValueError(f"{name}: string ids must not contain NUL characters")
         return np.array(items, dtype=np.str_)
     names = sorted(t.__name__ for t in kinds)
     raise TypeError(f"{name} must be all ints or all strings, got element types {names}")
@@ -155,12 +186,81 @@ def check_unique_ids(ids: NDArray[Any], name: str = "prompt_ids") -> None:
         )
 
 
+def as_real_array(x: Any, name: str) -> FloatArray:
+    """``x`` as a float64 array (any shape); ints, floats and bools only.
+
+    Strings, bytes, complex numbers and other objects raise ``TypeError`` instead of
+    being parsed or silently truncated to their real part.
+    """
+    try:
+        raw = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be an array of real numbers: {exc}") from None
+    if raw.dtype.kind == "O" and raw.size:
+        kinds = {type(v) for v in raw.reshape(-1).tolist()}
+        if not all(issubclass(t, (int, float)) for t in kinds):
+            names = sorted(t.__name__ for t in kinds)
+            raise TypeError(f"{name} must hold real numbers, got element types {names}")
+    elif raw.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got an array of dtype {raw.dtype}")
+    try:
+        return np.asarray(raw, dtype=np.float64)
+    except OverflowError:
+        raise ValueError(f"{name} holds a number too large for a float") from None
+
+
+def as_int_array(x: Any, name: str) -> IntArray:
+    """``x`` (saved state: nested lists of ints) as an int64 array; anything else raises.
+
+    Floats, strings and other objects are refused rather than converted.
+    """
+    try:
+        raw = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must hold integers: {exc}") from None
+    if raw.size == 0:
+        return np.zeros(raw.shape, dtype=np.int64)
+    if raw.dtype.kind == "O":
+        if not all(type(v) is int for v in raw.reshape(-1).tolist()):
+            raise ValueError(f"{name} must hold integers")
+    elif raw.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integers, got {raw.dtype}")
+    try:
+        if raw.dtype.kind == "u" and int(raw.max()) > INT64_MAX:
+            raise OverflowError
+        return np.asarray(raw, dtype=np.int64)
+    except OverflowError:
+        raise ValueError(f"{name} holds a number that does not fit in int64") from None
+
+
+def check_real(v: Any, name: str, lo: float = -np.inf, hi: float = np.inf) -> float:
+    """``v`` as a finite Python float in ``[lo, hi]``; bools and non-numbers raise."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__} ({v!r})")
+    try:
+        f = float(v)
+    except OverflowError:
+        raise ValueError(f"{name} = {v} is too large") from None
+    if not (math.isfinite(f) and lo <= f <= hi):
+        raise ValueError(f"{name} must be finite and in [{lo}, {hi}], got {v!r}")
+    return f
+
+
+def check_bounds(n_low: Any, n_up: Any) -> tuple[int, int]:
+    """Per-prompt bounds as ints with ``1 <= n_low <= n_up <= MAX_N_UP``."""
+    for name, v in (("n_low", n_low), ("n_up", n_up)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {type(v).__name__} ({v!r})")
+    if not 1 <= n_low <= n_up <= MAX_N_UP:
+        raise ValueError(
+            f"bounds must satisfy 1 <= n_low <= n_up <= {MAX_N_UP}, got n_low={n_low}, n_up={n_up}"
+        )
+    return int(n_low), int(n_up)
+
+
 def check_rewards(rewards: Any, n: int) -> FloatArray:
     """Rewards as a finite 1-D float64 array of length ``n``."""
-    try:
-        arr = np.asarray(rewards, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"rewards must be a 1-D sequence of floats: {exc}") from None
+    arr = as_real_array(rewards, "rewards")
     if arr.ndim != 1:
         raise ValueError(f"rewards must be 1-D, got shape {arr.shape}")
     if arr.size != n:

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from coba_rl._validation import MAX_N_UP, MAX_WINDOW
+
 __all__ = ["CoBAConfig"]
 
 
@@ -19,11 +21,12 @@ class CoBAConfig(BaseModel):
     Attributes:
       variant: ``"paper"`` runs Algorithm 1 over the whole batch; ``"release"`` runs the
         authors' released allocator (buckets, explore budget, fallback spreading).
-      n_low, n_up: per-prompt rollout bounds (``1 <= n_low <= n_up``). Keep
+      n_low, n_up: per-prompt rollout bounds (``1 <= n_low <= n_up <= 65536``). Keep
         ``n_low >= 2`` for GRPO: a group of one carries no advantage signal.
       kappa: ``alpha + beta`` of the Beta density (must exceed 2).
       gamma: steepness of the sigmoid applied to failure rates at or below 0.5.
-      window: how many past appearances (per prompt) and steps (failure rate) to average.
+      window: how many past appearances (per prompt) and steps (failure rate) to average
+        (at most 1024).
       tau: ``"adaptive"`` (from the batch's pass-rate variance) or a fixed positive float.
       tau_min, tau_max, var_max: the adaptive-tau constants.
       smoothing: pass rates are clipped to ``[smoothing, 1 - smoothing]`` in the value.
@@ -52,10 +55,10 @@ class CoBAConfig(BaseModel):
 
     variant: Literal["paper", "release"] = "paper"
     n_low: int = Field(2, ge=1)
-    n_up: int = Field(128, ge=1)
+    n_up: int = Field(128, ge=1, le=MAX_N_UP)
     kappa: float = Field(11.0, gt=2.0, allow_inf_nan=False)
     gamma: float = Field(10.0, gt=0.0, allow_inf_nan=False)
-    window: int = Field(1, ge=1)
+    window: int = Field(1, ge=1, le=MAX_WINDOW)
     tau: Literal["adaptive"] | float = "adaptive"
     tau_min: float = Field(3.0, gt=0.0, allow_inf_nan=False)
     tau_max: float = Field(12.0, gt=0.0, allow_inf_nan=False)

@@ -9,10 +9,13 @@ matching verl's ``compute_grpo_outcome_advantage`` (``ddof=1``, ``eps=1e-6``) an
 
 from __future__ import annotations
 
-from typing import Literal, overload
+from collections.abc import Iterable
+from typing import Any, Literal, cast, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from coba_rl._validation import as_real_array, check_real
 
 __all__ = ["expand", "group_advantages", "group_sizes"]
 
@@ -44,7 +47,7 @@ def expand(counts: ArrayLike) -> IntArray:
     c = np.asarray(counts)
     if c.ndim != 1:
         raise ValueError(f"counts must be 1-D, got shape {c.shape}")
-    if c.size and c.dtype.kind not in "iu":
+    if c.dtype.kind not in "iu":
         if c.dtype.kind == "f" and np.all(np.isfinite(c)) and np.all(c == np.round(c)):
             c = c.astype(np.int64)
         else:
@@ -62,9 +65,26 @@ def group_sizes(group_ids: ArrayLike) -> tuple[IntArray, IntArray]:
       >>> inv.tolist(), sizes.tolist()
       ([0, 1, 0, 2], [2, 1, 1])
     """
-    ids = np.asarray(group_ids)
+    try:
+        ids = np.asarray(group_ids)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"group_ids must be a 1-D sequence of ids: {exc}") from None
     if ids.ndim != 1:
         raise ValueError(f"group_ids must be 1-D, got shape {ids.shape}")
+    if ids.dtype.kind in "US" and not isinstance(group_ids, np.ndarray):
+        # numpy turns [1, "1"] into ["1", "1"]: mixed ids would silently share a group.
+        kinds = {type(g) for g in cast("Iterable[Any]", group_ids)}
+        if not (all(issubclass(t, str) for t in kinds) or all(issubclass(t, bytes) for t in kinds)):
+            names = sorted(t.__name__ for t in kinds)
+            raise TypeError(f"group_ids must not mix strings with other types, got {names}")
+    if ids.dtype.kind == "O" and ids.size:  # e.g. verl's uid array: strings are fine
+        kinds = {type(g) for g in ids.tolist()}
+        if not (
+            all(issubclass(t, str) for t in kinds)
+            or all(issubclass(t, (int, float)) for t in kinds)
+        ):
+            names = sorted(t.__name__ for t in kinds)
+            raise TypeError(f"group_ids must be all strings or all numbers, got {names}")
     if ids.size == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
@@ -158,10 +178,15 @@ def group_advantages(
 
     Complexity: O(N log N) (grouping), O(N) memory.
     """
-    r = np.asarray(rewards, dtype=np.float64)
+    r = as_real_array(rewards, "rewards")
     if r.ndim != 1:
         raise ValueError(f"rewards must be 1-D, got shape {r.shape}")
-    ids = np.asarray(group_ids)
+    ids = np.asarray(group_ids) if isinstance(group_ids, np.ndarray) else None
+    if ids is None:
+        try:
+            ids = np.asarray(group_ids)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"group_ids must be a 1-D sequence of ids: {exc}") from None
     if ids.shape != r.shape:
         raise ValueError(
             f"rewards and group_ids must have the same length, got {r.size} and {ids.size}"
@@ -170,9 +195,12 @@ def group_advantages(
         raise ValueError("rewards must be finite (found NaN or inf)")
     if singleton not in ("zero", "raw", "error"):
         raise ValueError(f"singleton must be 'zero', 'raw' or 'error', got {singleton!r}")
-    if ddof < 0:
-        raise ValueError(f"ddof must be >= 0, got {ddof}")
-    inv, sizes = group_sizes(ids)
+    if isinstance(ddof, (bool, np.bool_)) or not isinstance(ddof, (int, np.integer)) or ddof < 0:
+        raise ValueError(f"ddof must be an int >= 0, got {ddof!r}")
+    eps = check_real(eps, "eps", lo=0.0)
+    if not isinstance(scale, (bool, np.bool_)):
+        raise TypeError(f"scale must be a bool, got {type(scale).__name__}")
+    inv, sizes = group_sizes(group_ids)
     n = sizes.astype(np.float64)
     mean = np.bincount(inv, weights=r, minlength=sizes.size) / np.maximum(n, 1.0)
     centred = r - mean[inv]
@@ -184,7 +212,9 @@ def group_advantages(
         dof = n - ddof
         with np.errstate(invalid="ignore", divide="ignore"):
             std = np.where(dof > 0, np.sqrt(ss / np.where(dof > 0, dof, 1.0)), 0.0)
-        adv = centred / (std[inv] + eps)
+        denom = std[inv] + eps
+        # denom is 0 only with eps = 0 and a constant group (centred = 0): advantage 0.
+        adv = np.divide(centred, denom, out=np.zeros_like(centred), where=denom > 0)
     else:
         adv = centred
     if single.any():

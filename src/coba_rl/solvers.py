@@ -25,6 +25,8 @@ import heapq
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from coba_rl._validation import as_real_array, check_bounds
+
 __all__ = ["dp", "greedy", "greedy_heap", "objective"]
 
 IntArray = NDArray[np.int64]
@@ -33,9 +35,8 @@ FloatArray = NDArray[np.float64]
 
 def _check(gains: ArrayLike, budget: int, n_low: int, n_up: int) -> FloatArray:
     """Validate the common solver arguments and return ``gains`` as a float64 array."""
-    if not 1 <= n_low <= n_up:
-        raise ValueError(f"bounds must satisfy 1 <= n_low <= n_up, got n_low={n_low}, n_up={n_up}")
-    g = np.asarray(gains, dtype=np.float64)
+    n_low, n_up = check_bounds(n_low, n_up)
+    g = as_real_array(gains, "gains")
     if g.ndim != 2 or g.shape[1] != n_up - n_low:
         raise ValueError(
             f"gains must have shape (M, n_up - n_low) = (M, {n_up - n_low}), got {g.shape}"
@@ -67,8 +68,17 @@ def objective(gains: ArrayLike, counts: ArrayLike, n_low: int) -> float:
       >>> objective([[3.0, 1.0], [2.0, 0.5]], [4, 3], n_low=2)
       6.0
     """
-    g = np.asarray(gains, dtype=np.float64)
-    extra = np.asarray(counts, dtype=np.int64) - n_low
+    g = as_real_array(gains, "gains")
+    if g.ndim != 2:
+        raise ValueError(f"gains must be a 2-D (M, n_up - n_low) table, got shape {g.shape}")
+    if isinstance(n_low, (bool, np.bool_)) or not isinstance(n_low, (int, np.integer)):
+        raise TypeError(f"n_low must be an int, got {type(n_low).__name__}")
+    c = as_real_array(counts, "counts")
+    if c.shape != (g.shape[0],) or not (c == np.round(c)).all():
+        raise ValueError(f"counts must be {g.shape[0]} integers, got shape {c.shape}")
+    if not ((c >= n_low) & (c <= n_low + g.shape[1])).all():
+        raise ValueError(f"counts must lie in [n_low, n_low + {g.shape[1]}]")
+    extra = c.astype(np.int64) - int(n_low)
     mask = np.arange(g.shape[1])[None, :] < extra[:, None]
     return float(np.sum(g, where=mask))
 

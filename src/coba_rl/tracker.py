@@ -16,12 +16,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from coba_rl._validation import as_id_array
+from coba_rl._validation import MAX_WINDOW, as_id_array, as_int_array, check_rewards
 
 __all__ = ["PassRateTracker"]
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
+
+#: The largest count a saved state may hold: sums over a window stay far from int64 limits.
+MAX_COUNT = 2**53
 
 
 class PassRateTracker:
@@ -44,8 +47,12 @@ class PassRateTracker:
     """
 
     def __init__(self, window: int = 1) -> None:
-        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
-            raise ValueError(f"window must be an int >= 1, got {window!r}")
+        if (
+            isinstance(window, bool)
+            or not isinstance(window, (int, np.integer))
+            or not 1 <= window <= MAX_WINDOW
+        ):
+            raise ValueError(f"window must be an int >= 1 and <= {MAX_WINDOW}, got {window!r}")
         self.window = int(window)
         self._keys: NDArray[Any] = np.empty(0, dtype=np.int64)
         self._kind: str | None = None  # "int" or "str", fixed by the first recorded id
@@ -112,23 +119,33 @@ class PassRateTracker:
         """Record one step's rollouts: one (id, reward) pair per rollout.
 
         Each distinct id gets one new appearance (successes, rollouts), pushing its
-        oldest out of the window. ``rewards`` must already be a validated float array.
+        oldest out of the window.
+
+        Raises:
+          ValueError: ``rewards`` not of the same length as ``prompt_ids``, or not finite.
+          TypeError: ids that are not all ints or all strings (or not of this tracker's kind).
 
         Returns:
           This step's success fraction of each distinct id, in slot order (the order
           ids were first recorded), which is what the failure rate averages.
 
-        Complexity: O(n log n + N) for n rollouts and N tracked prompts.
+        Complexity: O(n + r log r + N) for n rollouts in r runs of equal ids (a run per
+        prompt when its rollouts are contiguous) and N tracked prompts.
         """
         ids = as_id_array(prompt_ids)
         self._check_kind(ids)
-        r = np.asarray(rewards, dtype=np.float64)
+        r = check_rewards(rewards, ids.size)
         if ids.size == 0:
             return np.empty(0)
-        uniq, first_pos, inverse = np.unique(ids, return_index=True, return_inverse=True)
+        # Trainers emit a prompt's rollouts together: collapse runs of equal ids first,
+        # so that the sort below sees one entry per run instead of one per rollout.
+        starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+        run_succ = np.add.reduceat((r == success_reward).astype(np.int64), starts)
+        run_total = np.diff(np.append(starts, ids.size))
+        uniq, first_pos, inverse = np.unique(ids[starts], return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
-        succ = np.bincount(inverse, weights=(r == success_reward), minlength=uniq.size)
-        total = np.bincount(inverse, minlength=uniq.size)
+        succ = np.bincount(inverse, weights=run_succ, minlength=uniq.size)
+        total = np.bincount(inverse, weights=run_total, minlength=uniq.size).astype(np.int64)
         slots = self._lookup(uniq)
         new = slots < 0
         if new.any():
@@ -146,16 +163,22 @@ class PassRateTracker:
     def _grow(self, new_keys: NDArray[Any]) -> IntArray:
         start = self._keys.size
         n = new_keys.size
+        slots = np.arange(start, start + n, dtype=np.int64)
         if self._kind is None:
             self._kind = self._kind_of(new_keys)
             self._keys = new_keys.copy()
+            self._order = np.argsort(self._keys, kind="stable").astype(np.int64)
         else:
+            # Merge the sorted new keys into the sorted order: O(N + n log n), where a
+            # fresh argsort of all N keys would cost O(N log N) on every call.
+            by_key = np.argsort(new_keys, kind="stable")
+            pos = np.searchsorted(self._keys[self._order], new_keys[by_key])
+            self._order = np.insert(self._order, pos, slots[by_key])
             self._keys = np.concatenate([self._keys, new_keys])
         self._succ = np.concatenate([self._succ, np.zeros((n, self.window), np.int64)])
         self._total = np.concatenate([self._total, np.zeros((n, self.window), np.int64)])
         self._appearances = np.concatenate([self._appearances, np.zeros(n, np.int64)])
-        self._order = np.argsort(self._keys, kind="stable").astype(np.int64)
-        return np.arange(start, start + n, dtype=np.int64)
+        return slots
 
     # -- persistence -------------------------------------------------------------------
 
@@ -185,8 +208,10 @@ class PassRateTracker:
                 f"tracker state has fields {sorted(state)}, expected {sorted(expected)}"
             )
         window = state["window"]
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"tracker state: window must be an int >= 1, got {window!r}")
+        if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_WINDOW:
+            raise ValueError(
+                f"tracker state: window must be an int >= 1 and <= {MAX_WINDOW}, got {window!r}"
+            )
         t = cls(window)
         kind = state["id_kind"]
         if kind not in (None, "int", "str"):
@@ -207,16 +232,15 @@ class PassRateTracker:
             raise ValueError("tracker state: duplicate ids")
 
         def int_array(name: str, shape: tuple[int, ...]) -> IntArray:
-            try:
-                arr = np.array(state[name], dtype=np.int64)
-            except (TypeError, ValueError, OverflowError):
-                raise ValueError(f"tracker state: {name} must hold integers") from None
+            arr = as_int_array(state[name], f"tracker state: {name}")
             if arr.size == 0:
                 arr = arr.reshape(shape)
             if arr.shape != shape:
                 raise ValueError(f"tracker state: {name} has shape {arr.shape}, expected {shape}")
             if (arr < 0).any():
                 raise ValueError(f"tracker state: {name} has negative entries")
+            if (arr > MAX_COUNT).any():
+                raise ValueError(f"tracker state: {name} has entries above 2**53")
             return arr
 
         succ = int_array("successes", (n, window))

@@ -20,6 +20,8 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from coba_rl._validation import as_real_array, check_bounds, check_real
+
 __all__ = [
     "adaptive_tau",
     "beta_pdf",
@@ -63,7 +65,8 @@ def transform_failure_rate(failure_rate: ArrayLike, gamma: float = 10.0) -> Floa
 
     Reference: arXiv 2602.03048, eq. 6.
     """
-    f_bar = np.asarray(failure_rate, dtype=np.float64)
+    f_bar = _unit_interval(failure_rate, "failure_rate")
+    gamma = check_real(gamma, "gamma")
     with np.errstate(over="ignore"):
         sig = 1.0 / (1.0 + np.exp(-gamma * (f_bar - 0.5)))
     return np.where(f_bar > 0.5, f_bar, sig)
@@ -98,19 +101,34 @@ def beta_shape(
 
     Reference: arXiv 2602.03048, eq. 6-7.
     """
+    kappa = check_real(kappa, "kappa", lo=2.0)
     f_tilde = transform_failure_rate(failure_rate, gamma)
     alpha = np.clip(1.0 + (kappa - 2.0) * f_tilde, 1.0, kappa - 1.0)
     return alpha, kappa - alpha
 
 
-def _beta_pdf_scalar(p: float, alpha: float, beta: float) -> float:
-    # Operation for operation as the released allocator (including log(exp(log B))).
+def _log_beta_function(alpha: float, beta: float) -> float | None:
+    """``log B(alpha, beta)`` as the released allocator computes it: ``log(exp(.))``.
+
+    ``None`` where that fails (``B`` underflows to 0 or overflows), which the reference
+    turns into the density floor for every ``p``.
+    """
+    try:
+        return math.log(
+            math.exp(math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta))
+        )
+    except (OverflowError, ValueError):
+        return None
+
+
+def _beta_pdf_scalar(p: float, alpha: float, beta: float, log_b: float | None) -> float:
+    # Operation for operation as the released allocator, with log B hoisted out of the
+    # per-p loop (it does not depend on p, so the result is bit-identical).
+    if log_b is None:
+        return PDF_FLOOR
     p = min(max(p, 1e-10), 1.0 - 1e-10)
     try:
         log_pdf = (alpha - 1) * math.log(p) + (beta - 1) * math.log(1 - p)
-        log_b = math.log(
-            math.exp(math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta))
-        )
         pdf = math.exp(log_pdf - log_b)
     except (OverflowError, ValueError):
         return PDF_FLOOR
@@ -141,10 +159,14 @@ def beta_pdf(p: ArrayLike, alpha: float, beta: float) -> FloatArray:
 
     Reference: arXiv 2602.03048, eq. 8.
     """
-    p_arr = np.asarray(p, dtype=np.float64)
+    p_arr = as_real_array(p, "p")
+    alpha, beta = check_real(alpha, "alpha"), check_real(beta, "beta")
     uniq, inverse = np.unique(p_arr, return_inverse=True)
+    log_b = _log_beta_function(alpha, beta)
     dens = np.fromiter(
-        (_beta_pdf_scalar(float(x), alpha, beta) for x in uniq), dtype=np.float64, count=uniq.size
+        (_beta_pdf_scalar(float(x), alpha, beta, log_b) for x in uniq),
+        dtype=np.float64,
+        count=uniq.size,
     )
     return dens[inverse].reshape(p_arr.shape)
 
@@ -184,9 +206,12 @@ def capability_value(
 
     Reference: arXiv 2602.03048, eq. 5 and 9.
     """
-    p_s = np.clip(np.asarray(p, dtype=np.float64), smoothing, 1.0 - smoothing)
-    n_arr = np.asarray(n, dtype=np.float64)
-    saturation = 1 - np.exp(-n_arr / tau * p_s * (1 - p_s))
+    smoothing = check_real(smoothing, "smoothing", 0.0, 0.5)
+    tau = check_real(tau, "tau", lo=np.finfo(np.float64).tiny)
+    p_s = np.clip(as_real_array(p, "p"), smoothing, 1.0 - smoothing)
+    n_arr = as_real_array(n, "n")
+    with np.errstate(over="ignore", under="ignore"):
+        saturation = 1 - np.exp(-n_arr / tau * p_s * (1 - p_s))
     return saturation * beta_pdf(p_s, alpha, beta)
 
 
@@ -255,11 +280,23 @@ def unique_gains(
       >>> g.shape, inv.tolist()
       ((2, 4), [1, 0, 1])
     """
-    p = np.asarray(pass_rates, dtype=np.float64)
+    n_low, n_up = check_bounds(n_low, n_up)
+    p = as_real_array(pass_rates, "pass_rates")
+    if p.ndim != 1:
+        raise ValueError(f"pass_rates must be 1-D, got shape {p.shape}")
     uniq, inverse = np.unique(p, return_inverse=True)
     n = np.arange(n_low, n_up + 1, dtype=np.float64)
     values = capability_value(n[None, :], uniq[:, None], alpha, beta, tau, smoothing)
     return values[:, 1:] - values[:, :-1], inverse.reshape(-1).astype(np.int64)
+
+
+def _unit_interval(x: ArrayLike, name: str) -> FloatArray:
+    """``x`` as a float64 array whose values all lie in [0, 1] (NaN rejected)."""
+    arr = as_real_array(x, name)
+    bad = ~((arr >= 0.0) & (arr <= 1.0))
+    if bad.any():
+        raise ValueError(f"{name} must lie in [0, 1], got {arr[bad].reshape(-1)[0]}")
+    return arr
 
 
 def adaptive_tau(
@@ -296,8 +333,16 @@ def adaptive_tau(
 
     Reference: the authors' released allocator (the paper leaves ``tau`` open).
     """
-    p_arr = np.clip(np.asarray(pass_rates, dtype=np.float64), smoothing, 1.0 - smoothing)
+    raw = _unit_interval(pass_rates, "pass_rates")
+    if raw.size == 0:
+        raise ValueError("adaptive_tau needs at least one pass rate, got none")
+    tau_min = check_real(tau_min, "tau_min", lo=0.0)
+    tau_max = check_real(tau_max, "tau_max", lo=tau_min)
+    var_max = check_real(var_max, "var_max", lo=np.finfo(np.float64).tiny)
+    smoothing = check_real(smoothing, "smoothing", 0.0, 0.5)
+    p_arr = np.clip(raw, smoothing, 1.0 - smoothing)
     mean_p = np.mean(p_arr)
     var_p = np.mean((p_arr - mean_p) ** 2)
-    v = float(np.clip(var_p / var_max, 0.0, 1.0))
+    with np.errstate(over="ignore"):
+        v = float(np.clip(var_p / var_max, 0.0, 1.0))
     return float(tau_min + (tau_max - tau_min) * v)
