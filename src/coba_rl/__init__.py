@@ -11,13 +11,22 @@ Example:
   [2, 2, 45, 29, 2]
 """
 
-from coba_rl import grpo, solvers, value
+from coba_rl import grpo, knapsack, solvers, value
 from coba_rl._validation import BudgetWarning, even_split
 from coba_rl.allocator import STATE_VERSION, CoBAAllocator
 from coba_rl.coba import allocate, initial_shape
 from coba_rl.config import CoBAConfig
+from coba_rl.knapsack import (
+    KnapsackConfig,
+    KnapsackRLAllocator,
+    RolloutHistory,
+    knapsack_allocate,
+    knapsack_value,
+)
+from coba_rl.protocol import Allocator
 from coba_rl.tracker import PassRateTracker
 from coba_rl.types import Allocation, BatchStats
+from coba_rl.uniform import UniformAllocator, UniformConfig
 from coba_rl.value import (
     adaptive_tau,
     beta_pdf,
@@ -32,11 +41,17 @@ __version__ = "0.1.0"
 __all__ = [
     "STATE_VERSION",
     "Allocation",
+    "Allocator",
     "BatchStats",
     "BudgetWarning",
     "CoBAAllocator",
     "CoBAConfig",
+    "KnapsackConfig",
+    "KnapsackRLAllocator",
     "PassRateTracker",
+    "RolloutHistory",
+    "UniformAllocator",
+    "UniformConfig",
     "__version__",
     "adaptive_tau",
     "allocate",
@@ -46,6 +61,9 @@ __all__ = [
     "even_split",
     "grpo",
     "initial_shape",
+    "knapsack",
+    "knapsack_allocate",
+    "knapsack_value",
     "marginal_gains",
     "solvers",
     "transform_failure_rate",

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
+from coba_rl._persist import (
+    STATE_VERSION,
+    Persistent,
+    atomic_write_json,
+    make_envelope,
+    open_envelope,
+    parse_config,
+    parse_step,
+    read_state_file,
+)
 from coba_rl._validation import as_id_array, check_rewards, check_unique_ids
 from coba_rl.coba import allocate_with_shape, initial_shape
 from coba_rl.config import CoBAConfig
@@ -22,48 +26,8 @@ from coba_rl.value import beta_shape
 
 __all__ = ["STATE_VERSION", "CoBAAllocator", "atomic_write_json", "read_state_file"]
 
-#: Version of the ``state_dict`` layout; :meth:`CoBAAllocator.load_state_dict` refuses others.
-STATE_VERSION = 1
-_FORMAT = "coba-rl.allocator"
 
-
-def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` atomically: a temporary file, fsync, then rename.
-
-    A crash at any point leaves either the old file or the new one, never a torn file.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, allow_nan=True, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def read_state_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a JSON state file, turning every failure into a ``ValueError`` naming the file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(
-            f"state file {os.fspath(path)!r} is not valid JSON (truncated or corrupt?): {exc}"
-        ) from None
-    if not isinstance(data, dict):
-        raise ValueError(f"state file {os.fspath(path)!r} does not hold a JSON object")
-    return data
-
-
-class CoBAAllocator:
+class CoBAAllocator(Persistent[CoBAConfig]):
     """CoBA-RL with memory: per-prompt pass rates, a failure-rate window and the Beta shape.
 
     Call :meth:`allocate` before generation and :meth:`update` once per training step
@@ -179,79 +143,26 @@ class CoBAAllocator:
         Holds the config, the tracker, the failure-rate window and the Beta shape, so
         that a resumed run makes the same next allocation as an uninterrupted one.
         """
-        return {
-            "format": _FORMAT,
-            "version": STATE_VERSION,
-            "allocator": type(self).__name__,
-            "config": self.config.model_dump(mode="json"),
-            "step": self._step,
-            "alpha": self._alpha,
-            "beta": self._beta,
-            "failure_window": list(self._failure_window),
-            "tracker": self._tracker.state_dict(),
-        }
-
-    def load_state_dict(self, state: Any) -> None:
-        """Restore :meth:`state_dict` output. On any error, raise and change nothing.
-
-        The saved config must equal this allocator's config (a different window or
-        kappa would make the saved state meaningless); use :meth:`from_state_dict` to
-        adopt the saved config instead.
-
-        Raises:
-          ValueError: malformed, wrong-version or inconsistent state, or a config mismatch.
-        """
-        new = self._parse_state(state)
-        if new.config != self.config:
-            mine, theirs = self.config.model_dump(), new.config.model_dump()
-            diff = sorted(k for k in mine if mine[k] != theirs[k])
-            raise ValueError(
-                f"state was saved with a different config (fields {diff}); "
-                "use CoBAAllocator.from_state_dict to adopt it"
-            )
-        self.__dict__.update(new.__dict__)
-
-    @classmethod
-    def from_state_dict(cls, state: Any) -> CoBAAllocator:
-        """A new allocator, config included, from :meth:`state_dict` output."""
-        return cls._parse_state(state)
+        return make_envelope(
+            type(self).__name__,
+            self.config,
+            {
+                "step": self._step,
+                "alpha": self._alpha,
+                "beta": self._beta,
+                "failure_window": list(self._failure_window),
+                "tracker": self._tracker.state_dict(),
+            },
+        )
 
     @classmethod
     def _parse_state(cls, state: Any) -> CoBAAllocator:
-        if not isinstance(state, dict):
-            raise ValueError(f"allocator state must be a dict, got {type(state).__name__}")
-        if state.get("format") != _FORMAT:
-            raise ValueError(f"not a coba-rl allocator state (format={state.get('format')!r})")
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(
-                f"unsupported state version {state.get('version')!r}; this coba-rl reads "
-                f"version {STATE_VERSION}"
-            )
-        if state.get("allocator") != cls.__name__:
-            raise ValueError(f"state is for {state.get('allocator')!r}, not {cls.__name__}")
-        expected = {
-            "format",
-            "version",
-            "allocator",
-            "config",
-            "step",
-            "alpha",
-            "beta",
-            "failure_window",
-            "tracker",
-        }
-        if set(state) != expected:
-            raise ValueError(
-                f"allocator state has fields {sorted(state)}, expected {sorted(expected)}"
-            )
-        try:
-            config = CoBAConfig.model_validate(state["config"])
-        except ValidationError as exc:
-            raise ValueError(f"allocator state: invalid config: {exc}") from None
+        state = open_envelope(
+            state, cls.__name__, ("step", "alpha", "beta", "failure_window", "tracker")
+        )
+        config = parse_config(state, CoBAConfig)
         new = cls(config)
-        step = state["step"]
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"allocator state: step must be an int >= 0, got {step!r}")
+        step = parse_step(state["step"])
         window = state["failure_window"]
         if (
             not isinstance(window, list)
@@ -282,20 +193,6 @@ class CoBAAllocator:
         new._alpha, new._beta = float(alpha), float(beta)
         new._step = step
         return new
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write :meth:`state_dict` to ``path`` as JSON, atomically (temp file, then rename)."""
-        atomic_write_json(path, self.state_dict())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> CoBAAllocator:
-        """A new allocator from a file written by :meth:`save` (config included).
-
-        Raises:
-          FileNotFoundError: no such file.
-          ValueError: the file is truncated, corrupt, of another version or inconsistent.
-        """
-        return cls.from_state_dict(read_state_file(path))
 
     def _check(self) -> None:
         """Raise ``AssertionError`` if an invariant fails (used by the stress tests)."""

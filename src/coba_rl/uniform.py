@@ -1,0 +1,154 @@
+"""Uniform GRPO, the baseline every budget allocator is compared against.
+
+GRPO samples the same group size for every prompt. With a budget ``B`` over ``M``
+prompts that is ``B // M`` each, the first ``B % M`` prompts one more. The allocator
+still tracks pass rates, so its :meth:`Allocation.metrics` are comparable with the others.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from coba_rl._persist import Persistent, make_envelope, open_envelope, parse_config, parse_step
+from coba_rl._validation import (
+    MAX_WINDOW,
+    as_id_array,
+    check_budget,
+    check_rewards,
+    check_unique_ids,
+    even_split,
+)
+from coba_rl.tracker import PassRateTracker
+from coba_rl.types import Allocation
+
+__all__ = ["UniformAllocator", "UniformConfig"]
+
+
+class UniformConfig(BaseModel):
+    """What the uniform baseline tracks (its counts do not depend on it).
+
+    Attributes:
+      window: how many past appearances make up the reported pass rates.
+      success_reward: a rollout succeeds when its reward equals this value.
+
+    Example:
+      >>> UniformConfig().window
+      1
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window: int = Field(1, ge=1, le=MAX_WINDOW)
+    success_reward: float = Field(1.0, allow_inf_nan=False)
+
+
+class UniformAllocator(Persistent[UniformConfig]):
+    """The GRPO baseline behind the :class:`coba_rl.Allocator` interface.
+
+    .. math::
+
+        n_i = \\lfloor B / M \\rfloor + [\\, i < B \\bmod M \\,]
+
+    Args:
+      config: see :class:`UniformConfig`; defaults to ``UniformConfig()``.
+
+    Example:
+      >>> alloc = UniformAllocator()
+      >>> alloc.allocate(["a", "b", "c"], 10).counts.tolist()
+      [4, 3, 3]
+      >>> alloc.update(["a", "a", "b"], [1.0, 0.0, 1.0])
+      >>> alloc.allocate(["a", "b", "c"], 10).pass_rates.tolist()
+      [0.5, 1.0, nan]
+
+    Complexity: O(M log N) per allocation (the pass-rate lookup), O(M) for the counts.
+
+    Reference: GRPO (Shao et al., arXiv 2402.03300), the baseline of CoBA-RL
+    (arXiv 2602.03048) and Knapsack-RL (arXiv 2509.25849).
+    """
+
+    def __init__(self, config: UniformConfig | None = None) -> None:
+        self.config = config if config is not None else UniformConfig()
+        self._tracker = PassRateTracker(self.config.window)
+        self._step = 0
+
+    @property
+    def step(self) -> int:
+        """How many times :meth:`update` was called."""
+        return self._step
+
+    @property
+    def tracker(self) -> PassRateTracker:
+        """The per-prompt pass-rate tracker (read it, do not modify it)."""
+        return self._tracker
+
+    def pass_rates(self, prompt_ids: Any) -> NDArray[np.float64]:
+        """Windowed pass rate of each id (``NaN`` if never seen); does not grow the state."""
+        return self._tracker.pass_rates(prompt_ids)
+
+    def allocate(self, prompt_ids: Any, budget: int) -> Allocation:
+        """``budget // M`` rollouts per prompt, the first ``budget % M`` prompts one more.
+
+        Args:
+          prompt_ids: one stable id per prompt (ints or strings, no duplicates).
+          budget: total rollouts ``B >= 0`` (``0`` for an empty batch).
+
+        Returns:
+          An :class:`Allocation` with ``method="uniform"`` summing to exactly ``budget``.
+
+        Raises:
+          ValueError: duplicate ids, a negative budget or a positive one with no prompts.
+          TypeError: ids that are not all ints or all strings, a non-integer budget.
+        """
+        ids = as_id_array(prompt_ids)
+        check_unique_ids(ids)
+        b = check_budget(budget, int(ids.size), 0, sys.maxsize)
+        rates = self._tracker.pass_rates(ids)
+        return Allocation(
+            counts=even_split(b, int(ids.size)),
+            budget=b,
+            pass_rates=rates,
+            method="uniform",
+            n_unseen=int(np.isnan(rates).sum()),
+        )
+
+    def update(self, prompt_ids: Any, rewards: Any) -> None:
+        """Record one training step: one (prompt id, reward) pair per rollout.
+
+        Raises:
+          ValueError: lengths differ, or a reward is NaN or infinite.
+          TypeError: ids that are not all ints or all strings.
+        """
+        ids = as_id_array(prompt_ids)
+        r = check_rewards(rewards, ids.size)
+        self._tracker.record(ids, r, self.config.success_reward)
+        self._step += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly: the config, the step and the tracker."""
+        body = {"step": self._step, "tracker": self._tracker.state_dict()}
+        return make_envelope(type(self).__name__, self.config, body)
+
+    @classmethod
+    def _parse_state(cls, state: Any) -> UniformAllocator:
+        state = open_envelope(state, cls.__name__, ("step", "tracker"))
+        config = parse_config(state, UniformConfig)
+        new = cls(config)
+        new._step = parse_step(state["step"])
+        tracker = PassRateTracker.from_state_dict(state["tracker"])
+        if tracker.window != config.window:
+            raise ValueError(
+                f"allocator state: tracker window {tracker.window} != config window {config.window}"
+            )
+        new._tracker = tracker
+        return new
+
+    def _check(self) -> None:
+        """Raise ``AssertionError`` if an invariant fails (used by the stress tests)."""
+        self._tracker._check()
+        if self._tracker.window != self.config.window:
+            raise AssertionError("tracker window != config window")
