@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 __all__ = ["main"]
@@ -15,26 +16,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="CoBA-RL rollout budget allocation: benchmarks and tools.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    bench = sub.add_parser(
-        "bench",
-        help="DP vs heap vs vectorised greedy at the paper's Table 4 setting",
-        description="Time the DP, the paper's heap and the vectorised greedy on identical "
-        "inputs at M=512, B=8192, [2, 128], and check that they agree.",
+    from coba_rl.bench._command import add_arguments as add_bench_arguments
+
+    add_bench_arguments(
+        sub.add_parser(
+            "bench",
+            help="DP vs heap vs vectorised greedy (the paper's Table 4), sweeps, tracker",
+            description="Time the DP, the paper's heap and the vectorised greedy on identical "
+            "inputs at M=512, B=8192, [2, 128]; sweep M and n_up; time the tracker. Checks "
+            "that every path agrees and writes results.json, results.md and a plot.",
+        )
     )
-    bench.add_argument("--quick", action="store_true", help="fewer repetitions (under a minute)")
-    bench.add_argument("--reps", type=int, default=None, help="repetitions per path")
-    bench.add_argument("--seed", type=int, default=0, help="seed of the pass-rate batches")
-    bench.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    sub.add_parser(
+        "simulate",
+        add_help=False,
+        help="compare allocators on a synthetic RLVR model (coba-rl simulate --help)",
+    )
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["simulate"]:  # its own parser, imported only when used
+        from coba_rl.simulate import main as simulate_main
+
+        return simulate_main(args_list[1:])
     args = parser.parse_args(argv)
 
     if args.command == "bench":
-        from coba_rl.bench import main_paper
+        from coba_rl.bench._command import run as run_bench
 
-        reps = args.reps if args.reps is not None else (3 if args.quick else 10)
-        if reps < 1:
-            parser.error("--reps must be at least 1")
-        dp_reps = 1 if args.quick else min(3, reps)
-        return main_paper(reps=reps, dp_reps=dp_reps, seed=args.seed, quiet=args.quiet)
+        return run_bench(args)
     return 2  # pragma: no cover (argparse enforces a command)
 
 

@@ -1,0 +1,68 @@
+"""Benchmark inputs: pass-rate batches shaped like those of math RLVR training."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["BATCH_KINDS", "BatchKind", "paper_batch"]
+
+BatchKind = Literal["grid", "continuous", "tie-heavy"]
+#: Every batch kind :func:`paper_batch` draws.
+BATCH_KINDS: tuple[BatchKind, ...] = ("grid", "continuous", "tie-heavy")
+
+#: Share of prompts the policy never solves / always solves (early math RLVR).
+UNSOLVED_SHARE = 0.33
+SOLVED_SHARE = 0.10
+
+
+def paper_batch(
+    rng: np.random.Generator, m: int = 512, group: int = 16, kind: BatchKind = "grid"
+) -> NDArray[np.float64]:
+    r"""Pass rates like a math-RLVR batch, with mass at 0 and 1.
+
+    .. math::
+
+        q_i \sim \mathrm{Beta}(0.6, 0.9), \qquad
+        p_i = \begin{cases} 0 & \text{w.p. } 0.33 \\ 1 & \text{w.p. } 0.067 \\
+              k_i / G,\ k_i \sim \mathrm{Bin}(G, q_i) & \text{(grid) otherwise} \\
+              q_i & \text{(continuous) otherwise} \end{cases}
+
+    ``grid`` rates are what a tracker reports after ``group`` rollouts per prompt (at
+    most ``group + 1`` distinct values); ``continuous`` rates are all distinct (a window
+    of several appearances, or smoothed estimates); ``tie-heavy`` puts every prompt on
+    0.25, 0.5 or 0.75, so nearly every marginal gain ties with thousands of others.
+
+    Args:
+      rng: the random generator (the only source of randomness).
+      m: number of prompts ``M``.
+      group: the grid's denominator ``G``.
+      kind: ``"grid"``, ``"continuous"`` or ``"tie-heavy"``.
+
+    Returns:
+      Pass rates of shape ``(m,)`` in [0, 1].
+
+    Raises:
+      ValueError: on an unknown ``kind``.
+
+    Example:
+      >>> p = paper_batch(np.random.default_rng(0), m=8)
+      >>> p.shape, bool(((p * 16) % 1 == 0).all())
+      ((8,), True)
+      >>> len(set(paper_batch(np.random.default_rng(0), m=100, kind="tie-heavy")))
+      3
+
+    Complexity: O(M).
+    """
+    if kind == "tie-heavy":
+        return rng.choice(np.array([0.25, 0.5, 0.75]), size=m)
+    if kind not in ("grid", "continuous"):
+        raise ValueError(f"kind must be one of {BATCH_KINDS}, got {kind!r}")
+    latent = rng.beta(0.6, 0.9, size=m)
+    rates = rng.binomial(group, latent) / group if kind == "grid" else latent
+    zero = rng.random(m) < UNSOLVED_SHARE
+    one = ~zero & (rng.random(m) < SOLVED_SHARE)
+    rates[zero], rates[one] = 0.0, 1.0
+    return np.asarray(rates, dtype=np.float64)
