@@ -11,7 +11,7 @@ Example:
   [2, 2, 45, 29, 2]
 """
 
-from coba_rl import grpo, knapsack, solvers, value
+from coba_rl import grpo, knapsack, sim, solvers, value
 from coba_rl._validation import BudgetWarning, even_split
 from coba_rl.allocator import STATE_VERSION, CoBAAllocator
 from coba_rl.coba import allocate, initial_shape
@@ -65,6 +65,7 @@ __all__ = [
     "knapsack_allocate",
     "knapsack_value",
     "marginal_gains",
+    "sim",
     "solvers",
     "transform_failure_rate",
     "value",

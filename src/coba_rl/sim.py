@@ -1,0 +1,507 @@
+"""A synthetic RLVR model: GRPO's own gradient on a logistic (item-response) policy.
+
+This is a *synthetic* model of where GRPO's learning signal comes from, built so that an
+allocator can be watched over a whole training run in seconds on a laptop. It is not a
+language model and it cannot predict benchmark gains on real LLMs.
+
+The model:
+
+* Prompt ``i`` has a unit feature vector ``z_i`` (``dim`` components) and a difficulty
+  ``b_i``. Every feature vector loads on one shared "general skill" direction, plus a
+  random prompt-specific part, so learning on one prompt transfers to similar prompts.
+* The policy has a skill vector ``theta`` and a per-prompt memorisation offset ``m_i``.
+  The pass rate is ``p_i = sigmoid(<theta, z_i> + m_i - b_i)``.
+* Difficulties are drawn so that the initial pass-rate histogram looks like math RLVR at
+  the start of training: about a third of the prompts near 0, a tenth near 1, the rest
+  spread out in between. A held-out set is drawn from the same distribution.
+* One training step samples one Bernoulli reward per rollout row, computes GRPO
+  advantages on the ragged groups with :func:`coba_rl.grpo.group_advantages`, and takes a
+  policy-gradient step with this policy's score function
+  (``d log P(success) = (1 - p) z``, ``d log P(failure) = -p z``). A group whose rollouts
+  all agree has advantage 0 and teaches nothing, exactly as in GRPO.
+* ``theta`` moves by the batch gradient (averaged over rows, as a token-mean loss), and
+  is pulled back toward its start by ``decay`` (a stand-in for a KL penalty), which makes
+  accuracy saturate. ``m_i`` moves by the prompt's own scalar gradient: memorisation
+  helps the prompt itself, never the held-out set.
+* Held-out accuracy is the mean held-out pass rate (no memorisation, no sampling noise).
+
+Everything is vectorised over prompts and rows, and deterministic under a seed.
+
+Reference: the simulator specification of this project; CoBA-RL (arXiv 2602.03048) and
+Knapsack-RL (arXiv 2509.25849) motivate the quantities it reports.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from coba_rl._validation import as_id_array, check_rewards
+from coba_rl.grpo import expand, group_advantages
+from coba_rl.types import Allocation
+
+__all__ = [
+    "PASS_RATE_BINS",
+    "AllocatorLike",
+    "RLVRSimulator",
+    "SimConfig",
+    "SimHistory",
+    "StepOutcome",
+    "run_simulation",
+]
+
+IntArray = NDArray[np.int64]
+FloatArray = NDArray[np.float64]
+
+#: Edges of the true-pass-rate bins used to summarise allocations (``~0`` and ``~1`` apart).
+PASS_RATE_BINS: tuple[float, ...] = (0.0, 0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99)
+
+
+class AllocatorLike(Protocol):
+    """The two methods of :class:`coba_rl.protocol.Allocator` that the simulator calls."""
+
+    def allocate(self, prompt_ids: Any, budget: int) -> Allocation:
+        """Rollout counts for ``prompt_ids`` (in their order) summing to ``budget``."""
+
+    def update(self, prompt_ids: Any, rewards: Any) -> None:
+        """Record one step: one (prompt id, reward) per rollout."""
+
+
+class SimConfig(BaseModel):
+    """The constants of the synthetic RLVR model (frozen; unknown keys are rejected).
+
+    Attributes:
+      num_train, num_heldout: training-set and held-out-set sizes.
+      dim: length of the feature vectors ``z`` and of the skill vector ``theta``.
+      shared_loading: weight of the shared "general skill" direction in every ``z``
+        (the rest is prompt-specific); it sets how much learning transfers.
+      hard_share, easy_share: shares of prompts drawn near pass rate 0 and near 1.
+      hard_logit, easy_logit: mean initial logit of the hard and easy prompts; their
+        spread is ``tail_spread``. The remaining prompts get a logit uniform in
+        ``[-mid_spread, mid_spread]``.
+      lr: step size of ``theta`` (the transferable skill).
+      lr_mem: step size of the per-prompt memorisation offsets ``m``.
+      decay: pull of ``theta`` back to its start per step (a KL-penalty stand-in).
+      ddof, eps, scale: GRPO advantage options, as in :func:`coba_rl.grpo.group_advantages`.
+      per_prompt_weights: weight each row by ``G / n_i`` so each prompt counts equally.
+      reward: ``"binary"`` rewards in {0, 1}, or ``"signed"`` rewards in {-1, +1}.
+
+    Example:
+      >>> cfg = SimConfig(num_train=512)
+      >>> cfg.num_train, cfg.dim, cfg.reward
+      (512, 12, 'binary')
+      >>> SimConfig(hard_share=0.8, easy_share=0.3)
+      Traceback (most recent call last):
+      ...
+      pydantic_core._pydantic_core.ValidationError: 1 validation error for SimConfig
+        Value error, hard_share + easy_share must not exceed 1, got 0.8 + 0.3 ...
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    num_train: int = Field(4096, ge=1)
+    num_heldout: int = Field(2048, ge=1)
+    dim: int = Field(12, ge=2)
+    shared_loading: float = Field(0.6, ge=0.0, le=1.0)
+    hard_share: float = Field(1.0 / 3.0, ge=0.0, le=1.0)
+    easy_share: float = Field(0.1, ge=0.0, le=1.0)
+    hard_logit: float = Field(-6.0, allow_inf_nan=False)
+    easy_logit: float = Field(5.5, allow_inf_nan=False)
+    tail_spread: float = Field(1.5, ge=0.0, allow_inf_nan=False)
+    mid_spread: float = Field(4.0, ge=0.0, allow_inf_nan=False)
+    lr: float = Field(0.1, ge=0.0, allow_inf_nan=False)
+    lr_mem: float = Field(0.01, ge=0.0, allow_inf_nan=False)
+    decay: float = Field(0.01, ge=0.0, lt=1.0)
+    ddof: int = Field(1, ge=0, le=1)
+    eps: float = Field(1e-6, ge=0.0, allow_inf_nan=False)
+    scale: bool = True
+    per_prompt_weights: bool = False
+    reward: Literal["binary", "signed"] = "binary"
+
+    @model_validator(mode="after")
+    def _shares(self) -> SimConfig:
+        if self.hard_share + self.easy_share > 1.0:
+            raise ValueError(
+                "hard_share + easy_share must not exceed 1, got "
+                f"{self.hard_share} + {self.easy_share}"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What one simulated training step produced.
+
+    Attributes:
+      row_prompt_ids: the prompt id of each rollout row (contiguous groups, in batch order).
+      rewards: one reward per row ({0, 1} or {-1, +1}).
+      successes: successes per prompt of the batch, shape ``(M,)``.
+      pass_rates: the true pass rate of each prompt before the update, shape ``(M,)``.
+    """
+
+    row_prompt_ids: IntArray
+    rewards: FloatArray
+    successes: IntArray
+    pass_rates: FloatArray
+
+
+def _sigmoid(x: FloatArray) -> FloatArray:
+    """The logistic function without overflow, with full relative precision near 0 and 1."""
+    e = np.exp(-np.abs(x))
+    out: FloatArray = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return out
+
+
+class RLVRSimulator:
+    """A logistic policy trained by GRPO on synthetic prompts (see the module docstring).
+
+    Prompt ids are training-set indices ``0 .. num_train - 1``.
+
+    Args:
+      config: the model constants; defaults to :class:`SimConfig` ``()``.
+      seed: seeds the prompts, the batch order and the reward draws (independent streams).
+
+    Example:
+      >>> sim = RLVRSimulator(SimConfig(num_train=64, num_heldout=32), seed=0)
+      >>> ids = sim.next_batch(8)
+      >>> counts = np.full(8, 4)
+      >>> out = sim.step(ids, counts)
+      >>> out.rewards.shape, sorted(set(out.rewards.tolist())) <= [0.0, 1.0]
+      ((32,), True)
+      >>> 0.0 < sim.heldout_accuracy() < 1.0
+      True
+
+    Complexity: a step costs O(R log R + M d) for R rows and M prompts (plus O(N d) for
+    the memorisation-free held-out accuracy, when asked).
+    """
+
+    def __init__(self, config: SimConfig | None = None, seed: int = 0) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise TypeError(f"seed must be a non-negative int, got {seed!r}")
+        self.config = config if config is not None else SimConfig()
+        world_ss, order_ss, outcome_ss = np.random.SeedSequence(int(seed)).spawn(3)
+        world = np.random.default_rng(world_ss)
+        self._order_rng = np.random.default_rng(order_ss)
+        self._outcome_rng = np.random.default_rng(outcome_ss)
+        cfg = self.config
+        self.z_train, self.b_train = self._draw_prompts(world, cfg.num_train)
+        self.z_heldout, self.b_heldout = self._draw_prompts(world, cfg.num_heldout)
+        self.theta0: FloatArray = np.zeros(cfg.dim)
+        self.theta: FloatArray = self.theta0.copy()
+        self.memo: FloatArray = np.zeros(cfg.num_train)
+        self._epoch_order: IntArray = np.empty(0, dtype=np.int64)
+        self._cursor = 0
+        self.epoch = 0
+
+    # -- the world ------------------------------------------------------------------------
+
+    def _draw_prompts(self, rng: np.random.Generator, n: int) -> tuple[FloatArray, FloatArray]:
+        """Feature vectors (shared direction + specific part) and difficulties."""
+        cfg = self.config
+        specific = rng.standard_normal((n, cfg.dim))
+        specific[:, 0] = 0.0  # direction 0 is the shared skill
+        specific /= np.maximum(np.linalg.norm(specific, axis=1, keepdims=True), 1e-12)
+        a = cfg.shared_loading
+        z = math.sqrt(1.0 - a * a) * specific
+        z[:, 0] = a
+        kind = rng.random(n)
+        logit = np.where(
+            kind < cfg.hard_share,
+            rng.normal(cfg.hard_logit, cfg.tail_spread, n),
+            np.where(
+                kind < cfg.hard_share + cfg.easy_share,
+                rng.normal(cfg.easy_logit, cfg.tail_spread, n),
+                rng.uniform(-cfg.mid_spread, cfg.mid_spread, n),
+            ),
+        )
+        # theta starts at 0, so the initial logit is -b
+        return z, -logit
+
+    # -- reading the policy ---------------------------------------------------------------
+
+    def pass_rates(self, prompt_ids: ArrayLike | None = None) -> FloatArray:
+        """True pass rates ``sigmoid(<theta, z_i> + m_i - b_i)`` of training prompts.
+
+        Args:
+          prompt_ids: training-set indices; ``None`` means the whole training set.
+        """
+        if prompt_ids is None:
+            return _sigmoid(self.z_train @ self.theta + self.memo - self.b_train)
+        idx = self._check_ids(prompt_ids)
+        return _sigmoid(self.z_train[idx] @ self.theta + self.memo[idx] - self.b_train[idx])
+
+    def heldout_pass_rates(self) -> FloatArray:
+        """True pass rates of the held-out prompts (skill only: no memorisation)."""
+        return _sigmoid(self.z_heldout @ self.theta - self.b_heldout)
+
+    def heldout_accuracy(self) -> float:
+        """Mean held-out pass rate: the simulator's "benchmark"."""
+        return float(self.heldout_pass_rates().mean())
+
+    def train_accuracy(self) -> float:
+        """Mean training-set pass rate (memorisation included)."""
+        return float(self.pass_rates().mean())
+
+    # -- a training step ------------------------------------------------------------------
+
+    def next_batch(self, batch_size: int) -> IntArray:
+        """The next ``batch_size`` prompt ids: epochs of a seeded shuffle, no repeats.
+
+        A batch never straddles two epochs: the remainder of an epoch is dropped, as a
+        data loader with ``drop_last=True`` does.
+
+        Raises:
+          ValueError: ``batch_size`` outside ``[1, num_train]``.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+            raise TypeError(f"batch_size must be an int, got {batch_size!r}")
+        if not 1 <= batch_size <= self.config.num_train:
+            raise ValueError(
+                f"batch_size must be in [1, num_train={self.config.num_train}], got {batch_size}"
+            )
+        if self._cursor + batch_size > self._epoch_order.size:
+            self._epoch_order = self._order_rng.permutation(self.config.num_train)
+            self._cursor = 0
+            self.epoch += 1
+        ids = self._epoch_order[self._cursor : self._cursor + batch_size]
+        self._cursor += batch_size
+        return ids.astype(np.int64)
+
+    def sample_rewards(self, row_prompt_ids: ArrayLike) -> FloatArray:
+        """One verifier reward per rollout row, drawn with the row's prompt's pass rate.
+
+        Returns:
+          float64 rewards in {0, 1}, or {-1, +1} with ``reward="signed"``.
+        """
+        idx = self._check_ids(row_prompt_ids)
+        success = self._outcome_rng.random(idx.size) < self.pass_rates(idx)
+        fail = -1.0 if self.config.reward == "signed" else 0.0
+        return np.where(success, 1.0, fail)
+
+    def policy_gradient_step(
+        self,
+        row_prompt_ids: ArrayLike,
+        rewards: ArrayLike,
+        advantages: ArrayLike,
+        weights: ArrayLike | None = None,
+    ) -> FloatArray:
+        r"""Apply one GRPO policy-gradient step from per-row advantages.
+
+        .. math::
+
+            s_i = \sum_{r \in i} w_r A_r \, \partial_{\ell} \log P(y_r), \quad
+            \theta \leftarrow \theta + \eta \frac{\sum_i s_i z_i}{R}
+                - \eta\,\lambda (\theta - \theta_0), \quad
+            m_i \leftarrow m_i + \eta_m s_i
+
+        where ``d/dl log P(success) = 1 - p`` and ``d/dl log P(failure) = -p`` for the
+        logit ``l``, and ``R`` is the number of rows (a token-mean-style average).
+
+        Args:
+          row_prompt_ids: shape ``(R,)``, the prompt id of each row.
+          rewards: shape ``(R,)``; a row succeeded if its reward is 1.
+          advantages: shape ``(R,)``, e.g. from :func:`coba_rl.grpo.group_advantages`.
+          weights: optional per-row loss weights, shape ``(R,)`` (default 1).
+
+        Returns:
+          ``s``, the scalar gradient of each distinct prompt of the rows, in id order.
+
+        Raises:
+          ValueError: lengths differ, non-finite values, or ids out of range.
+        """
+        idx = self._check_ids(row_prompt_ids)
+        r = check_rewards(rewards, idx.size)
+        adv = _check_rows(advantages, idx.size, "advantages")
+        w = np.ones(idx.size) if weights is None else _check_rows(weights, idx.size, "weights")
+        if idx.size == 0:
+            return np.empty(0)
+        p = self.pass_rates(idx)
+        score = np.where(r == 1.0, 1.0 - p, -p)
+        uniq, inv = np.unique(idx, return_inverse=True)
+        per_row = w * adv * score
+        summed = np.bincount(inv.reshape(-1), weights=per_row, minlength=uniq.size)
+        s: FloatArray = summed.astype(np.float64, copy=False)  # per prompt of the rows
+        cfg = self.config
+        grad = self.z_train[uniq].T @ s / idx.size
+        self.theta += cfg.lr * grad - cfg.decay * (self.theta - self.theta0)
+        self.memo[uniq] += cfg.lr_mem * s
+        return s
+
+    def step(self, prompt_ids: ArrayLike, counts: ArrayLike) -> StepOutcome:
+        """Generate ``counts[i]`` rollouts for each prompt, score them and train on them.
+
+        Rows are laid out with :func:`coba_rl.grpo.expand`; advantages come from
+        :func:`coba_rl.grpo.group_advantages` with the configured ``ddof``, ``eps`` and
+        ``scale`` (and ``G / n_i`` row weights if ``per_prompt_weights``).
+
+        Raises:
+          ValueError: duplicate or out-of-range ids, or counts of the wrong length.
+        """
+        ids = self._check_ids(prompt_ids)
+        if np.unique(ids).size != ids.size:
+            raise ValueError("prompt_ids must be distinct within a batch")
+        c = np.asarray(counts)
+        if c.shape != ids.shape:
+            raise ValueError(
+                f"counts must have one entry per prompt: {ids.size} prompts, shape {c.shape}"
+            )
+        rows = expand(c)
+        row_ids = ids[rows]
+        p = self.pass_rates(ids)
+        rewards = self.sample_rewards(row_ids)
+        cfg = self.config
+        adv, w = group_advantages(
+            rewards, rows, ddof=cfg.ddof, eps=cfg.eps, scale=cfg.scale, return_weights=True
+        )
+        self.policy_gradient_step(row_ids, rewards, adv, w if cfg.per_prompt_weights else None)
+        successes = np.bincount(rows, weights=rewards == 1.0, minlength=ids.size)
+        return StepOutcome(
+            row_prompt_ids=row_ids,
+            rewards=rewards,
+            successes=successes.astype(np.int64),
+            pass_rates=p,
+        )
+
+    def _check_ids(self, prompt_ids: ArrayLike) -> IntArray:
+        ids = as_id_array(prompt_ids)
+        if ids.dtype.kind != "i":
+            raise TypeError("simulator prompt ids are training-set indices (ints)")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.config.num_train):
+            raise ValueError(
+                f"prompt ids must lie in [0, num_train={self.config.num_train}), got "
+                f"[{int(ids.min())}, {int(ids.max())}]"
+            )
+        return ids
+
+
+def _check_rows(values: ArrayLike, n: int, name: str) -> FloatArray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) (one per row), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite (found NaN or inf)")
+    return arr
+
+
+@dataclass
+class SimHistory:
+    """Per-step records of one simulated run (index 0 of the accuracies is before step 1).
+
+    Attributes:
+      heldout_accuracy, train_accuracy: shape ``(steps + 1,)``.
+      effective_ratio: per step, the share of rollouts in mixed-outcome groups.
+      zero_variance_rollouts: per step, rollouts in groups whose rewards all agree.
+      failure_rate: per step, ``1 - mean_i(k_i / n_i)`` as the trainer sees it.
+      alpha, beta, tau: the allocator's shape per step (``nan`` if it has none).
+      counts_by_bin: shape ``(steps, len(PASS_RATE_BINS))``, mean rollouts per prompt in
+        each true-pass-rate bin (``nan`` for an empty bin).
+      prompts_by_bin: same shape, how many prompts of the batch fell in each bin.
+    """
+
+    heldout_accuracy: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    effective_ratio: list[float] = field(default_factory=list)
+    zero_variance_rollouts: list[int] = field(default_factory=list)
+    failure_rate: list[float] = field(default_factory=list)
+    alpha: list[float] = field(default_factory=list)
+    beta: list[float] = field(default_factory=list)
+    tau: list[float] = field(default_factory=list)
+    counts_by_bin: list[list[float]] = field(default_factory=list)
+    prompts_by_bin: list[list[int]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready lists (``nan`` stays a float)."""
+        return {k: list(v) for k, v in self.__dict__.items()}
+
+
+def _record_step(hist: SimHistory, sim: RLVRSimulator, alloc: Allocation, out: StepOutcome) -> None:
+    counts = alloc.counts
+    mixed = (out.successes > 0) & (out.successes < counts)
+    total = int(counts.sum())
+    effective = int(counts[mixed].sum())
+    hist.effective_ratio.append(effective / total if total else math.nan)
+    hist.zero_variance_rollouts.append(total - effective)
+    frac = np.divide(out.successes, counts, out=np.zeros(counts.size), where=counts > 0)
+    hist.failure_rate.append(float(1.0 - frac.mean()) if counts.size else math.nan)
+    hist.alpha.append(float(alloc.alpha))
+    hist.beta.append(float(alloc.beta))
+    hist.tau.append(float(alloc.tau))
+    bins = np.digitize(out.pass_rates, PASS_RATE_BINS[1:])
+    n_bins = len(PASS_RATE_BINS)
+    n_in = np.bincount(bins, minlength=n_bins)
+    sums = np.bincount(bins, weights=counts, minlength=n_bins)
+    mean = np.divide(sums, n_in, out=np.full(n_bins, np.nan), where=n_in > 0)
+    hist.counts_by_bin.append(mean.tolist())
+    hist.prompts_by_bin.append(n_in.tolist())
+    hist.heldout_accuracy.append(sim.heldout_accuracy())
+    hist.train_accuracy.append(sim.train_accuracy())
+
+
+def run_simulation(
+    allocator: AllocatorLike,
+    *,
+    steps: int,
+    batch_size: int,
+    budget: int,
+    seed: int = 0,
+    config: SimConfig | None = None,
+    progress: Any = None,
+) -> SimHistory:
+    """Train the synthetic policy for ``steps`` steps, asking ``allocator`` for the counts.
+
+    Each step: draw a batch, ``allocator.allocate(ids, budget)``, generate and train
+    (:meth:`RLVRSimulator.step`), then ``allocator.update(row ids, rewards)``. Under one
+    seed every allocator sees the same prompts and the same batch order.
+
+    Args:
+      allocator: any object with ``allocate(prompt_ids, budget)`` and ``update(ids, rewards)``.
+      steps: training steps (>= 0).
+      batch_size: prompts per step ``M``.
+      budget: rollouts per step ``B``.
+      seed: the simulator's seed.
+      config: the model constants.
+      progress: optional callable ``progress(step_done)`` called after every step.
+
+    Returns:
+      The run's :class:`SimHistory`.
+
+    Raises:
+      ValueError: negative ``steps``, a bad batch size, or an allocation that does not
+        sum to ``budget`` or has the wrong length.
+
+    Example:
+      >>> import coba_rl
+      >>> alloc = coba_rl.CoBAAllocator(coba_rl.CoBAConfig(n_low=2, n_up=32))
+      >>> cfg = SimConfig(num_train=128, num_heldout=64)
+      >>> h = run_simulation(alloc, steps=5, batch_size=32, budget=32 * 8, config=cfg)
+      >>> len(h.heldout_accuracy), len(h.effective_ratio), alloc.step
+      (6, 5, 5)
+
+    Complexity: O(steps * (B log B + M d + N d)) plus the allocator's own cost.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    sim = RLVRSimulator(config, seed=seed)
+    hist = SimHistory()
+    hist.heldout_accuracy.append(sim.heldout_accuracy())
+    hist.train_accuracy.append(sim.train_accuracy())
+    for t in range(int(steps)):
+        ids = sim.next_batch(batch_size)
+        alloc = allocator.allocate(ids, budget)
+        counts = np.asarray(alloc.counts)
+        if counts.shape != ids.shape or int(counts.sum()) != budget:
+            raise ValueError(
+                f"allocator returned {counts.size} counts summing to {int(counts.sum())}; "
+                f"expected {ids.size} counts summing to the budget {budget}"
+            )
+        out = sim.step(ids, counts)
+        allocator.update(out.row_prompt_ids, out.rewards)
+        _record_step(hist, sim, alloc, out)
+        if progress is not None:
+            progress(t + 1)
+    return hist

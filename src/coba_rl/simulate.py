@@ -1,0 +1,698 @@
+"""``coba-rl simulate``: compare allocators on the synthetic RLVR model, over seeds and budgets.
+
+Runs uniform GRPO, Knapsack-RL, CoBA-RL (paper) and CoBA-RL (release) on
+:mod:`coba_rl.sim` under the same per-step budget (and a fraction of it), over several
+seeds, and writes a JSON record, a Markdown table and PNG plots.
+
+The model is synthetic: it says where GRPO's gradient signal comes from under each
+allocation, not what a real LLM would score. Every output says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+import coba_rl
+from coba_rl.config import CoBAConfig
+from coba_rl.sim import PASS_RATE_BINS, AllocatorLike, SimConfig, SimHistory, run_simulation
+
+__all__ = [
+    "ALLOCATORS",
+    "Comparison",
+    "SimulateSettings",
+    "TextProgress",
+    "format_table",
+    "main",
+    "make_allocator",
+    "run_comparison",
+    "summarise",
+    "write_plots",
+    "write_results",
+]
+
+#: Allocator names, in the order tables and plots list them.
+ALLOCATORS: tuple[str, ...] = ("uniform", "knapsack-rl", "coba-paper", "coba-release")
+
+SYNTHETIC_NOTE = (
+    "Synthetic model (coba_rl.sim): a logistic policy trained by GRPO's own gradient. "
+    "It shows where the gradient signal comes from under each allocation; it does not "
+    "predict benchmark gains on real LLMs."
+)
+
+
+class SimulateSettings(BaseModel):
+    """Everything a comparison run depends on (written beside its results).
+
+    Attributes:
+      steps: training steps per run.
+      batch_size: prompts per step ``M``.
+      group_size: GRPO's uniform group size ``G``; the full budget is ``M * G``.
+      budget_fractions: budgets to compare, as fractions of ``M * G`` (1.0 and 0.5).
+      seeds: simulator seeds; each (allocator, budget) pair runs once per seed.
+      allocators: names from :data:`ALLOCATORS`.
+      n_low, n_up: per-prompt bounds for every allocator.
+      kappa, gamma, window: CoBA-RL constants (both variants).
+      sim: the synthetic model's constants.
+
+    Example:
+      >>> s = SimulateSettings(steps=10, seeds=(0, 1))
+      >>> s.budgets()
+      [4096, 2048]
+      >>> SimulateSettings(allocators=("coba",))
+      Traceback (most recent call last):
+      ...
+      pydantic_core._pydantic_core.ValidationError: 1 validation error for SimulateSettings
+      allocators
+        Value error, unknown allocator 'coba'; choose from uniform, knapsack-rl, ...
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(256, ge=1)
+    group_size: int = Field(16, ge=1)
+    budget_fractions: tuple[float, ...] = (1.0, 0.5)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    allocators: tuple[str, ...] = ALLOCATORS
+    n_low: int = Field(2, ge=1)
+    n_up: int = Field(128, ge=1)
+    kappa: float = Field(11.0, gt=2.0, allow_inf_nan=False)
+    gamma: float = Field(10.0, gt=0.0, allow_inf_nan=False)
+    window: int = Field(1, ge=1)
+    sim: SimConfig = SimConfig()
+
+    @field_validator("allocators")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if name not in ALLOCATORS:
+                raise ValueError(f"unknown allocator {name!r}; choose from {', '.join(ALLOCATORS)}")
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"allocators must be non-empty and distinct, got {list(v)}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError(f"seeds must be non-empty, distinct and >= 0, got {list(v)}")
+        return v
+
+    @field_validator("budget_fractions")
+    @classmethod
+    def _fractions(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or not all(math.isfinite(f) and f > 0 for f in v):
+            raise ValueError(f"budget_fractions must be non-empty and positive, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SimulateSettings:
+        if self.n_low > self.n_up:
+            raise ValueError(f"n_low ({self.n_low}) must not exceed n_up ({self.n_up})")
+        if self.batch_size > self.sim.num_train:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) exceeds the training set "
+                f"(sim.num_train = {self.sim.num_train})"
+            )
+        for b in self.budgets():
+            if not self.batch_size * self.n_low <= b <= self.batch_size * self.n_up:
+                raise ValueError(
+                    f"budget {b} is outside [M * n_low, M * n_up] = "
+                    f"[{self.batch_size * self.n_low}, {self.batch_size * self.n_up}]"
+                )
+        return self
+
+    def budgets(self) -> list[int]:
+        """The per-step budgets ``round(fraction * M * G)``, in the order of the fractions."""
+        full = self.batch_size * self.group_size
+        return [round(f * full) for f in self.budget_fractions]
+
+
+def make_allocator(name: str, settings: SimulateSettings) -> AllocatorLike:
+    """A fresh allocator called ``name``, with the bounds and constants of ``settings``.
+
+    Uniform GRPO tracks pass rates over ``window`` appearances (for reporting only);
+    Knapsack-RL uses its released constants within ``[n_low, n_up]``.
+
+    Raises:
+      ValueError: an unknown name.
+    """
+    s = settings
+    if name in ("coba-paper", "coba-release"):
+        cfg = CoBAConfig(
+            variant="paper" if name == "coba-paper" else "release",
+            n_low=s.n_low,
+            n_up=s.n_up,
+            kappa=s.kappa,
+            gamma=s.gamma,
+            window=s.window,
+        )
+        return coba_rl.CoBAAllocator(cfg)
+    if name == "uniform":
+        return coba_rl.UniformAllocator(coba_rl.UniformConfig(window=s.window))
+    if name == "knapsack-rl":
+        return coba_rl.KnapsackRLAllocator(coba_rl.KnapsackConfig(n_low=s.n_low, n_up=s.n_up))
+    raise ValueError(f"unknown allocator {name!r}; choose from {', '.join(ALLOCATORS)}")
+
+
+# -- running ---------------------------------------------------------------------------
+
+
+class TextProgress:
+    """A plain-text progress bar on a stream (stderr by default); no dependency.
+
+    On a terminal the bar redraws in place; otherwise it prints a line every 10 %.
+
+    Example:
+      >>> import io
+      >>> buf = io.StringIO()
+      >>> bar = TextProgress(4, stream=buf, width=8)
+      >>> for i in range(1, 5):
+      ...     bar.update(i, "run")
+      >>> bar.close()
+      >>> buf.getvalue().splitlines()[-1]
+      '[########] 100%  4/4  run'
+    """
+
+    def __init__(self, total: int, stream: TextIO | None = None, width: int = 30) -> None:
+        self.total = max(int(total), 1)
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_decile = -1
+        self._start = time.perf_counter()
+
+    def update(self, done: int, label: str = "") -> None:
+        """Show ``done`` of ``total`` units finished, with a label."""
+        frac = min(max(done / self.total, 0.0), 1.0)
+        decile = int(frac * 10)
+        if not self._tty and decile == self._last_decile and done != self.total:
+            return
+        self._last_decile = decile
+        fill = round(frac * self.width)
+        bar = "#" * fill + "." * (self.width - fill)
+        line = f"[{bar}] {frac * 100:3.0f}%  {done}/{self.total}  {label}"
+        if self._tty:
+            elapsed = time.perf_counter() - self._start
+            self.stream.write(f"\r{line}  {elapsed:5.1f}s\033[K")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the bar's line (terminal only)."""
+        if self._tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+@dataclass
+class RunRecord:
+    """One simulated run: which allocator, budget and seed, and its history."""
+
+    allocator: str
+    budget: int
+    seed: int
+    history: SimHistory
+    seconds: float
+
+
+@dataclass
+class Comparison:
+    """All runs of one comparison, with its settings."""
+
+    settings: SimulateSettings
+    runs: list[RunRecord]
+
+    def select(self, allocator: str, budget: int) -> list[RunRecord]:
+        """The runs of one (allocator, budget) pair, in seed order."""
+        return [r for r in self.runs if r.allocator == allocator and r.budget == budget]
+
+    def allocators(self) -> list[str]:
+        """Allocators that ran, in :data:`ALLOCATORS` order."""
+        ran = {r.allocator for r in self.runs}
+        return [a for a in ALLOCATORS if a in ran]
+
+
+def run_comparison(
+    settings: SimulateSettings, progress: Callable[[int, int, str], None] | None = None
+) -> Comparison:
+    """Run every (allocator, budget, seed) of ``settings`` on the synthetic model.
+
+    Args:
+      settings: what to run.
+      progress: optional ``progress(steps_done, steps_total, label)``.
+
+    Example:
+      >>> s = SimulateSettings(steps=3, batch_size=16, seeds=(0,), allocators=("coba-paper",),
+      ...                      sim=SimConfig(num_train=64, num_heldout=32))
+      >>> c = run_comparison(s)
+      >>> [(r.allocator, r.budget, r.seed) for r in c.runs]
+      [('coba-paper', 256, 0), ('coba-paper', 128, 0)]
+
+    Complexity: O(runs * steps) simulator steps; each a few milliseconds at M = 256.
+    """
+    names = list(settings.allocators)
+    jobs = [(b, a, s) for b in settings.budgets() for a in names for s in settings.seeds]
+    total = len(jobs) * settings.steps
+    runs: list[RunRecord] = []
+    for j, (budget, name, seed) in enumerate(jobs):
+        label = f"{name} B={budget} seed={seed}"
+        base = j * settings.steps
+
+        def tick(step: int, base: int = base, label: str = label) -> None:
+            if progress is not None and (step % 10 == 0 or step == settings.steps):
+                progress(base + step, total, label)
+
+        t0 = time.perf_counter()
+        hist = run_simulation(
+            make_allocator(name, settings),
+            steps=settings.steps,
+            batch_size=settings.batch_size,
+            budget=budget,
+            seed=seed,
+            config=settings.sim,
+            progress=tick,
+        )
+        runs.append(RunRecord(name, budget, seed, hist, time.perf_counter() - t0))
+    return Comparison(settings=settings, runs=runs)
+
+
+# -- summarising -----------------------------------------------------------------------
+
+
+def _mean_std(x: Sequence[float]) -> tuple[float, float]:
+    a = np.asarray(x, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def summarise(comparison: Comparison) -> list[dict[str, Any]]:
+    """One row per (budget, allocator): means and standard deviations over seeds.
+
+    Keys: ``budget``, ``allocator``, ``seeds``, ``heldout_start``, ``heldout_final``
+    (mean, std), ``heldout_gain`` (mean, std), ``train_final`` (mean, std),
+    ``effective_ratio`` (mean over steps; mean, std over seeds) and
+    ``zero_variance_per_step`` (mean, std).
+    """
+    rows: list[dict[str, Any]] = []
+    for budget in comparison.settings.budgets():
+        for name in comparison.allocators():
+            runs = comparison.select(name, budget)
+            if not runs:
+                continue
+            start = [r.history.heldout_accuracy[0] for r in runs]
+            final = [r.history.heldout_accuracy[-1] for r in runs]
+            rows.append(
+                {
+                    "budget": budget,
+                    "allocator": name,
+                    "seeds": [r.seed for r in runs],
+                    "heldout_start": float(np.mean(start)),
+                    "heldout_final": _mean_std(final),
+                    "heldout_gain": _mean_std([f - s for f, s in zip(final, start, strict=True)]),
+                    "train_final": _mean_std([r.history.train_accuracy[-1] for r in runs]),
+                    "effective_ratio": _mean_std(
+                        [float(np.mean(r.history.effective_ratio)) for r in runs]
+                    ),
+                    "zero_variance_per_step": _mean_std(
+                        [float(np.mean(r.history.zero_variance_rollouts)) for r in runs]
+                    ),
+                }
+            )
+    return rows
+
+
+def format_table(comparison: Comparison) -> str:
+    """The Markdown comparison table (accuracies in percent, mean ± std over seeds).
+
+    Example:
+      >>> s = SimulateSettings(steps=2, batch_size=16, seeds=(0,), allocators=("coba-paper",),
+      ...                      budget_fractions=(1.0,), sim=SimConfig(num_train=64, num_heldout=32))
+      >>> print(format_table(run_comparison(s)).splitlines()[0])
+      | budget | allocator | held-out acc. (%) | gain (points) | effective-gradient ratio | ...
+    """
+    s = comparison.settings
+    full = s.batch_size * s.group_size
+    lines = [
+        "| budget | allocator | held-out acc. (%) | gain (points) | effective-gradient ratio "
+        "| zero-variance rollouts / step | train acc. (%) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in summarise(comparison):
+        frac = row["budget"] / full
+        lines.append(
+            f"| {row['budget']} ({frac:g} x) | {row['allocator']} "
+            f"| {_pm(row['heldout_final'], 100, 2)} | {_pm(row['heldout_gain'], 100, 2)} "
+            f"| {_pm(row['effective_ratio'], 1, 3)} "
+            f"| {_pm(row['zero_variance_per_step'], 1, 0)} "
+            f"| {_pm(row['train_final'], 100, 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def _pm(ms: tuple[float, float], factor: float, digits: int) -> str:
+    return f"{ms[0] * factor:.{digits}f} ± {ms[1] * factor:.{digits}f}"
+
+
+# -- writing ---------------------------------------------------------------------------
+
+
+def _settings_text(s: SimulateSettings) -> str:
+    sim = ", ".join(f"{k}={v}" for k, v in s.sim.model_dump().items())
+    return (
+        f"- steps: {s.steps}; prompts per step M = {s.batch_size}; group size G = "
+        f"{s.group_size}; budgets per step: {', '.join(map(str, s.budgets()))} "
+        f"(fractions {', '.join(f'{f:g}' for f in s.budget_fractions)} of M * G)\n"
+        f"- seeds: {', '.join(map(str, s.seeds))}\n"
+        f"- bounds: [n_low, n_up] = [{s.n_low}, {s.n_up}]; CoBA-RL kappa = {s.kappa:g}, "
+        f"gamma = {s.gamma:g}, window = {s.window}\n"
+        f"- model: {sim}"
+    )
+
+
+def write_results(
+    comparison: Comparison, out_dir: str | os.PathLike[str], plots: bool = True
+) -> dict[str, Path]:
+    """Write ``results.json``, ``results.md`` and (if matplotlib is installed) the plots.
+
+    Returns:
+      A ``{kind: path}`` map of what was written: ``json``, ``markdown`` and any plots.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    if plots:
+        written.update(write_plots(comparison, out))
+    s = comparison.settings
+    record = {
+        "note": SYNTHETIC_NOTE,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "coba_rl": coba_rl.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "settings": s.model_dump(mode="json"),
+        "budgets": s.budgets(),
+        "pass_rate_bins": list(PASS_RATE_BINS),
+        "summary": summarise(comparison),
+        "runs": [
+            {
+                "allocator": r.allocator,
+                "budget": r.budget,
+                "seed": r.seed,
+                "seconds": r.seconds,
+                "history": r.history.as_dict(),
+            }
+            for r in comparison.runs
+        ],
+    }
+    json_path = out / "results.json"
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump(record, f, allow_nan=True)
+    written["json"] = json_path
+    md = [
+        "# Simulated comparison of rollout allocators",
+        "",
+        f"> {SYNTHETIC_NOTE}",
+        "",
+        "## Settings",
+        "",
+        _settings_text(s),
+        "",
+        "## Results (final step; mean ± std over seeds)",
+        "",
+        format_table(comparison),
+        "",
+        "Effective-gradient ratio: the share of rollouts in groups with mixed outcomes "
+        "(0 < k < n), averaged over steps. Zero-variance rollouts: rollouts in groups whose "
+        "rewards all agree (they get advantage 0 and teach nothing), per step.",
+    ]
+    pngs = [(k, p) for k, p in written.items() if p.suffix == ".png"]
+    if pngs:
+        md += ["", "## Plots", ""] + [f"![{k}]({p.name})" for k, p in pngs]
+    md_path = out / "results.md"
+    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    written["markdown"] = md_path
+    return written
+
+
+# -- plots -----------------------------------------------------------------------------
+
+_COLORS = {
+    "uniform": "#7f7f7f",
+    "knapsack-rl": "#1f77b4",
+    "coba-paper": "#d62728",
+    "coba-release": "#ff7f0e",
+}
+
+
+def _stack(runs: list[RunRecord], key: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+    return np.array([getattr(r.history, key) for r in runs], dtype=np.float64)
+
+
+def write_plots(comparison: Comparison, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Draw ``sim_accuracy.png``, ``sim_shape.png`` and ``sim_allocation.png`` into ``out_dir``.
+
+    Needs matplotlib (``pip install 'coba-rl[plot]'``); without it, prints a message on
+    stderr and returns ``{}``.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.colors import LogNorm
+    except ImportError:
+        print(
+            "matplotlib is not installed: skipping plots (pip install 'coba-rl[plot]')",
+            file=sys.stderr,
+        )
+        return {}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    s = comparison.settings
+    budgets = s.budgets()
+    names = comparison.allocators()
+    full_budget = budgets[0]
+    written: dict[str, Path] = {}
+    footer = "Synthetic model (coba_rl.sim); not a prediction of LLM benchmark gains."
+    seeds_txt = f"mean ± std over seeds {', '.join(map(str, s.seeds))}"
+
+    # accuracy against step, one panel per budget
+    fig, axes = plt.subplots(
+        1, len(budgets), figsize=(5.2 * len(budgets), 4.0), sharey=True, squeeze=False
+    )
+    for ax, budget in zip(axes[0], budgets, strict=True):
+        for name in names:
+            acc = _stack(comparison.select(name, budget), "heldout_accuracy") * 100
+            mean, std = acc.mean(axis=0), acc.std(axis=0)
+            steps = np.arange(mean.size)
+            ax.plot(steps, mean, color=_COLORS[name], label=name, lw=1.6)
+            ax.fill_between(steps, mean - std, mean + std, color=_COLORS[name], alpha=0.2, lw=0)
+        if budget != full_budget and "uniform" in names:
+            ref = _stack(comparison.select("uniform", full_budget), "heldout_accuracy") * 100
+            ax.plot(ref.mean(axis=0), color=_COLORS["uniform"], ls="--", lw=1.2,
+                    label=f"uniform at B={full_budget}")  # fmt: skip
+        ax.set_title(f"budget B = {budget} rollouts / step")
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("held-out accuracy (%)")
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"Held-out accuracy, {seeds_txt}", fontsize=11)
+    fig.text(0.5, 0.01, footer, ha="center", fontsize=8, color="#555555")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    written["accuracy"] = _save(fig, out / "sim_accuracy.png", plt)
+
+    # alpha and the failure rate against step (full budget)
+    fig, (ax_a, ax_f) = plt.subplots(1, 2, figsize=(10.4, 3.8))
+    for name in names:
+        runs = comparison.select(name, full_budget)
+        alpha = _stack(runs, "alpha")
+        if np.isfinite(alpha).any():
+            ax_a.plot(np.nanmean(alpha, axis=0), color=_COLORS[name], label=name, lw=1.6)
+        fail = _stack(runs, "failure_rate")
+        ax_f.plot(fail.mean(axis=0), color=_COLORS[name], label=name, lw=1.2)
+    ax_a.set_title(f"Beta shape alpha (kappa = {s.kappa:g}; beta = kappa - alpha)")
+    ax_a.set_xlabel("training step")
+    ax_a.set_ylabel("alpha")
+    ax_f.set_title("failure rate of the step, 1 - mean_i(k_i / n_i)")
+    ax_f.set_xlabel("training step")
+    ax_f.set_ylabel("failure rate")
+    for ax in (ax_a, ax_f):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Allocator state at B = {full_budget}, mean over seeds", fontsize=11)
+    fig.text(0.5, 0.01, footer, ha="center", fontsize=8, color="#555555")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    written["shape"] = _save(fig, out / "sim_shape.png", plt)
+
+    # allocation against true pass rate over time (full budget)
+    ncols = min(2, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(5.4 * ncols + 1.0, 3.3 * nrows + 0.9),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
+    )
+    norm = LogNorm(vmin=max(s.n_low, 1), vmax=s.n_up)
+    labels = [
+        f"{lo:g}-{hi:g}" for lo, hi in zip(PASS_RATE_BINS, (*PASS_RATE_BINS[1:], 1.0), strict=True)
+    ]
+    image = None
+    for k, ax in enumerate(axes.flat):
+        if k >= len(names):
+            ax.axis("off")
+            continue
+        name = names[k]
+        runs = comparison.select(name, full_budget)
+        n_in = _stack(runs, "prompts_by_bin")
+        spent = np.nansum(_stack(runs, "counts_by_bin") * n_in, axis=0)
+        n_pooled = n_in.sum(axis=0)
+        mean = np.divide(spent, n_pooled, out=np.full(spent.shape, np.nan), where=n_pooled > 0)
+        image = ax.imshow(
+            mean.T,
+            aspect="auto",
+            origin="lower",
+            cmap="viridis",
+            norm=norm,
+            interpolation="nearest",
+            extent=(0.5, mean.shape[0] + 0.5, -0.5, len(labels) - 0.5),
+        )
+        ax.set_yticks(range(len(labels)))
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.set_title(name, fontsize=10)
+        if k % ncols == 0:
+            ax.set_ylabel("true pass rate of the prompt")
+        if k >= len(names) - ncols:
+            ax.set_xlabel("training step")
+    if image is not None:
+        ticks = [t for t in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if s.n_low <= t <= s.n_up]
+        cbar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9, ticks=ticks)
+        cbar.ax.set_yticklabels([str(t) for t in ticks])
+        cbar.set_label("mean rollouts per prompt (log scale)")
+    fig.suptitle(
+        f"Where the budget goes: rollouts per prompt by true pass rate, B = {full_budget} "
+        f"(uniform = {full_budget // s.batch_size}), mean over seeds; white = empty bin",
+        fontsize=10,
+    )
+    fig.supxlabel(footer, fontsize=8, color="#555555")
+    written["allocation"] = _save(fig, out / "sim_allocation.png", plt)
+    return written
+
+
+def _save(fig: Any, path: Path, plt: Any) -> Path:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# -- command line ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``coba-rl simulate``."""
+    p = argparse.ArgumentParser(
+        prog="coba-rl simulate",
+        description="Compare uniform GRPO, Knapsack-RL and CoBA-RL (paper, release) on a "
+        "synthetic RLVR model, at the same per-step budget and at half of it, over several "
+        "seeds. " + SYNTHETIC_NOTE,
+    )
+    d = SimulateSettings()
+    p.add_argument("--out", default=os.path.join("results", "sim"), help="output folder")
+    p.add_argument("--steps", type=int, default=d.steps, help="training steps per run")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts per step M")
+    p.add_argument("--group-size", type=int, default=d.group_size, help="uniform group size G")
+    p.add_argument(
+        "--budget-fractions",
+        type=float,
+        nargs="+",
+        default=list(d.budget_fractions),
+        help="budgets as fractions of M * G",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=list(d.seeds), help="seeds")
+    p.add_argument(
+        "--allocators", nargs="+", default=list(d.allocators), choices=ALLOCATORS, metavar="NAME"
+    )
+    p.add_argument("--n-low", type=int, default=d.n_low)
+    p.add_argument("--n-up", type=int, default=d.n_up)
+    p.add_argument("--kappa", type=float, default=d.kappa, help="CoBA-RL alpha + beta")
+    p.add_argument("--gamma", type=float, default=d.gamma, help="CoBA-RL failure-rate steepness")
+    p.add_argument("--window", type=int, default=d.window, help="CoBA-RL pass-rate window")
+    p.add_argument("--num-train", type=int, default=d.sim.num_train, help="training prompts")
+    p.add_argument(
+        "--per-prompt-weights", action="store_true", help="weight rows by G / n_i in the loss"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="a short run: 150 steps, 3 seeds (a few seconds)"
+    )
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``coba-rl simulate``; print the table and where the results are."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    steps, seeds = args.steps, tuple(args.seeds)
+    if args.quick:
+        steps, seeds = min(steps, 150), seeds[:3]
+    try:
+        settings = SimulateSettings(
+            steps=steps,
+            batch_size=args.batch_size,
+            group_size=args.group_size,
+            budget_fractions=tuple(args.budget_fractions),
+            seeds=seeds,
+            allocators=tuple(args.allocators),
+            n_low=args.n_low,
+            n_up=args.n_up,
+            kappa=args.kappa,
+            gamma=args.gamma,
+            window=args.window,
+            sim=SimConfig(num_train=args.num_train, per_prompt_weights=args.per_prompt_weights),
+        )
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        parser.error(str(exc))
+    bar = None if args.quiet else TextProgress(1)
+
+    def progress(done: int, total: int, label: str) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(done, label)
+
+    comparison = run_comparison(settings, progress=progress)
+    if bar is not None:
+        bar.close()
+    written = write_results(comparison, args.out, plots=not args.no_plots)
+    print(SYNTHETIC_NOTE)
+    print(_settings_text(settings))
+    print()
+    print(format_table(comparison))
+    print(f"\nTable:   {written['markdown']}")
+    print(f"Data:    {written['json']}")
+    pngs = [str(p) for p in written.values() if p.suffix == ".png"]
+    print(f"Plots:   {', '.join(pngs) if pngs else 'none (matplotlib missing or --no-plots)'}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

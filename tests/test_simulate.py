@@ -1,0 +1,183 @@
+"""``coba-rl simulate``: settings, the comparison runner, its outputs and the command line."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+import coba_rl
+from coba_rl import simulate
+from coba_rl.cli import main as cli_main
+from coba_rl.sim import SimConfig
+from coba_rl.simulate import SimulateSettings
+
+TINY_SIM = SimConfig(num_train=96, num_heldout=48)
+COBA = ("coba-paper", "coba-release")
+
+
+def tiny(**kw: object) -> SimulateSettings:
+    base: dict[str, object] = {
+        "steps": 6,
+        "batch_size": 16,
+        "group_size": 8,
+        "seeds": (0, 1),
+        "allocators": COBA,
+        "n_up": 32,
+        "sim": TINY_SIM,
+    }
+    base.update(kw)
+    return SimulateSettings(**base)  # type: ignore[arg-type]
+
+
+def test_settings_reject_bad_values() -> None:
+    with pytest.raises(ValidationError, match="unknown allocator 'grpo'"):
+        tiny(allocators=("grpo",))
+    with pytest.raises(ValidationError, match="allocators must be non-empty and distinct"):
+        tiny(allocators=("coba-paper", "coba-paper"))
+    with pytest.raises(ValidationError, match="seeds must be non-empty, distinct and >= 0"):
+        tiny(seeds=(1, 1))
+    with pytest.raises(ValidationError, match="budget_fractions must be non-empty and positive"):
+        tiny(budget_fractions=(1.0, 0.0))
+    with pytest.raises(ValidationError, match=r"budget 1024 is outside \[M \* n_low, M \* n_up\]"):
+        tiny(budget_fractions=(8.0,))
+    with pytest.raises(ValidationError, match=r"n_low \(9\) must not exceed n_up \(4\)"):
+        tiny(n_low=9, n_up=4)
+    with pytest.raises(ValidationError, match="exceeds the training set"):
+        tiny(batch_size=200)
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        tiny(budget=100)
+
+
+def test_budgets_are_fractions_of_m_times_g() -> None:
+    assert tiny(budget_fractions=(1.0, 0.5, 0.25)).budgets() == [128, 64, 32]
+
+
+def test_comparison_runs_every_pair_and_summarises_over_seeds() -> None:
+    comp = simulate.run_comparison(tiny())
+    assert [(r.allocator, r.budget, r.seed) for r in comp.runs] == [
+        (a, b, s) for b in (128, 64) for a in COBA for s in (0, 1)
+    ]
+    rows = simulate.summarise(comp)
+    assert [(r["budget"], r["allocator"]) for r in rows] == [
+        (b, a) for b in (128, 64) for a in COBA
+    ]
+    for row in rows:
+        runs = comp.select(row["allocator"], row["budget"])
+        finals = [r.history.heldout_accuracy[-1] for r in runs]
+        assert row["heldout_final"][0] == pytest.approx(sum(finals) / 2)
+        assert row["heldout_final"][1] == pytest.approx(abs(finals[0] - finals[1]) / 2**0.5)
+        zero = [sum(r.history.zero_variance_rollouts) / 6 for r in runs]
+        assert row["zero_variance_per_step"][0] == pytest.approx(sum(zero) / 2)
+        assert row["seeds"] == [0, 1]
+
+
+def test_same_seed_same_world_for_every_allocator() -> None:
+    comp = simulate.run_comparison(tiny(seeds=(3,)))
+    starts = {r.history.heldout_accuracy[0] for r in comp.runs}
+    assert len(starts) == 1  # identical held-out set and initial policy
+
+
+def test_table_lists_each_budget_and_allocator() -> None:
+    table = simulate.format_table(simulate.run_comparison(tiny()))
+    lines = table.splitlines()
+    assert lines[0].startswith("| budget | allocator | held-out acc. (%)")
+    assert len(lines) == 2 + 4
+    assert lines[2].startswith("| 128 (1 x) | coba-paper | ")
+    assert lines[5].startswith("| 64 (0.5 x) | coba-release | ")
+    assert all(line.count("±") == 5 for line in lines[2:])
+
+
+def test_make_allocator_rejects_unknown_names() -> None:
+    with pytest.raises(ValueError, match="unknown allocator 'ppo'"):
+        simulate.make_allocator("ppo", tiny())
+
+
+def test_all_four_allocators_run_at_the_same_budget() -> None:
+    comp = simulate.run_comparison(tiny(allocators=simulate.ALLOCATORS, seeds=(0,)))
+    assert comp.allocators() == list(simulate.ALLOCATORS)
+    kinds = [type(simulate.make_allocator(a, tiny())) for a in simulate.ALLOCATORS]
+    assert kinds == [
+        coba_rl.UniformAllocator,
+        coba_rl.KnapsackRLAllocator,
+        coba_rl.CoBAAllocator,
+        coba_rl.CoBAAllocator,
+    ]
+    for r in comp.runs:
+        assert len(r.history.effective_ratio) == 6
+    uniform = comp.select("uniform", 128)[0].history
+    assert all(np.nanmax(row) == np.nanmin(row) == 8 for row in uniform.counts_by_bin)
+
+
+def test_results_are_written_with_settings_and_seeds(tmp_path: Path) -> None:
+    comp = simulate.run_comparison(tiny())
+    written = simulate.write_results(comp, tmp_path / "out", plots=False)
+    assert set(written) == {"json", "markdown"}
+    record = json.loads(written["json"].read_text())
+    assert record["settings"]["seeds"] == [0, 1] and record["budgets"] == [128, 64]
+    assert record["settings"]["sim"]["num_train"] == 96
+    assert "Synthetic model" in record["note"]
+    assert len(record["runs"]) == 8 and len(record["summary"]) == 4
+    assert len(record["runs"][0]["history"]["heldout_accuracy"]) == 7
+    md = written["markdown"].read_text()
+    assert "Synthetic model" in md and "- seeds: 0, 1" in md and "| 64 (0.5 x) |" in md
+
+
+def test_plots_are_pngs(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    written = simulate.write_results(simulate.run_comparison(tiny()), tmp_path)
+    pngs = {k: p for k, p in written.items() if p.suffix == ".png"}
+    assert set(pngs) == {"accuracy", "shape", "allocation"}
+    for p in pngs.values():
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![accuracy](sim_accuracy.png)" in written["markdown"].read_text()
+
+
+def test_plots_skip_with_a_message_without_matplotlib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert simulate.write_plots(simulate.run_comparison(tiny(seeds=(0,))), tmp_path) == {}
+    assert "matplotlib is not installed: skipping plots" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_progress_bar_prints_plain_lines_off_a_terminal() -> None:
+    buf = io.StringIO()
+    bar = simulate.TextProgress(100, stream=buf, width=10)
+    for i in range(1, 101):
+        bar.update(i, "x")
+    bar.close()
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "[..........]   1%  1/100  x"
+    assert lines[1] == "[#.........]  10%  10/100  x"  # then one line per 10 %
+    assert lines[-1] == "[##########] 100%  100/100  x" and len(lines) == 11
+
+
+def test_cli_simulate_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sim"
+    argv = ["simulate", "--steps", "4", "--batch-size", "16", "--group-size", "8"]
+    argv += ["--n-up", "32", "--num-train", "64", "--seeds", "0", "--out", str(out)]
+    argv += ["--allocators", *COBA, "--no-plots", "--kappa", "9", "--window", "2"]
+    assert cli_main(argv) == 0
+    captured = capsys.readouterr()
+    assert f"Table:   {out / 'results.md'}" in captured.out
+    assert "kappa = 9, gamma = 10, window = 2" in captured.out
+    assert "[" in captured.err and "100%" in captured.err  # the progress bar
+    assert json.loads((out / "results.json").read_text())["settings"]["window"] == 2
+
+
+def test_cli_simulate_reports_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["simulate", "--n-low", "5", "--n-up", "4", "--quiet"])
+    assert "n_low (5) must not exceed n_up (4)" in capsys.readouterr().err
+
+
+def test_cli_lists_simulate() -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["--help"])
