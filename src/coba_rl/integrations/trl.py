@@ -1,0 +1,410 @@
+"""CoBA-RL for TRL: a ``GRPOTrainer`` with per-prompt rollout counts.
+
+TRL's ``GRPOTrainer`` fixes the group size in its sampler (``RepeatSampler`` repeats each
+prompt ``num_generations`` times) and in its advantage block (``view(-1,
+num_generations)``). :class:`CoBAGRPOTrainer` keeps the sampler, so each generation batch
+still holds ``generation_batch_size = M * num_generations`` rows, and re-expands those
+rows before generation:
+
+1. the generation batch is gathered from all processes, its ``M`` unique prompts are
+   found by their stable prompt id, and the main process allocates the
+   ``generation_batch_size`` rollouts over them; the counts are broadcast
+   (``accelerate.utils.broadcast_object_list``) so every process agrees;
+2. prompt ``i`` gets ``counts[i]`` contiguous rows, and each process generates its own
+   slice of the re-expanded batch, so the total stays ``generation_batch_size``;
+3. after TRL scores the completions, the advantages are recomputed by prompt id on the
+   gathered rewards (:func:`coba_rl.grpo.group_advantages`, Bessel-corrected std and
+   ``eps = 1e-4`` as TRL, honouring ``scale_rewards``) and the process's slice replaces
+   TRL's uniform-group advantages;
+4. the allocator is updated from the gathered rewards, its ``Allocation.metrics()`` are
+   logged through TRL's metrics (``coba/*``), and its state is saved as
+   ``coba_allocator.json`` in every ``checkpoint-N`` folder and restored on resume.
+
+The dataset needs a stable prompt-id column (``prompt_id`` by default)::
+
+    dataset = dataset.map(lambda row, i: {"prompt_id": i}, with_indices=True)
+
+TRL is imported only when :class:`CoBAGRPOTrainer` is first accessed.
+
+Reference: CoBA-RL (arXiv 2602.03048); TRL ``GRPOTrainer``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from coba_rl._validation import as_id_array
+from coba_rl.allocator import CoBAAllocator, read_state_file
+from coba_rl.grpo import group_advantages, group_sizes
+from coba_rl.integrations import STATE_FILENAME
+from coba_rl.types import Allocation
+
+__all__ = [
+    "CoBAGRPOMixin",
+    "CoBAGRPOTrainer",
+    "add_prompt_ids",
+    "expand_generation_batch",
+    "trl_advantages",
+]
+
+FloatArray = NDArray[np.float64]
+
+#: TRL's ``GRPOTrainer`` adds this to the group std before dividing.
+TRL_EPS = 1e-4
+
+
+def add_prompt_ids(dataset: Any, column: str = "prompt_id") -> Any:
+    """Add a stable prompt-id column (the row index) to a ``datasets.Dataset``."""
+    if column in getattr(dataset, "column_names", ()):
+        raise ValueError(f"the dataset already has a column {column!r}")
+    return dataset.map(lambda _row, i: {column: i}, with_indices=True)
+
+
+def expand_generation_batch(
+    prompt_ids: Any, counts: Any
+) -> tuple[NDArray[np.int64], NDArray[Any], NDArray[Any]]:
+    """Re-expand a generation batch: which input row feeds each new row, per-prompt counts.
+
+    The batch holds each prompt several times (TRL's ``RepeatSampler``); its unique
+    prompts, in first-appearance order, get ``counts[k]`` contiguous rows each.
+
+    Args:
+      prompt_ids: one stable id per input row, shape ``(R,)``.
+      counts: one count per unique prompt, shape ``(M,)``, summing to ``R``.
+
+    Returns:
+      ``(source_rows, unique_ids, row_ids)``: for each new row the input row it copies,
+      the unique ids in order, and each new row's prompt id.
+
+    Raises:
+      ValueError: counts of the wrong length or total.
+
+    Example:
+      >>> src, uniq, rows = expand_generation_batch([7, 7, 3, 3, 5, 5], [3, 2, 1])
+      >>> src.tolist(), uniq.tolist(), rows.tolist()
+      ([0, 0, 0, 2, 2, 4], [7, 3, 5], [7, 7, 7, 3, 3, 5])
+
+    Complexity: O(R log R).
+    """
+    ids = as_id_array(prompt_ids)
+    inv, _ = group_sizes(ids)
+    first = np.full(int(inv.max()) + 1 if inv.size else 0, -1, dtype=np.int64)
+    for row in range(inv.size - 1, -1, -1):
+        first[inv[row]] = row
+    c = np.asarray(counts, dtype=np.int64)
+    if c.shape != first.shape:
+        raise ValueError(f"{c.size} counts for {first.size} unique prompts")
+    if int(c.sum()) != ids.size:
+        raise ValueError(f"counts sum to {int(c.sum())}, but the batch has {ids.size} rows")
+    source = np.repeat(first, c)
+    return source, ids[first], ids[source]
+
+
+def trl_advantages(
+    rewards: Any, prompt_ids: Any, scale_rewards: str | bool = "group"
+) -> tuple[FloatArray, FloatArray]:
+    r"""TRL's GRPO advantages on ragged groups; unscorable (NaN) rows get advantage 0.
+
+    .. math::
+
+        A_j = \frac{r_j - \mu_{g(j)}}{\sigma + 10^{-4}}
+
+    with ``mu`` the mean of row ``j``'s prompt group and ``sigma`` its group std
+    (``scale_rewards="group"``), the whole batch's std (``"batch"``) or 1 without the
+    epsilon (``"none"``); stds are Bessel-corrected and NaN rewards are left out, as in
+    TRL's ``_generate_and_score_completions``.
+
+    Args:
+      rewards: shape ``(N,)``, the weighted sum of the reward functions (NaN: unscorable).
+      prompt_ids: shape ``(N,)``, the stable prompt id of each row.
+      scale_rewards: ``"group"``, ``"batch"`` or ``"none"`` (``True``/``False`` are
+        ``"group"``/``"none"``).
+
+    Returns:
+      ``(advantages, zero_std)``: the advantages, and 1.0 for rows whose group has
+      identical rewards (TRL's ``frac_reward_zero_std``), else 0.0.
+
+    Raises:
+      ValueError: an unknown ``scale_rewards`` or mismatched lengths.
+
+    Example:
+      >>> adv, zero = trl_advantages([1.0, 0.0, 1.0, 1.0, 1.0], [0, 0, 1, 1, 1])
+      >>> [round(float(a), 4) for a in adv], zero.tolist()
+      ([0.7070, -0.7070, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0, 1.0])
+
+    Complexity: O(N log N).
+    """
+    mode = _scale_mode(scale_rewards)
+    r = np.asarray(rewards, dtype=np.float64)
+    ids = as_id_array(prompt_ids)
+    if r.shape != ids.shape:
+        raise ValueError(f"{r.size} rewards for {ids.size} prompt ids")
+    ok = ~np.isnan(r)
+    adv = np.zeros_like(r)
+    zero_std = np.zeros_like(r)
+    if not ok.any():
+        return adv, zero_std
+    r_ok, ids_ok = r[ok], ids[ok]
+    centred = group_advantages(r_ok, ids_ok, scale=False, singleton="zero")
+    inv, sizes = group_sizes(ids_ok)
+    ss = np.bincount(inv, weights=centred * centred, minlength=sizes.size)
+    group_std = np.sqrt(ss / np.maximum(sizes - 1, 1))
+    zero_std[ok] = np.isclose(group_std[inv], 0.0)
+    if mode == "group":
+        adv[ok] = group_advantages(r_ok, ids_ok, ddof=1, eps=TRL_EPS, singleton="zero")
+    elif mode == "batch":
+        batch_std = float(np.std(r_ok, ddof=1)) if r_ok.size > 1 else 0.0
+        adv[ok] = centred / (batch_std + TRL_EPS)
+    else:
+        adv[ok] = centred
+    return adv, zero_std
+
+
+def _scale_mode(scale_rewards: str | bool) -> str:
+    if scale_rewards is True:
+        return "group"
+    if scale_rewards is False:
+        return "none"
+    if scale_rewards not in ("group", "batch", "none"):
+        raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', got {scale_rewards!r}")
+    return str(scale_rewards)
+
+
+if TYPE_CHECKING:
+    #: Built on first access by the module ``__getattr__`` below (subclasses TRL's class).
+    CoBAGRPOTrainer: type[Any]
+
+    class _GRPOBase:
+        """What the mixin uses of TRL's ``GRPOTrainer``."""
+
+        accelerator: Any
+        args: Any
+        model: Any
+        state: Any
+        scale_rewards: Any
+        reward_weights: Any
+        use_vllm: bool
+        vllm_mode: str
+        multi_objective_aggregation: str
+        _metrics: Any
+        _logs: Any
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+        def _generate_and_score_completions(self, inputs: Any) -> Any: ...
+        def _calculate_rewards(self, *args: Any, **kwargs: Any) -> Any: ...
+        def _save_checkpoint(self, model: Any, trial: Any) -> None: ...
+        def _load_optimizer_and_scheduler(self, checkpoint: Any) -> None: ...
+        def _get_output_dir(self, trial: Any) -> str: ...
+
+else:
+    _GRPOBase = object
+
+
+class CoBAGRPOMixin(_GRPOBase):
+    """The CoBA-RL part of :class:`CoBAGRPOTrainer`; mix it in before ``GRPOTrainer``.
+
+    Args:
+      coba_allocator: the allocator (keyword); defaults to ``CoBAAllocator()``. Its
+        ``n_up`` must be at least ``num_generations`` (the budget is
+        ``M * num_generations``).
+      prompt_id_column: the dataset column holding each prompt's stable id.
+
+    Raises:
+      ValueError: vLLM server mode (it de-duplicates prompts by striding
+        ``num_generations``), ``multi_objective_aggregation="normalize_then_sum"``, a
+        missing prompt-id column, or one id shared by different prompts.
+    """
+
+    coba_metric_prefix: str = "coba/"
+
+    def __init__(
+        self,
+        *args: Any,
+        coba_allocator: CoBAAllocator | None = None,
+        prompt_id_column: str = "prompt_id",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if coba_allocator is None:
+            coba_allocator = CoBAAllocator()
+        if not isinstance(coba_allocator, CoBAAllocator):
+            raise TypeError(
+                f"coba_allocator must be a CoBAAllocator, got {type(coba_allocator).__name__}"
+            )
+        if self.use_vllm and self.vllm_mode == "server":
+            raise ValueError(
+                "vLLM server mode de-duplicates prompts by striding num_generations, which "
+                "breaks per-prompt counts; use vllm_mode='colocate' or transformers generation"
+            )
+        if self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError(
+                "CoBAGRPOTrainer supports multi_objective_aggregation='sum_then_normalize' only, "
+                f"got {self.multi_objective_aggregation!r}"
+            )
+        _scale_mode(self.scale_rewards)
+        self.coba_allocator = coba_allocator
+        self.prompt_id_column = prompt_id_column
+        self.last_allocation: Allocation | None = None
+        self.last_row_prompt_ids: NDArray[Any] | None = None
+        self._coba_rewards: Any = None
+        self._coba_capture = False
+
+    # -- generation: allocate, broadcast, re-expand ---------------------------------------
+
+    def _generate_and_score_completions(self, inputs: Any) -> Any:
+        if not self.model.training:  # evaluation keeps num_generations_eval
+            return super()._generate_and_score_completions(inputs)
+        inputs = self._coba_expand(list(inputs))
+        self._coba_capture, self._coba_rewards = True, None
+        try:
+            output = super()._generate_and_score_completions(inputs)
+        finally:
+            self._coba_capture = False
+        rewards_per_func, self._coba_rewards = self._coba_rewards, None
+        if rewards_per_func is None:
+            raise RuntimeError("GRPOTrainer did not call _calculate_rewards")
+        self._coba_after_scoring(output, rewards_per_func)
+        return output
+
+    def _calculate_rewards(self, *args: Any, **kwargs: Any) -> Any:
+        rewards_per_func = super()._calculate_rewards(*args, **kwargs)
+        if self._coba_capture:
+            self._coba_rewards = rewards_per_func  # gathered over all processes
+        return rewards_per_func
+
+    def _coba_expand(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        acc_utils = importlib.import_module("accelerate.utils")
+        col = self.prompt_id_column
+        if inputs and col not in inputs[0]:
+            raise ValueError(
+                f"the training dataset has no {col!r} column; add stable prompt ids, e.g. "
+                f"dataset.map(lambda row, i: {{{col!r}: i}}, with_indices=True)"
+            )
+        acc = self.accelerator
+        everything = acc_utils.gather_object(inputs) if acc.num_processes > 1 else inputs
+        ids = as_id_array([row[col] for row in everything], name=f"column {col!r}")
+        _, uniq, _ = expand_generation_batch(ids, _first_counts(ids))
+        _check_one_prompt_per_id(everything, ids, col)
+        payload: list[Any] = [None]
+        if acc.is_main_process:
+            payload = [self.coba_allocator.allocate(uniq, ids.size)]
+        if acc.num_processes > 1:
+            acc_utils.broadcast_object_list(payload, from_process=0)
+        alloc: Allocation = payload[0]
+        source, _, row_ids = expand_generation_batch(ids, alloc.counts)
+        self.last_allocation = alloc
+        self.last_row_prompt_ids = row_ids
+        n_local = len(inputs)
+        start = acc.process_index * n_local
+        return [dict(everything[j]) for j in source[start : start + n_local]]
+
+    # -- scoring: ragged advantages, tracker, metrics -------------------------------------
+
+    def _coba_after_scoring(self, output: dict[str, Any], rewards_per_func: Any) -> None:
+        torch = importlib.import_module("torch")
+        row_ids = self.last_row_prompt_ids
+        alloc = self.last_allocation
+        if row_ids is None or alloc is None:
+            raise RuntimeError("no allocation for this generation batch")
+        weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
+        rewards = (rewards_per_func * weights).nansum(dim=1)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        r = rewards.detach().double().cpu().numpy()
+        if r.size != row_ids.size:
+            raise RuntimeError(f"{r.size} rewards for {row_ids.size} allocated rows")
+        adv, zero_std = trl_advantages(r, row_ids, self.scale_rewards)
+
+        local = output["advantages"]
+        n_local = int(local.shape[0])
+        start = self.accelerator.process_index * n_local
+        output["advantages"] = torch.as_tensor(
+            adv[start : start + n_local], dtype=local.dtype, device=local.device
+        )
+
+        scored = ~np.isnan(r)
+        self.coba_allocator.update(row_ids[scored], r[scored])
+
+        metrics = self._metrics["train"]
+        if metrics.get("frac_reward_zero_std"):
+            metrics["frac_reward_zero_std"][-1] = float(zero_std.mean())
+        for key, value in alloc.metrics(prefix=self.coba_metric_prefix).items():
+            if not math.isnan(value):
+                metrics[key].append(value)
+        logged = self._logs.get("advantages") if isinstance(self._logs, dict) else None
+        if logged is not None and len(logged) >= adv.size:
+            for _ in range(adv.size):
+                logged.pop()
+            logged.extend(adv.tolist())
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            prefix = importlib.import_module("transformers.trainer_utils").PREFIX_CHECKPOINT_DIR
+            folder = f"{prefix}-{self.state.global_step}"
+            out = os.path.join(self._get_output_dir(trial=trial), folder)
+            self.coba_allocator.save(os.path.join(out, STATE_FILENAME))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: Any) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(os.fspath(checkpoint), STATE_FILENAME)
+        if os.path.exists(path):
+            self.coba_allocator.load_state_dict(read_state_file(path))
+        else:
+            warnings.warn(
+                f"no {STATE_FILENAME} in {os.fspath(checkpoint)!r}; the allocator starts fresh",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+def _first_counts(ids: NDArray[Any]) -> NDArray[np.int64]:
+    """How often each unique id occurs, in first-appearance order."""
+    return group_sizes(ids)[1]
+
+
+def _check_one_prompt_per_id(rows: list[dict[str, Any]], ids: NDArray[Any], col: str) -> None:
+    seen: dict[Any, Any] = {}
+    for row, pid in zip(rows, ids.tolist(), strict=True):
+        prompt = row.get("prompt")
+        if seen.setdefault(pid, prompt) != prompt:
+            raise ValueError(
+                f"prompt id {pid!r} (column {col!r}) is shared by different prompts; ids must "
+                "be unique per prompt (use the dataset row index)"
+            )
+
+
+_TRAINER: type[Any] | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """Build ``CoBAGRPOTrainer`` on first access, importing TRL only then."""
+    global _TRAINER
+    if name != "CoBAGRPOTrainer":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _TRAINER is None:
+        try:
+            grpo_trainer = importlib.import_module("trl").GRPOTrainer
+        except ImportError as exc:
+            raise ImportError(
+                f"CoBAGRPOTrainer needs TRL: pip install 'coba-rl[trl]' ({exc})"
+            ) from exc
+        _TRAINER = type(
+            "CoBAGRPOTrainer",
+            (CoBAGRPOMixin, grpo_trainer),
+            {
+                "__module__": __name__,
+                "__doc__": "TRL's ``GRPOTrainer`` with CoBA-RL per-prompt rollout counts.",
+            },
+        )
+    return _TRAINER

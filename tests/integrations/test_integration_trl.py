@@ -1,0 +1,258 @@
+"""coba_rl.integrations.trl against the real TRL GRPOTrainer, on CPU, with no downloads.
+
+A tiny GPT-2 is built from a config and a word-level tokenizer is built in the test; the
+reward is verifiable: a completion is correct when its first word is in the prompt's
+answer set. Both the stock GRPOTrainer and CoBAGRPOTrainer train for a few steps.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers / huggingface_hub are imported
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.trl
+
+torch = pytest.importorskip("torch")
+trl = pytest.importorskip("trl")
+transformers = pytest.importorskip("transformers")
+datasets = pytest.importorskip("datasets")
+tokenizers = pytest.importorskip("tokenizers")
+
+import coba_rl  # noqa: E402
+from coba_rl.integrations import STATE_FILENAME  # noqa: E402
+from coba_rl.integrations import trl as ctrl  # noqa: E402
+
+WORDS = ["a", "b", "c", "d", "e", "f", "g", "h"]
+PROMPTS = 3  # every generation batch holds the whole dataset, so steps 2+ see known prompts
+G = 4  # num_generations
+PER_STEP = 3  # prompts per generation batch
+ROWS = PER_STEP * G  # generation_batch_size
+
+
+def tiny_tokenizer() -> Any:
+    vocab = {w: i for i, w in enumerate(["<pad>", "<eos>", "<unk>", *WORDS, "q", "r", "s"])}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
+
+
+def tiny_model(tokenizer: Any, seed: int = 0) -> Any:
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=32,
+        n_embd=16,
+        n_layer=1,
+        n_head=2,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+# prompt k accepts these first words: all, none, or half (so pass rates differ)
+ANSWERS = ["*", "", "a b c d"]
+
+
+def toy_dataset() -> Any:
+    ds = datasets.Dataset.from_dict(
+        {
+            "prompt": [f"q {WORDS[k % 8]} r {WORDS[k // 8]}" for k in range(PROMPTS)],
+            "answer": ANSWERS,
+        }
+    )
+    return ctrl.add_prompt_ids(ds)
+
+
+class Verifier:
+    """The verifiable reward; records every call (prompt ids and rewards, in row order)."""
+
+    __name__ = "verifier"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[int], list[float]]] = []
+
+    def __call__(self, completions: list[str], answer: list[str], **kw: Any) -> list[float]:
+        rewards = []
+        for text, ans in zip(completions, answer, strict=True):
+            words = text.split()
+            ok = ans == "*" or (bool(words) and words[0] in ans.split())
+            rewards.append(1.0 if ok else 0.0)
+        self.calls.append((list(kw["prompt_id"]), rewards))
+        return rewards
+
+
+def grpo_args(out: Path, max_steps: int, **kw: Any) -> Any:
+    settings: dict[str, Any] = {"save_strategy": "no", **kw}
+    return trl.GRPOConfig(
+        output_dir=str(out),
+        per_device_train_batch_size=ROWS,
+        num_generations=G,
+        max_completion_length=3,
+        max_steps=max_steps,
+        learning_rate=1e-3,
+        beta=0.0,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        data_seed=0,
+        disable_tqdm=True,
+        **settings,
+    )
+
+
+def make_allocator() -> coba_rl.CoBAAllocator:
+    return coba_rl.CoBAAllocator(coba_rl.CoBAConfig(n_low=2, n_up=8))
+
+
+class Recording:
+    """Mixed into the trainer: keeps each generation batch's allocation and advantages."""
+
+    def _generate_and_score_completions(self, inputs: Any) -> Any:
+        out = super()._generate_and_score_completions(inputs)  # type: ignore[misc]
+        self.record.append((self.last_allocation, out["advantages"].double().numpy().copy()))  # type: ignore[attr-defined]
+        return out
+
+
+def coba_trainer(out: Path, max_steps: int, verifier: Verifier, **kw: Any) -> Any:
+    tok = tiny_tokenizer()
+    cls = type("RecordingCoBA", (Recording, ctrl.CoBAGRPOTrainer), {})
+    trainer = cls(
+        model=tiny_model(tok),
+        reward_funcs=verifier,
+        args=grpo_args(out, max_steps, **kw),
+        train_dataset=toy_dataset(),
+        processing_class=tok,
+        coba_allocator=make_allocator(),
+    )
+    trainer.record = []
+    return trainer
+
+
+def runs(ids: list[int]) -> tuple[list[int], list[int]]:
+    """Run-length encoding: the ids in order of their (contiguous) runs and the run lengths."""
+    keys: list[int] = []
+    lengths: list[int] = []
+    for i in ids:
+        if keys and keys[-1] == i:
+            lengths[-1] += 1
+        else:
+            keys.append(i)
+            lengths.append(1)
+    return keys, lengths
+
+
+def test_stock_grpo_trainer_trains_with_uniform_groups(tmp_path: Path) -> None:
+    tok = tiny_tokenizer()
+    verifier = Verifier()
+    trainer = trl.GRPOTrainer(
+        model=tiny_model(tok),
+        reward_funcs=verifier,
+        args=grpo_args(tmp_path, 2),
+        train_dataset=toy_dataset(),
+        processing_class=tok,
+    )
+    trainer.train()
+    assert trainer.state.global_step == 2
+    assert len(verifier.calls) == 2
+    for ids, _ in verifier.calls:
+        assert sorted(Counter(ids).values()) == [G] * PER_STEP
+
+
+def test_coba_trainer_rows_advantages_tracking_and_metrics(tmp_path: Path) -> None:
+    verifier = Verifier()
+    trainer = coba_trainer(tmp_path, 3, verifier)
+    trainer.train()
+    assert trainer.state.global_step == 3
+    assert len(verifier.calls) == len(trainer.record) == 3
+
+    reference = make_allocator()  # fed only with what the reward function saw
+    uneven = False
+    for (ids, rewards), (alloc, adv) in zip(verifier.calls, trainer.record, strict=True):
+        keys, lengths = runs(ids)
+        # the generation batch keeps generation_batch_size rows, grouped per prompt
+        assert len(ids) == ROWS and len(set(keys)) == len(keys) == PER_STEP
+        # rows per prompt equal the allocation, which equals an independent allocator's
+        assert lengths == alloc.counts.tolist()
+        assert reference.allocate(keys, ROWS).counts.tolist() == lengths
+        uneven |= len(set(lengths)) > 1
+        reference.update(ids, rewards)
+        # advantages: (r - group mean) / (group std, Bessel-corrected, + 1e-4), per prompt
+        r = np.array(rewards)
+        pid = np.array(ids)
+        for k in keys:
+            g = r[pid == k]
+            expected = (g - g.mean()) / (g.std(ddof=1) + 1e-4)
+            np.testing.assert_allclose(adv[pid == k], expected, rtol=1e-5, atol=1e-6)
+            assert abs(adv[pid == k].mean()) < 1e-6
+    assert uneven, "the pass rates differ, so some step must allocate unevenly"
+    assert trainer.coba_allocator.state_dict() == reference.state_dict()
+    logged = [h for h in trainer.state.log_history if "coba/budget" in h]
+    assert len(logged) == 3 and all(h["coba/budget"] == ROWS for h in logged)
+    assert logged[-1]["coba/rollouts/max"] == trainer.record[-1][0].counts.max()
+
+
+def test_resume_gives_the_identical_next_allocation(tmp_path: Path) -> None:
+    save = {"save_strategy": "steps", "save_steps": 2}
+    full_verifier = Verifier()
+    full = coba_trainer(tmp_path / "full", 3, full_verifier, **save)
+    full.train()
+    ckpt = tmp_path / "full" / "checkpoint-2"
+    assert (ckpt / STATE_FILENAME).is_file()
+
+    verifier = Verifier()
+    resumed = coba_trainer(tmp_path / "resumed", 3, verifier, **save)
+    resumed.train(resume_from_checkpoint=str(ckpt))
+    assert len(resumed.record) == len(verifier.calls) == 1  # only step 3 ran
+    # step 3 gets the same rows per prompt as in the uninterrupted run
+    full_keys, full_lengths = runs(full_verifier.calls[2][0])
+    keys, lengths = runs(verifier.calls[0][0])
+    assert sorted(keys) == sorted(full_keys) == list(range(PROMPTS))
+    resumed_counts = dict(zip(keys, lengths, strict=True))
+    assert resumed_counts == dict(zip(full_keys, full_lengths, strict=True))
+    assert lengths == resumed.record[0][0].counts.tolist()
+    # a fresh allocator would have allocated differently, so the state was really restored
+    assert make_allocator().allocate(keys, ROWS).counts.tolist() != lengths
+
+
+def test_bad_setups_are_refused(tmp_path: Path) -> None:
+    tok = tiny_tokenizer()
+    no_ids = datasets.Dataset.from_dict({"prompt": ["q r"] * PROMPTS, "answer": ["*"] * PROMPTS})
+    trainer = ctrl.CoBAGRPOTrainer(
+        model=tiny_model(tok),
+        reward_funcs=Verifier(),
+        args=grpo_args(tmp_path, 1),
+        train_dataset=no_ids,
+        processing_class=tok,
+        coba_allocator=make_allocator(),
+    )
+    with pytest.raises(ValueError, match="no 'prompt_id' column"):
+        trainer.train()
+    with pytest.raises(ValueError, match="already has a column 'prompt_id'"):
+        ctrl.add_prompt_ids(toy_dataset())
+    with pytest.raises(ValueError, match="normalize_then_sum"):
+        ctrl.CoBAGRPOTrainer(
+            model=tiny_model(tok),
+            reward_funcs=[Verifier(), Verifier()],
+            args=grpo_args(tmp_path, 1, multi_objective_aggregation="normalize_then_sum"),
+            train_dataset=toy_dataset(),
+            processing_class=tok,
+        )
+
+
+def test_one_id_for_two_prompts_is_refused() -> None:
+    rows = [{"prompt": "x", "prompt_id": 1}, {"prompt": "y", "prompt_id": 1}]
+    with pytest.raises(ValueError, match=r"prompt id 1 .* shared by different prompts"):
+        ctrl._check_one_prompt_per_id(rows, np.array([1, 1]), "prompt_id")
