@@ -31,7 +31,7 @@ $(VENV)/.installed-base: pyproject.toml | $(BIN)/python
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e '.[test,dev,docs]'
+	$(PIP) install --quiet -e '.[test,dev,docs,plot]'
 	@touch $@
 
 $(VENV)/.installed-plot: pyproject.toml | $(BIN)/python
