@@ -16,7 +16,7 @@ from coba_rl._validation import check_budget, even_split
 from coba_rl.config import CoBAConfig
 from coba_rl.solvers import _greedy_extra_grouped, _running_min
 from coba_rl.types import Allocation, BatchStats
-from coba_rl.value import adaptive_tau, beta_shape, unique_gains
+from coba_rl.value import _adaptive_tau, _unique_gains, beta_shape
 
 __all__ = ["allocate", "initial_shape"]
 
@@ -127,7 +127,7 @@ def allocate_with_shape(
 
 def _tau(p: FloatArray, cfg: CoBAConfig) -> float:
     if cfg.tau == "adaptive":
-        return adaptive_tau(p, cfg.tau_min, cfg.tau_max, cfg.var_max, cfg.smoothing)
+        return _adaptive_tau(p, cfg.tau_min, cfg.tau_max, cfg.var_max, cfg.smoothing)
     return float(cfg.tau)
 
 
@@ -136,7 +136,7 @@ def _greedy_counts(
 ) -> tuple[IntArray, float]:
     """Algorithm 1 on pass rates ``p`` with ``spare`` units above ``n_low`` (capped)."""
     tau = _tau(p, cfg)
-    gains_u, inverse = unique_gains(p, alpha, beta, tau, cfg.n_low, cfg.n_up, cfg.smoothing)
+    gains_u, inverse = _unique_gains(p, alpha, beta, tau, cfg.n_low, cfg.n_up, cfg.smoothing)
     return cfg.n_low + _greedy_extra_grouped(_running_min(gains_u), inverse, spare), tau
 
 

@@ -162,13 +162,17 @@ def beta_pdf(p: ArrayLike, alpha: float, beta: float) -> FloatArray:
     p_arr = as_real_array(p, "p")
     alpha, beta = check_real(alpha, "alpha"), check_real(beta, "beta")
     uniq, inverse = np.unique(p_arr, return_inverse=True)
+    return _beta_pdf_distinct(uniq, alpha, beta)[inverse].reshape(p_arr.shape)
+
+
+def _beta_pdf_distinct(p: FloatArray, alpha: float, beta: float) -> FloatArray:
+    """The density at each entry of a 1-D ``p`` (unchecked; one scalar call per entry)."""
     log_b = _log_beta_function(alpha, beta)
-    dens = np.fromiter(
-        (_beta_pdf_scalar(float(x), alpha, beta, log_b) for x in uniq),
+    return np.fromiter(
+        (_beta_pdf_scalar(float(x), alpha, beta, log_b) for x in p),
         dtype=np.float64,
-        count=uniq.size,
+        count=p.size,
     )
-    return dens[inverse].reshape(p_arr.shape)
 
 
 def capability_value(
@@ -210,9 +214,13 @@ def capability_value(
     tau = check_real(tau, "tau", lo=np.finfo(np.float64).tiny)
     p_s = np.clip(as_real_array(p, "p"), smoothing, 1.0 - smoothing)
     n_arr = as_real_array(n, "n")
+    return _saturation(n_arr, p_s, tau) * beta_pdf(p_s, alpha, beta)
+
+
+def _saturation(n: FloatArray, p_s: FloatArray, tau: float) -> FloatArray:
+    """``1 - exp(-(n / tau) p (1 - p))`` on clipped rates, in the reference's operation order."""
     with np.errstate(over="ignore", under="ignore"):
-        saturation = 1 - np.exp(-n_arr / tau * p_s * (1 - p_s))
-    return saturation * beta_pdf(p_s, alpha, beta)
+        return np.asarray(1 - np.exp(-n / tau * p_s * (1 - p_s)), dtype=np.float64)
 
 
 def marginal_gains(
@@ -284,9 +292,22 @@ def unique_gains(
     p = as_real_array(pass_rates, "pass_rates")
     if p.ndim != 1:
         raise ValueError(f"pass_rates must be 1-D, got shape {p.shape}")
+    alpha, beta = check_real(alpha, "alpha"), check_real(beta, "beta")
+    tau = check_real(tau, "tau", lo=np.finfo(np.float64).tiny)
+    smoothing = check_real(smoothing, "smoothing", 0.0, 0.5)
+    return _unique_gains(p, alpha, beta, tau, n_low, n_up, smoothing)
+
+
+def _unique_gains(
+    p: FloatArray, alpha: float, beta: float, tau: float, n_low: int, n_up: int, smoothing: float
+) -> tuple[FloatArray, NDArray[np.int64]]:
+    """:func:`unique_gains` on validated arguments (the per-step path of ``allocate``)."""
     uniq, inverse = np.unique(p, return_inverse=True)
+    p_s = np.clip(uniq, smoothing, 1.0 - smoothing)
     n = np.arange(n_low, n_up + 1, dtype=np.float64)
-    values = capability_value(n[None, :], uniq[:, None], alpha, beta, tau, smoothing)
+    values = (
+        _saturation(n[None, :], p_s[:, None], tau) * _beta_pdf_distinct(p_s, alpha, beta)[:, None]
+    )
     return values[:, 1:] - values[:, :-1], inverse.reshape(-1).astype(np.int64)
 
 
@@ -340,7 +361,14 @@ def adaptive_tau(
     tau_max = check_real(tau_max, "tau_max", lo=tau_min)
     var_max = check_real(var_max, "var_max", lo=np.finfo(np.float64).tiny)
     smoothing = check_real(smoothing, "smoothing", 0.0, 0.5)
-    p_arr = np.clip(raw, smoothing, 1.0 - smoothing)
+    return _adaptive_tau(raw, tau_min, tau_max, var_max, smoothing)
+
+
+def _adaptive_tau(
+    p: FloatArray, tau_min: float, tau_max: float, var_max: float, smoothing: float
+) -> float:
+    """:func:`adaptive_tau` on validated arguments (the per-step path of ``allocate``)."""
+    p_arr = np.clip(p, smoothing, 1.0 - smoothing)
     mean_p = np.mean(p_arr)
     var_p = np.mean((p_arr - mean_p) ** 2)
     with np.errstate(over="ignore"):
