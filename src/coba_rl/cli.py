@@ -1,20 +1,29 @@
-"""The ``coba-rl`` command line: ``coba-rl bench`` runs the bundled benchmark."""
+"""The ``coba-rl`` command line: ``coba-rl bench`` and ``coba-rl simulate``.
+
+Every subcommand follows the same conventions: ``--help`` shows each option's default;
+bad arguments give one line, ``coba-rl <command>: error: <what is wrong>``, and exit
+status 2; the output folder is created and checked before any work starts.
+``coba-rl --version`` prints the installed version.
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
+
+from coba_rl import __version__
+from coba_rl._cli import CommandParser, run_guarded
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``coba-rl`` console script."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="coba-rl",
         description="CoBA-RL rollout budget allocation: benchmarks and tools.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     from coba_rl.bench._command import add_arguments as add_bench_arguments
 
@@ -42,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         from coba_rl.bench._command import run as run_bench
 
-        return run_bench(args)
+        return run_guarded("coba-rl bench", lambda: run_bench(args))
     return 2  # pragma: no cover (argparse enforces a command)
 
 

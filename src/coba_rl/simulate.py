@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import coba_rl
+from coba_rl._cli import CommandParser, check_output_dir, run_guarded, validated
 from coba_rl.config import CoBAConfig
 from coba_rl.sim import PASS_RATE_BINS, AllocatorLike, SimConfig, SimHistory, run_simulation
 
@@ -609,34 +610,66 @@ def _save(fig: Any, path: Path, plt: Any) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``coba-rl simulate``."""
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="coba-rl simulate",
         description="Compare uniform GRPO, Knapsack-RL and CoBA-RL (paper, release) on a "
         "synthetic RLVR model, at the same per-step budget and at half of it, over several "
         "seeds. " + SYNTHETIC_NOTE,
     )
     d = SimulateSettings()
-    p.add_argument("--out", default=os.path.join("results", "sim"), help="output folder")
+    p.add_argument(
+        "--out",
+        default=os.path.join("results", "sim"),
+        help="output folder; created and checked for writing before the runs start",
+    )
     p.add_argument("--steps", type=int, default=d.steps, help="training steps per run")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts per step M")
-    p.add_argument("--group-size", type=int, default=d.group_size, help="uniform group size G")
+    p.add_argument(
+        "--group-size",
+        type=int,
+        default=d.group_size,
+        help="GRPO's uniform group size G; the full per-step budget is M * G",
+    )
     p.add_argument(
         "--budget-fractions",
         type=float,
         nargs="+",
         default=list(d.budget_fractions),
-        help="budgets as fractions of M * G",
+        help="per-step budgets to compare, as fractions of M * G",
     )
-    p.add_argument("--seeds", type=int, nargs="+", default=list(d.seeds), help="seeds")
     p.add_argument(
-        "--allocators", nargs="+", default=list(d.allocators), choices=ALLOCATORS, metavar="NAME"
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=list(d.seeds),
+        help="simulator seeds; every (allocator, budget) pair runs once per seed",
     )
-    p.add_argument("--n-low", type=int, default=d.n_low)
-    p.add_argument("--n-up", type=int, default=d.n_up)
+    p.add_argument(
+        "--allocators",
+        nargs="+",
+        default=list(d.allocators),
+        choices=ALLOCATORS,
+        metavar="NAME",
+        help=f"allocators to compare, from: {', '.join(ALLOCATORS)}",
+    )
+    p.add_argument(
+        "--n-low",
+        type=int,
+        default=d.n_low,
+        help="fewest rollouts a prompt gets; uniform GRPO ignores it",
+    )
+    p.add_argument(
+        "--n-up",
+        type=int,
+        default=d.n_up,
+        help="most rollouts a prompt gets; uniform GRPO ignores it",
+    )
     p.add_argument("--kappa", type=float, default=d.kappa, help="CoBA-RL alpha + beta")
     p.add_argument("--gamma", type=float, default=d.gamma, help="CoBA-RL failure-rate steepness")
     p.add_argument("--window", type=int, default=d.window, help="CoBA-RL pass-rate window")
-    p.add_argument("--num-train", type=int, default=d.sim.num_train, help="training prompts")
+    p.add_argument(
+        "--num-train", type=int, default=d.sim.num_train, help="training prompts of the model"
+    )
     p.add_argument(
         "--per-prompt-weights", action="store_true", help="weight rows by G / n_i in the loss"
     )
@@ -649,29 +682,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``coba-rl simulate``; print the table and where the results are."""
+    """Run ``coba-rl simulate``; print the table and where the results are.
+
+    Bad options, inconsistent settings and an output folder that cannot be written are
+    reported on one line with exit status 2, before any simulation runs.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run_guarded(parser.prog, lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     steps, seeds = args.steps, tuple(args.seeds)
     if args.quick:
         steps, seeds = min(steps, 150), seeds[:3]
-    try:
-        settings = SimulateSettings(
-            steps=steps,
-            batch_size=args.batch_size,
-            group_size=args.group_size,
-            budget_fractions=tuple(args.budget_fractions),
-            seeds=seeds,
-            allocators=tuple(args.allocators),
-            n_low=args.n_low,
-            n_up=args.n_up,
-            kappa=args.kappa,
-            gamma=args.gamma,
-            window=args.window,
-            sim=SimConfig(num_train=args.num_train, per_prompt_weights=args.per_prompt_weights),
-        )
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        parser.error(str(exc))
+    settings = validated(
+        SimulateSettings,
+        {
+            "steps": steps,
+            "batch_size": args.batch_size,
+            "group_size": args.group_size,
+            "budget_fractions": tuple(args.budget_fractions),
+            "seeds": seeds,
+            "allocators": tuple(args.allocators),
+            "n_low": args.n_low,
+            "n_up": args.n_up,
+            "kappa": args.kappa,
+            "gamma": args.gamma,
+            "window": args.window,
+            "sim": {"num_train": args.num_train, "per_prompt_weights": args.per_prompt_weights},
+        },
+    )
+    check_output_dir(args.out)
     bar = None if args.quiet else TextProgress(1)
 
     def progress(done: int, total: int, label: str) -> None:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from coba_rl._cli import UsageError, check_output_dir
 from coba_rl.bench._machine import machine_info
 from coba_rl.bench._paper import PAPER_SETTING, PAPER_TABLE4, format_paper_table, run_paper_setting
 from coba_rl.bench._report import PLOT_NAME, format_markdown, plot_sweep, update_docs, write_results
@@ -105,27 +106,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="fewer repetitions, lower caps (under a minute)"
     )
+    parser.add_argument("--out", type=Path, default=Path("results/bench"), help="results folder")
     parser.add_argument(
-        "--out", type=Path, default=Path("results/bench"), help="results folder (results/bench)"
-    )
-    parser.add_argument(
-        "--reps", type=_positive_int, default=None, help="repetitions at the paper's setting"
+        "--reps",
+        type=_positive_int,
+        default=None,
+        help="repetitions at the paper's setting (default: 10; 3 with --quick)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random input")
     parser.add_argument(
         "--cap",
         type=_positive_float,
         default=None,
-        help="seconds per call before a sweep path is dropped (20; 1 with --quick)",
+        help="seconds per call before a sweep path is dropped (default: 20; 1 with --quick)",
     )
     parser.add_argument(
-        "--sizes", type=_int_list, default=None, help="M values of the sweep, comma-separated"
+        "--sizes",
+        type=_int_list,
+        default=None,
+        help=f"M values of the sweep, comma-separated (default: {','.join(map(str, SWEEP_SIZES))})",
     )
     parser.add_argument(
         "--tracker-sizes",
         type=_int_list,
         default=None,
-        help="rollouts per step of the tracker stage, comma-separated (1e4,1e5,1e6)",
+        help="rollouts per step of the tracker stage, comma-separated "
+        f"(default: {','.join(map(str, TRACKER_SIZES))})",
     )
     parser.add_argument(
         "--update-docs",
@@ -133,7 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DOC",
         help="also splice results.md into DOC between its marker lines and copy the plot "
-        "to DOC's figures/ folder",
+        "to DOC's figures/ folder (default: no DOC)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
@@ -222,7 +228,15 @@ def run_all(settings: BenchSettings, progress: Callable[[str], None]) -> dict[st
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``coba-rl bench`` from parsed options; exit status 1 if any check failed."""
+    """Run ``coba-rl bench`` from parsed options; exit status 1 if any check failed.
+
+    Raises:
+      UsageError: the results folder cannot be written or ``--update-docs`` names no file;
+        checked before any stage runs.
+    """
+    check_output_dir(args.out)
+    if args.update_docs is not None and not args.update_docs.is_file():
+        raise UsageError(f"--update-docs: no such file '{args.update_docs}'")
     settings = BenchSettings.from_args(args)
     progress = _progress(args.quiet)
     results = run_all(settings, progress)
