@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -144,7 +145,11 @@ class TestAllocator:
             capture_output=True,
             text=True,
             check=True,
-            env={"PYTHONHASHSEED": "123", "PATH": ""},
+            env={
+                "PYTHONHASHSEED": "123",
+                "PATH": "",
+                "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+            },
         )
         assert json.loads(out.stdout) == alloc.allocate(ids, 240).counts.tolist()
 

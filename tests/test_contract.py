@@ -8,6 +8,7 @@ leaving itself untouched when a load fails.
 
 from __future__ import annotations
 
+import base64
 import json
 import warnings
 from collections.abc import Callable
@@ -111,6 +112,19 @@ def _train(alloc: Any, steps: int, seed: int = 0, m: int = 10) -> None:
         ids = rng.choice(40, size=m, replace=False).tolist()
         counts = alloc.allocate(ids, m * 8).counts.tolist()
         alloc.update(*_rollouts(ids, counts, rng))
+
+
+def plain_state(value: Any) -> Any:
+    """A state with every compact array expanded to nested lists (decoded without ``src``).
+
+    Both forms load; tests that tamper with single counts edit the lists.
+    """
+    if isinstance(value, dict) and set(value) == {"dtype", "shape", "data"}:
+        raw = base64.b64decode(value["data"])
+        return np.frombuffer(raw, dtype=np.dtype(value["dtype"])).reshape(value["shape"]).tolist()
+    if isinstance(value, dict):
+        return {k: plain_state(v) for k, v in value.items()}
+    return value
 
 
 def _budget_limit(case: Case, m: int) -> int:
@@ -322,7 +336,7 @@ def test_corrupt_state_leaves_allocator_untouched(
 def test_corrupt_inner_state_leaves_allocator_untouched(case: Case) -> None:
     source = case.make()
     _train(source, 2, seed=8)
-    state = json.loads(json.dumps(source.state_dict()))
+    state = plain_state(json.loads(json.dumps(source.state_dict())))
     inner = state.get("tracker") or state["history"]["index"]
     inner["ids"][1] = inner["ids"][0]  # a duplicated id
     target = case.make()
@@ -373,3 +387,23 @@ def test_stress_update_allocate_save_load(case: Case, seed: int) -> None:
             restored._check()
             assert restored.state_dict() == alloc.state_dict()
             alloc = restored
+
+
+def test_readable_repr() -> None:
+    """Allocators show their config (fields off the default), tracked prompts and step."""
+    coba = coba_rl.CoBAAllocator(coba_rl.CoBAConfig(n_up=16, window=2))
+    coba.update([1, 1, 2, 2, 3], [1.0, 0.0, 1.0, 1.0, 0.0])  # F = 1 - (0.5 + 1 + 0) / 3 = 0.5
+    assert repr(coba) == (
+        "CoBAAllocator(step=1, prompts=3, alpha=5.5, beta=5.5, "
+        "config=CoBAConfig(n_up=16, window=2))"
+    )
+    knap = coba_rl.KnapsackRLAllocator(coba_rl.KnapsackConfig(min_rollouts=4))
+    knap.update([5, 5], [1.0, 0.0])
+    knap.update([], [])
+    assert repr(knap) == (
+        "KnapsackRLAllocator(step=2, prompts=1, config=KnapsackConfig(min_rollouts=4))"
+    )
+    assert repr(coba_rl.UniformAllocator()) == (
+        "UniformAllocator(step=0, prompts=0, config=UniformConfig())"
+    )
+    assert repr(coba.tracker) == "PassRateTracker(window=2, prompts=3)"

@@ -16,6 +16,7 @@ import coba_rl
 from coba_rl import KnapsackConfig, RolloutHistory, knapsack_allocate, knapsack_value
 from coba_rl.knapsack import _value_table, knapsack_gains
 from coba_rl.solvers import dp, objective
+from test_contract import plain_state
 
 NAN = math.nan
 
@@ -276,7 +277,7 @@ class TestRolloutHistory:
     def test_corrupt_state(self, mutate: Any, match: str) -> None:
         h = RolloutHistory(recent=3)
         h.record([1, 1, 2, 2, 2], [1.0, 0.0, 1.0, 1.0, 0.0])
-        state = h.state_dict()
+        state = plain_state(h.state_dict())  # arrays as lists, to edit single entries
         mutate(state)
         with pytest.raises(ValueError, match=match):
             RolloutHistory.from_state_dict(state)

@@ -11,7 +11,7 @@ Example:
   [2, 2, 45, 29, 2]
 """
 
-from coba_rl import grpo, knapsack, sim, solvers, value
+from coba_rl import grpo, knapsack, rewards, sim, solvers, value
 from coba_rl._validation import BudgetWarning, even_split
 from coba_rl.allocator import STATE_VERSION, CoBAAllocator
 from coba_rl.coba import allocate, initial_shape
@@ -24,6 +24,7 @@ from coba_rl.knapsack import (
     knapsack_value,
 )
 from coba_rl.protocol import Allocator
+from coba_rl.rewards import RewardWarning
 from coba_rl.tracker import PassRateTracker
 from coba_rl.types import Allocation, BatchStats
 from coba_rl.uniform import UniformAllocator, UniformConfig
@@ -49,6 +50,7 @@ __all__ = [
     "KnapsackConfig",
     "KnapsackRLAllocator",
     "PassRateTracker",
+    "RewardWarning",
     "RolloutHistory",
     "UniformAllocator",
     "UniformConfig",
@@ -65,6 +67,7 @@ __all__ = [
     "knapsack_allocate",
     "knapsack_value",
     "marginal_gains",
+    "rewards",
     "sim",
     "solvers",
     "transform_failure_rate",

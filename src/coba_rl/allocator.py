@@ -11,15 +11,18 @@ from coba_rl._persist import (
     STATE_VERSION,
     Persistent,
     atomic_write_json,
+    config_summary,
     make_envelope,
     open_envelope,
     parse_config,
     parse_step,
     read_state_file,
 )
+from coba_rl._sync import synchronized
 from coba_rl._validation import as_id_array, check_rewards, check_unique_ids
 from coba_rl.coba import allocate_with_shape, initial_shape
 from coba_rl.config import CoBAConfig
+from coba_rl.rewards import warn_graded_rewards
 from coba_rl.tracker import PassRateTracker
 from coba_rl.types import Allocation
 from coba_rl.value import beta_shape
@@ -33,6 +36,10 @@ class CoBAAllocator(Persistent[CoBAConfig]):
     Call :meth:`allocate` before generation and :meth:`update` once per training step
     with every rollout's (prompt id, reward). The shape computed after step ``t`` is
     used for the allocation at step ``t + 1`` (specification section 3).
+
+    Safe to share between threads: ``allocate``, ``update``, ``state_dict``,
+    ``load_state_dict`` and ``save`` hold the allocator's lock, so each call sees and
+    leaves a consistent state. (The order of calls from different threads is theirs.)
 
     Args:
       config: the allocator constants; defaults to :class:`CoBAConfig` ``()``.
@@ -55,6 +62,15 @@ class CoBAAllocator(Persistent[CoBAConfig]):
         self._failure_window: list[float] = []
         self._alpha, self._beta = initial_shape(self.config)
         self._step = 0
+        self._rollout_steps = 0  # updates that carried rollouts (each appended an F_t)
+        self._reward_warned = False
+
+    @synchronized
+    def __repr__(self) -> str:
+        return (
+            f"CoBAAllocator(step={self._step}, prompts={len(self._tracker)}, "
+            f"alpha={self._alpha:.4g}, beta={self._beta:.4g}, config={config_summary(self.config)})"
+        )
 
     # -- the training-loop API -----------------------------------------------------------
 
@@ -69,6 +85,7 @@ class CoBAAllocator(Persistent[CoBAConfig]):
         return self._beta
 
     @property
+    @synchronized
     def failure_rate(self) -> float:
         """``F_bar``, the mean of the failure-rate window (``nan`` before any update)."""
         return float(np.mean(self._failure_window)) if self._failure_window else math.nan
@@ -87,6 +104,7 @@ class CoBAAllocator(Persistent[CoBAConfig]):
         """Windowed pass rate of each id (``NaN`` if never seen); does not grow the state."""
         return self._tracker.pass_rates(prompt_ids)
 
+    @synchronized
     def allocate(self, prompt_ids: Any, budget: int) -> Allocation:
         """Rollout counts for a batch of prompts, in the order of ``prompt_ids``.
 
@@ -110,13 +128,17 @@ class CoBAAllocator(Persistent[CoBAConfig]):
             rates, budget, self.config, self._alpha, self._beta, self.failure_rate
         )
 
+    @synchronized
     def update(self, prompt_ids: Any, rewards: Any) -> None:
         """Record one training step: one (prompt id, reward) pair per rollout.
 
         Updates each prompt's window, appends this step's failure rate
         ``F_t = 1 - mean_i(successes_i / rollouts_i)`` to the failure window and recomputes
         the Beta shape from its mean (eq. 4, 6, 7). A rollout succeeds when its reward
-        equals ``config.success_reward``.
+        equals ``config.success_reward``, or is at least ``config.success_threshold`` when
+        that is set; under exact matching, the first graded reward (neither
+        ``success_reward`` nor a plain failure, see :mod:`coba_rl.rewards`) emits one
+        :class:`coba_rl.RewardWarning` per allocator.
 
         Raises:
           ValueError: lengths differ, or a reward is NaN or infinite.
@@ -126,10 +148,14 @@ class CoBAAllocator(Persistent[CoBAConfig]):
         """
         ids = as_id_array(prompt_ids)
         r = check_rewards(rewards, ids.size)
-        fractions = self._tracker.record(ids, r, self.config.success_reward)
+        cfg = self.config
+        fractions = self._tracker.record(ids, r, cfg.success_reward, cfg.success_threshold)
+        if not self._reward_warned:
+            self._reward_warned = warn_graded_rewards(r, cfg.success_reward, cfg.success_threshold)
         self._step += 1
         if fractions.size == 0:
             return
+        self._rollout_steps += 1
         self._failure_window.append(float(1.0 - np.mean(fractions)))
         del self._failure_window[: -self.config.window]
         a, b = beta_shape(np.mean(self._failure_window), self.config.kappa, self.config.gamma)
@@ -137,17 +163,20 @@ class CoBAAllocator(Persistent[CoBAConfig]):
 
     # -- persistence ---------------------------------------------------------------------
 
+    @synchronized
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly, as plain JSON-ready data (versioned).
 
         Holds the config, the tracker, the failure-rate window and the Beta shape, so
-        that a resumed run makes the same next allocation as an uninterrupted one.
+        that a resumed run makes the same next allocation as an uninterrupted one, and
+        the step counts that :meth:`load_state_dict` checks them against.
         """
         return make_envelope(
             type(self).__name__,
             self.config,
             {
                 "step": self._step,
+                "rollout_steps": self._rollout_steps,
                 "alpha": self._alpha,
                 "beta": self._beta,
                 "failure_window": list(self._failure_window),
@@ -158,7 +187,10 @@ class CoBAAllocator(Persistent[CoBAConfig]):
     @classmethod
     def _parse_state(cls, state: Any) -> CoBAAllocator:
         state = open_envelope(
-            state, cls.__name__, ("step", "alpha", "beta", "failure_window", "tracker")
+            state,
+            cls.__name__,
+            ("step", "rollout_steps", "alpha", "beta", "failure_window", "tracker"),
+            added={"rollout_steps": 2},
         )
         config = parse_config(state, CoBAConfig)
         new = cls(config)
@@ -188,15 +220,37 @@ class CoBAAllocator(Persistent[CoBAConfig]):
             raise ValueError(
                 f"allocator state: tracker window {tracker.window} != config window {config.window}"
             )
+        failures = [float(f) for f in window]
+        appearances = tracker._appearances
+        if state["rollout_steps"] is None:  # version 1: derive it (the checks below still bite)
+            full = len(failures) == config.window
+            rollout_steps = min(step, int(appearances.sum())) if full else len(failures)
+        else:
+            rollout_steps = parse_step(state["rollout_steps"], "rollout_steps")
+        _check_consistent(config, step, rollout_steps, failures, alpha, beta, appearances)
         new._tracker = tracker
-        new._failure_window = [float(f) for f in window]
+        new._failure_window = failures
         new._alpha, new._beta = float(alpha), float(beta)
         new._step = step
+        new._rollout_steps = rollout_steps
         return new
 
+    @synchronized
     def _check(self) -> None:
         """Raise ``AssertionError`` if an invariant fails (used by the stress tests)."""
         self._tracker._check()
+        try:
+            _check_consistent(
+                self.config,
+                self._step,
+                self._rollout_steps,
+                self._failure_window,
+                self._alpha,
+                self._beta,
+                self._tracker._appearances,
+            )
+        except ValueError as exc:
+            raise AssertionError(str(exc)) from None
         cfg = self.config
         if not (1.0 <= self._alpha <= cfg.kappa - 1.0):
             raise AssertionError(f"alpha {self._alpha} outside [1, kappa - 1]")
@@ -208,3 +262,62 @@ class CoBAAllocator(Persistent[CoBAConfig]):
             raise AssertionError("failure rate outside [0, 1]")
         if self._tracker.window != cfg.window:
             raise AssertionError("tracker window != config window")
+
+
+def _check_consistent(
+    config: CoBAConfig,
+    step: int,
+    rollout_steps: int,
+    failures: list[float],
+    alpha: float,
+    beta: float,
+    appearances: np.ndarray[Any, np.dtype[np.int64]],
+) -> None:
+    """Raise ``ValueError`` unless the parts of a state could come from one run.
+
+    With ``U`` the updates that carried rollouts (each appends one ``F_t`` and one
+    appearance to each of its prompts; an empty update only counts a step):
+    ``U <= step``; the failure window holds ``min(U, window)`` entries; the shape is the
+    initial one before any ``F_t``, else ``beta_shape(mean(window))``; no prompt appears
+    more than ``U`` times, and all prompts together at least ``U`` times.
+    """
+    where = "allocator state"
+    if rollout_steps > step:
+        raise ValueError(
+            f"{where}: rollout_steps ({rollout_steps}) exceeds step ({step}): only updates "
+            "count steps"
+        )
+    expected_len = min(rollout_steps, config.window)
+    if len(failures) != expected_len:
+        raise ValueError(
+            f"{where}: failure_window has {len(failures)} entries, but {rollout_steps} "
+            f"updates with rollouts (step {step}) and window {config.window} make "
+            f"min({rollout_steps}, {config.window}) = {expected_len}; a truncated or padded "
+            "window would resume to a different future"
+        )
+    if failures:
+        f_bar = float(np.mean(failures))
+        a, b = beta_shape(f_bar, config.kappa, config.gamma)
+        expected, why = (float(a), float(b)), f"the failure_window (F_bar = {f_bar!r})"
+    else:
+        expected, why = initial_shape(config), "an empty failure_window (no update yet)"
+    tol = 1e-9 * config.kappa
+    if abs(alpha - expected[0]) > tol or abs(beta - expected[1]) > tol:
+        raise ValueError(
+            f"{where}: shape alpha={alpha!r}, beta={beta!r} contradicts {why}, which gives "
+            f"alpha={expected[0]!r}, beta={expected[1]!r}"
+        )
+    if appearances.size:
+        most, total = int(appearances.max()), int(appearances.sum())
+        if most > rollout_steps:
+            raise ValueError(
+                f"{where}: the tracker is ahead of the step: a prompt appears {most} times, "
+                f"but only {rollout_steps} updates carried rollouts (step {step})"
+            )
+    else:
+        total = 0
+    if total < rollout_steps:
+        raise ValueError(
+            f"{where}: the tracker holds {total} appearances in all, fewer than the "
+            f"{rollout_steps} updates with rollouts (step {step}) recorded"
+        )

@@ -36,6 +36,8 @@ class CoBAConfig(BaseModel):
         ``(1 - p) ** weight_alpha`` or ``"uniform"``.
       weight_alpha: exponent of the weighted fallback.
       success_reward: a rollout succeeds when its reward equals this value.
+      success_threshold: ``None`` (exact matching, as released) or a number: a rollout
+        succeeds when its reward is at least this value (graded rewards).
       unseen_pass_rate: the pass rate assumed for never-seen prompts when some prompts
         of the batch have been seen (an all-unseen batch gets the even split).
 
@@ -68,6 +70,7 @@ class CoBAConfig(BaseModel):
     fallback: Literal["weighted", "uniform"] = "weighted"
     weight_alpha: float = Field(1.0, ge=0.0, allow_inf_nan=False)
     success_reward: float = Field(1.0, allow_inf_nan=False)
+    success_threshold: float | None = Field(default=None, allow_inf_nan=False)
     unseen_pass_rate: float = Field(0.5, ge=0.0, le=1.0)
 
     @field_validator("tau")

@@ -26,12 +26,21 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from coba_rl._persist import Persistent, make_envelope, open_envelope, parse_config, parse_step
+from coba_rl._persist import (
+    Persistent,
+    config_summary,
+    decode_ints,
+    encode_ints,
+    make_envelope,
+    open_envelope,
+    parse_config,
+    parse_step,
+)
+from coba_rl._sync import new_lock, picklable_state, restore_state, synchronized
 from coba_rl._validation import (
     MAX_N_UP,
     BudgetWarning,
     as_id_array,
-    as_int_array,
     as_real_array,
     check_bounds,
     check_budget,
@@ -39,6 +48,7 @@ from coba_rl._validation import (
     check_unique_ids,
     even_split,
 )
+from coba_rl.rewards import success_mask, warn_graded_rewards
 from coba_rl.solvers import _greedy_extra_grouped, _running_min
 from coba_rl.tracker import MAX_COUNT, PassRateTracker
 from coba_rl.types import Allocation, BatchStats
@@ -74,6 +84,8 @@ class KnapsackConfig(BaseModel):
         had fewer.
       success_reward: :class:`KnapsackRLAllocator` only: a rollout succeeds when its
         reward equals this value.
+      success_threshold: :class:`KnapsackRLAllocator` only: ``None`` (exact matching) or
+        a number: a rollout succeeds when its reward is at least this value.
 
     Example:
       >>> KnapsackConfig(n_up=64).n_up
@@ -95,6 +107,7 @@ class KnapsackConfig(BaseModel):
     min_rollouts: int = Field(8, ge=1)
     recent_rollouts: int = Field(16, ge=1, le=MAX_N_UP)
     success_reward: float = Field(1.0, allow_inf_nan=False)
+    success_threshold: float | None = Field(default=None, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _bounds(self) -> KnapsackConfig:
@@ -367,7 +380,8 @@ class RolloutHistory:
 
     Storage per prompt: a ring of the last ``K = recent`` outcomes (int8), the rollout
     count and the last visit's size, plus a :class:`coba_rl.PassRateTracker` (window 1)
-    that keys the ids and holds the last visit's mean. Lookups never add ids.
+    that keys the ids and holds the last visit's mean. Lookups never add ids. Safe to
+    share between threads: every public method holds the history's lock.
 
     Args:
       recent: ``K``, the length of the ring (``>= 1``).
@@ -392,12 +406,32 @@ class RolloutHistory:
         self._ring: NDArray[np.int8] = np.zeros((0, self.recent), dtype=np.int8)
         self._n_rollouts: IntArray = np.zeros(0, dtype=np.int64)
         self._last_n: IntArray = np.zeros(0, dtype=np.int64)
+        self._lock = new_lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return picklable_state(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        restore_state(self, state)
+
+    def __repr__(self) -> str:
+        return f"RolloutHistory(recent={self.recent}, prompts={len(self)})"
 
     def __len__(self) -> int:
         return len(self._index)
 
-    def record(self, prompt_ids: Any, rewards: Any, success_reward: float = 1.0) -> None:
+    @synchronized
+    def record(
+        self,
+        prompt_ids: Any,
+        rewards: Any,
+        success_reward: float = 1.0,
+        success_threshold: float | None = None,
+    ) -> None:
         """Record one visit's rollouts: one (id, reward) pair per rollout, in order.
+
+        A rollout succeeds when its reward equals ``success_reward``, or is at least
+        ``success_threshold`` when that is set (see :mod:`coba_rl.rewards`).
 
         Raises ``ValueError`` if ``rewards`` is not as long as ``prompt_ids`` or not finite.
 
@@ -405,7 +439,7 @@ class RolloutHistory:
         """
         ids = as_id_array(prompt_ids)
         r = check_rewards(rewards, ids.size)
-        self._index.record(ids, r, success_reward)
+        self._index.record(ids, r, success_reward, success_threshold)
         if ids.size == 0:
             return
         grow = len(self._index) - self._n_rollouts.size
@@ -422,12 +456,13 @@ class RolloutHistory:
         visit = np.repeat(sizes, sizes)
         keep = rank >= visit - self.recent  # only the last `recent` of a visit survive
         pos = (self._n_rollouts[s] + rank) % self.recent
-        outcome = (r[by_slot] == success_reward).astype(np.int8)
+        outcome = success_mask(r[by_slot], success_reward, success_threshold).astype(np.int8)
         self._ring[s[keep], pos[keep]] = outcome[keep]
         visited = s[starts]
         self._n_rollouts[visited] += sizes
         self._last_n[visited] = sizes
 
+    @synchronized
     def pass_rates(self, prompt_ids: Any, min_rollouts: int = 8) -> FloatArray:
         """Each id's estimate, ``NaN`` where it has fewer than ``min_rollouts`` rollouts.
 
@@ -446,19 +481,21 @@ class RolloutHistory:
         out[ok] = np.where(n >= min_rollouts, rate, np.nan)
         return out
 
+    @synchronized
     def rollout_counts(self, prompt_ids: Any) -> IntArray:
         """How many rollouts each id has on record (0 if never seen)."""
         slots = self._index.lookup(prompt_ids)
         return np.where(slots >= 0, self._n_rollouts[np.maximum(slots, 0)], 0).astype(np.int64)
 
+    @synchronized
     def state_dict(self) -> dict[str, Any]:
-        """Plain data that :meth:`from_state_dict` restores exactly."""
+        """JSON-ready data (arrays stored compactly) that :meth:`from_state_dict` restores."""
         return {
             "recent": self.recent,
             "index": self._index.state_dict(),
-            "ring": self._ring.tolist(),
-            "rollouts": self._n_rollouts.tolist(),
-            "last_visit": self._last_n.tolist(),
+            "ring": encode_ints(self._ring),
+            "rollouts": encode_ints(self._n_rollouts),
+            "last_visit": encode_ints(self._last_n),
         }
 
     @classmethod
@@ -485,7 +522,7 @@ class RolloutHistory:
         n = len(index)
 
         def int_array(name: str, shape: tuple[int, ...]) -> IntArray:
-            arr = as_int_array(state[name], f"history state: {name}")
+            arr = decode_ints(state[name], f"history state: {name}")
             arr = arr.reshape(shape) if arr.size == 0 else arr
             if arr.shape != shape:
                 raise ValueError(f"history state: {name} has shape {arr.shape}, expected {shape}")
@@ -506,8 +543,15 @@ class RolloutHistory:
             raise ValueError(f"history state is inconsistent: {exc}") from None
         return h
 
+    @synchronized
     def _check(self) -> None:
-        """Raise ``AssertionError`` if an invariant fails (cheap; stress tests run it)."""
+        """Raise ``AssertionError`` if an invariant fails (cheap; stress tests run it).
+
+        Besides shapes and ranges, the parts must agree: the index (window 1) holds each
+        prompt's last visit, so its rollouts equal ``last_visit``; every visit had at least
+        one rollout; and the ring's newest ``min(last_visit, recent)`` outcomes are that
+        visit's last ones, so they hold its successes (all of them when the visit fit).
+        """
         self._index._check()
         n = len(self._index)
         _require(self._ring.shape == (n, self.recent), "ring shape")
@@ -523,6 +567,27 @@ class RolloutHistory:
         )
         unfilled = np.arange(self.recent)[None, :] >= filled[:, None]
         _require(not bool(self._ring[unfilled].any()), "unfilled ring entries must be 0")
+        if n == 0:
+            return
+        visits = self._index._appearances
+        last_total, last_succ = self._index._total[:, 0], self._index._succ[:, 0]
+        _require(
+            np.array_equal(last_total, self._last_n),
+            "last_visit sizes disagree with the index's last visit",
+        )
+        _require(
+            bool((self._n_rollouts >= self._last_n + visits - 1).all()),
+            "fewer rollouts than visits (each visit has at least one rollout)",
+        )
+        # age 0 = the newest outcome; the last visit owns the newest min(last_n, K) slots
+        age = (self._n_rollouts[:, None] - 1 - np.arange(self.recent)[None, :]) % self.recent
+        own = age < np.minimum(self._last_n, self.recent)[:, None]
+        in_ring = (self._ring * own).sum(axis=1)
+        lost = np.maximum(self._last_n - self.recent, 0)  # outcomes the ring dropped
+        _require(
+            bool(((in_ring <= last_succ) & (in_ring >= last_succ - lost)).all()),
+            "ring outcomes of the last visit disagree with its successes",
+        )
 
 
 def _require(condition: bool, message: str) -> None:
@@ -536,6 +601,9 @@ class KnapsackRLAllocator(Persistent[KnapsackConfig]):
     Implements :class:`coba_rl.Allocator`. Prompts with fewer than
     ``config.min_rollouts`` recorded rollouts have no estimate (they get ``unseen_n``,
     by default ``budget // M``); see :class:`RolloutHistory` for the estimate.
+
+    Safe to share between threads: ``allocate``, ``update``, ``state_dict``,
+    ``load_state_dict`` and ``save`` hold the allocator's lock.
 
     Args:
       config: the constants; defaults to :class:`KnapsackConfig` ``()``.
@@ -554,6 +622,14 @@ class KnapsackRLAllocator(Persistent[KnapsackConfig]):
         self.config = config if config is not None else KnapsackConfig()
         self._history = RolloutHistory(self.config.recent_rollouts)
         self._step = 0
+        self._reward_warned = False
+
+    @synchronized
+    def __repr__(self) -> str:
+        return (
+            f"KnapsackRLAllocator(step={self._step}, prompts={len(self._history)}, "
+            f"config={config_summary(self.config)})"
+        )
 
     @property
     def step(self) -> int:
@@ -569,6 +645,7 @@ class KnapsackRLAllocator(Persistent[KnapsackConfig]):
         """Each id's estimate (``NaN`` if not yet estimated); does not grow the state."""
         return self._history.pass_rates(prompt_ids, self.config.min_rollouts)
 
+    @synchronized
     def allocate(self, prompt_ids: Any, budget: int) -> Allocation:
         """Rollout counts for a batch of prompts, in the order of ``prompt_ids``.
 
@@ -589,6 +666,7 @@ class KnapsackRLAllocator(Persistent[KnapsackConfig]):
         check_unique_ids(ids)
         return _allocate(self.pass_rates(ids), budget, self.config)
 
+    @synchronized
     def update(self, prompt_ids: Any, rewards: Any) -> None:
         """Record one training step: one (prompt id, reward) pair per rollout.
 
@@ -598,9 +676,13 @@ class KnapsackRLAllocator(Persistent[KnapsackConfig]):
         """
         ids = as_id_array(prompt_ids)
         r = check_rewards(rewards, ids.size)
-        self._history.record(ids, r, self.config.success_reward)
+        cfg = self.config
+        self._history.record(ids, r, cfg.success_reward, cfg.success_threshold)
+        if not self._reward_warned:
+            self._reward_warned = warn_graded_rewards(r, cfg.success_reward, cfg.success_threshold)
         self._step += 1
 
+    @synchronized
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly: the config, the step and the history."""
         body = {"step": self._step, "history": self._history.state_dict()}
@@ -618,11 +700,20 @@ class KnapsackRLAllocator(Persistent[KnapsackConfig]):
                 f"allocator state: history keeps {history.recent} recent rollouts, config "
                 f"says {config.recent_rollouts}"
             )
+        visits = int(history._index._appearances.max()) if len(history) else 0
+        if visits > new._step:
+            raise ValueError(
+                f"allocator state: the history is ahead of the step: a prompt was visited "
+                f"{visits} times, but step is {new._step}"
+            )
         new._history = history
         return new
 
+    @synchronized
     def _check(self) -> None:
         """Raise ``AssertionError`` if an invariant fails (used by the stress tests)."""
         self._history._check()
         if self._history.recent != self.config.recent_rollouts:
             raise AssertionError("history ring length != config.recent_rollouts")
+        if len(self._history) and int(self._history._index._appearances.max()) > self._step:
+            raise AssertionError("a prompt was visited more often than update was called")

@@ -16,7 +16,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from coba_rl._validation import MAX_WINDOW, as_id_array, as_int_array, check_rewards
+from coba_rl._persist import decode_ints, encode_ints
+from coba_rl._sync import new_lock, picklable_state, restore_state, synchronized
+from coba_rl._validation import MAX_WINDOW, as_id_array, check_rewards
+from coba_rl.rewards import success_mask
 
 __all__ = ["PassRateTracker"]
 
@@ -32,6 +35,8 @@ class PassRateTracker:
 
     Slots are assigned in the order ids are first recorded, and every per-step quantity is
     reported in slot order, so results never depend on hash order.
+
+    Safe to share between threads: every public method holds the tracker's lock.
 
     Args:
       window: how many past appearances make up a prompt's pass rate (``>= 1``).
@@ -60,6 +65,16 @@ class PassRateTracker:
         self._succ: IntArray = np.zeros((0, self.window), dtype=np.int64)
         self._total: IntArray = np.zeros((0, self.window), dtype=np.int64)
         self._appearances: IntArray = np.zeros(0, dtype=np.int64)
+        self._lock = new_lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return picklable_state(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        restore_state(self, state)
+
+    def __repr__(self) -> str:
+        return f"PassRateTracker(window={self.window}, prompts={len(self)})"
 
     def __len__(self) -> int:
         return int(self._keys.size)
@@ -79,6 +94,7 @@ class PassRateTracker:
                 f"this tracker holds {self._kind} prompt ids; got {self._kind_of(ids)} ids"
             )
 
+    @synchronized
     def lookup(self, prompt_ids: Any) -> IntArray:
         """Slot of each id, ``-1`` where the id was never recorded. Never grows the state.
 
@@ -97,6 +113,7 @@ class PassRateTracker:
         found = sorted_keys[pos_c] == ids
         return np.where(found, self._order[pos_c], -1).astype(np.int64)
 
+    @synchronized
     def pass_rates(self, prompt_ids: Any) -> FloatArray:
         """Windowed pass rate of each id; ``NaN`` for ids with no recorded rollouts.
 
@@ -115,11 +132,20 @@ class PassRateTracker:
             out[known] = np.where(total > 0, succ / np.maximum(total, 1), np.nan)
         return out
 
-    def record(self, prompt_ids: Any, rewards: Any, success_reward: float = 1.0) -> FloatArray:
+    @synchronized
+    def record(
+        self,
+        prompt_ids: Any,
+        rewards: Any,
+        success_reward: float = 1.0,
+        success_threshold: float | None = None,
+    ) -> FloatArray:
         """Record one step's rollouts: one (id, reward) pair per rollout.
 
         Each distinct id gets one new appearance (successes, rollouts), pushing its
-        oldest out of the window.
+        oldest out of the window. A rollout succeeds when its reward equals
+        ``success_reward``, or, if ``success_threshold`` is set, when it is at least
+        ``success_threshold`` (see :mod:`coba_rl.rewards`).
 
         Raises:
           ValueError: ``rewards`` not of the same length as ``prompt_ids``, or not finite.
@@ -140,7 +166,9 @@ class PassRateTracker:
         # Trainers emit a prompt's rollouts together: collapse runs of equal ids first,
         # so that the sort below sees one entry per run instead of one per rollout.
         starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
-        run_succ = np.add.reduceat((r == success_reward).astype(np.int64), starts)
+        run_succ = np.add.reduceat(
+            success_mask(r, success_reward, success_threshold).astype(np.int64), starts
+        )
         run_total = np.diff(np.append(starts, ids.size))
         uniq, first_pos, inverse = np.unique(ids[starts], return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
@@ -182,15 +210,21 @@ class PassRateTracker:
 
     # -- persistence -------------------------------------------------------------------
 
+    @synchronized
     def state_dict(self) -> dict[str, Any]:
-        """Plain data (lists, ints, strings) that :meth:`from_state_dict` restores exactly."""
+        """JSON-ready data that :meth:`from_state_dict` restores exactly.
+
+        Integer ids and every count array are stored compactly
+        (:func:`coba_rl._persist.encode_ints`); string ids as a list of strings.
+        """
+        ids: Any = self._keys.tolist() if self._kind == "str" else encode_ints(self._keys)
         return {
             "window": self.window,
             "id_kind": self._kind,
-            "ids": self._keys.tolist(),
-            "successes": self._succ.tolist(),
-            "totals": self._total.tolist(),
-            "appearances": self._appearances.tolist(),
+            "ids": ids,
+            "successes": encode_ints(self._succ),
+            "totals": encode_ints(self._total),
+            "appearances": encode_ints(self._appearances),
         }
 
     @classmethod
@@ -216,23 +250,27 @@ class PassRateTracker:
         kind = state["id_kind"]
         if kind not in (None, "int", "str"):
             raise ValueError(f"tracker state: id_kind must be 'int', 'str' or null, got {kind!r}")
-        ids_list = state["ids"]
-        if not isinstance(ids_list, list):
-            raise ValueError("tracker state: ids must be a list")
-        n = len(ids_list)
-        try:
-            ids = as_id_array(ids_list, name="tracker state ids")
-        except TypeError as exc:
-            raise ValueError(str(exc)) from None
+        ids_raw = state["ids"]
+        if isinstance(ids_raw, dict):  # compact int ids (version 2)
+            ids = decode_ints(ids_raw, "tracker state: ids").reshape(-1)
+        elif isinstance(ids_raw, list):  # string ids, or int ids of version 1
+            try:
+                ids = as_id_array(ids_raw, name="tracker state ids")
+            except TypeError as exc:
+                raise ValueError(str(exc)) from None
+        else:
+            raise ValueError("tracker state: ids must be a list or an encoded int array")
+        n = int(ids.size)
         if n and t._kind_of(ids) != kind:
             raise ValueError(f"tracker state: ids are not all of kind {kind!r}")
         if n == 0 and kind is not None:
             raise ValueError("tracker state: id_kind is set but there are no ids")
-        if np.unique(ids).size != n:
+        order = np.argsort(ids).astype(np.int64)  # ids are unique once checked: any sort
+        if n > 1 and bool((ids[order[1:]] == ids[order[:-1]]).any()):
             raise ValueError("tracker state: duplicate ids")
 
         def int_array(name: str, shape: tuple[int, ...]) -> IntArray:
-            arr = as_int_array(state[name], f"tracker state: {name}")
+            arr = decode_ints(state[name], f"tracker state: {name}")
             if arr.size == 0:
                 arr = arr.reshape(shape)
             if arr.shape != shape:
@@ -251,7 +289,7 @@ class PassRateTracker:
         t._kind = kind
         t._keys = ids if n else np.empty(0, dtype=np.int64)
         t._succ, t._total, t._appearances = succ, total, appearances
-        t._order = np.argsort(t._keys, kind="stable").astype(np.int64)
+        t._order = order if n else np.empty(0, dtype=np.int64)
         try:
             t._check()
         except AssertionError as exc:
@@ -260,6 +298,7 @@ class PassRateTracker:
             ) from None
         return t
 
+    @synchronized
     def nbytes(self) -> int:
         """Bytes held by the tracker's arrays."""
         return int(
@@ -270,6 +309,7 @@ class PassRateTracker:
             + self._appearances.nbytes
         )
 
+    @synchronized
     def _check(self) -> None:
         """Raise ``AssertionError`` if an invariant fails (cheap; stress tests run it each step)."""
         n = self._keys.size
@@ -293,6 +333,10 @@ class PassRateTracker:
             _require(
                 np.array_equal((self._total > 0).sum(axis=1), filled),
                 "window columns do not match the appearance counts",
+            )
+            _require(
+                bool((self._appearances >= 1).all()),
+                "every tracked prompt has at least one appearance",
             )
 
 

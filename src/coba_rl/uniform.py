@@ -14,7 +14,15 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from coba_rl._persist import Persistent, make_envelope, open_envelope, parse_config, parse_step
+from coba_rl._persist import (
+    Persistent,
+    config_summary,
+    make_envelope,
+    open_envelope,
+    parse_config,
+    parse_step,
+)
+from coba_rl._sync import synchronized
 from coba_rl._validation import (
     MAX_WINDOW,
     as_id_array,
@@ -23,6 +31,7 @@ from coba_rl._validation import (
     check_unique_ids,
     even_split,
 )
+from coba_rl.rewards import warn_graded_rewards
 from coba_rl.tracker import PassRateTracker
 from coba_rl.types import Allocation
 
@@ -35,6 +44,8 @@ class UniformConfig(BaseModel):
     Attributes:
       window: how many past appearances make up the reported pass rates.
       success_reward: a rollout succeeds when its reward equals this value.
+      success_threshold: ``None`` (exact matching) or a number: a rollout succeeds when
+        its reward is at least this value.
 
     Example:
       >>> UniformConfig().window
@@ -45,6 +56,7 @@ class UniformConfig(BaseModel):
 
     window: int = Field(1, ge=1, le=MAX_WINDOW)
     success_reward: float = Field(1.0, allow_inf_nan=False)
+    success_threshold: float | None = Field(default=None, allow_inf_nan=False)
 
 
 class UniformAllocator(Persistent[UniformConfig]):
@@ -53,6 +65,9 @@ class UniformAllocator(Persistent[UniformConfig]):
     .. math::
 
         n_i = \\lfloor B / M \\rfloor + [\\, i < B \\bmod M \\,]
+
+    Safe to share between threads: ``allocate``, ``update``, ``state_dict``,
+    ``load_state_dict`` and ``save`` hold the allocator's lock.
 
     Args:
       config: see :class:`UniformConfig`; defaults to ``UniformConfig()``.
@@ -75,6 +90,14 @@ class UniformAllocator(Persistent[UniformConfig]):
         self.config = config if config is not None else UniformConfig()
         self._tracker = PassRateTracker(self.config.window)
         self._step = 0
+        self._reward_warned = False
+
+    @synchronized
+    def __repr__(self) -> str:
+        return (
+            f"UniformAllocator(step={self._step}, prompts={len(self._tracker)}, "
+            f"config={config_summary(self.config)})"
+        )
 
     @property
     def step(self) -> int:
@@ -90,6 +113,7 @@ class UniformAllocator(Persistent[UniformConfig]):
         """Windowed pass rate of each id (``NaN`` if never seen); does not grow the state."""
         return self._tracker.pass_rates(prompt_ids)
 
+    @synchronized
     def allocate(self, prompt_ids: Any, budget: int) -> Allocation:
         """``budget // M`` rollouts per prompt, the first ``budget % M`` prompts one more.
 
@@ -116,8 +140,12 @@ class UniformAllocator(Persistent[UniformConfig]):
             n_unseen=int(np.isnan(rates).sum()),
         )
 
+    @synchronized
     def update(self, prompt_ids: Any, rewards: Any) -> None:
         """Record one training step: one (prompt id, reward) pair per rollout.
+
+        Success follows ``config.success_reward`` / ``config.success_threshold`` as in
+        :class:`coba_rl.CoBAAllocator` (one :class:`coba_rl.RewardWarning` at most).
 
         Raises:
           ValueError: lengths differ, or a reward is NaN or infinite.
@@ -125,9 +153,13 @@ class UniformAllocator(Persistent[UniformConfig]):
         """
         ids = as_id_array(prompt_ids)
         r = check_rewards(rewards, ids.size)
-        self._tracker.record(ids, r, self.config.success_reward)
+        cfg = self.config
+        self._tracker.record(ids, r, cfg.success_reward, cfg.success_threshold)
+        if not self._reward_warned:
+            self._reward_warned = warn_graded_rewards(r, cfg.success_reward, cfg.success_threshold)
         self._step += 1
 
+    @synchronized
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly: the config, the step and the tracker."""
         body = {"step": self._step, "tracker": self._tracker.state_dict()}
@@ -144,11 +176,20 @@ class UniformAllocator(Persistent[UniformConfig]):
             raise ValueError(
                 f"allocator state: tracker window {tracker.window} != config window {config.window}"
             )
+        most = int(tracker._appearances.max()) if len(tracker) else 0
+        if most > new._step:
+            raise ValueError(
+                f"allocator state: the tracker is ahead of the step: a prompt appears {most} "
+                f"times, but step is {new._step}"
+            )
         new._tracker = tracker
         return new
 
+    @synchronized
     def _check(self) -> None:
         """Raise ``AssertionError`` if an invariant fails (used by the stress tests)."""
         self._tracker._check()
         if self._tracker.window != self.config.window:
             raise AssertionError("tracker window != config window")
+        if len(self._tracker) and int(self._tracker._appearances.max()) > self._step:
+            raise AssertionError("a prompt appears more often than update was called")

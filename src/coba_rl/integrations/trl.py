@@ -351,6 +351,7 @@ class CoBAGRPOMixin(_GRPOBase):
             prefix = importlib.import_module("transformers.trainer_utils").PREFIX_CHECKPOINT_DIR
             folder = f"{prefix}-{self.state.global_step}"
             out = os.path.join(self._get_output_dir(trial=trial), folder)
+            os.makedirs(out, exist_ok=True)  # TRL's checkpoint folder (save creates none)
             self.coba_allocator.save(os.path.join(out, STATE_FILENAME))
 
     def _load_optimizer_and_scheduler(self, checkpoint: Any) -> None:

@@ -275,6 +275,7 @@ def allocator_path(step_dir: str | os.PathLike[str]) -> str:
 def save_allocator(allocator: CoBAAllocator, step_dir: str | os.PathLike[str]) -> str:
     """Save the allocator state (atomically) beside a verl checkpoint; return the path."""
     path = allocator_path(step_dir)
+    os.makedirs(step_dir, exist_ok=True)  # verl's own step folder (save creates no folders)
     allocator.save(path)
     return path
 

@@ -1,0 +1,48 @@
+"""Locking for objects shared between trainer threads.
+
+Each stateful object (allocator, tracker) owns a re-entrant lock in ``_lock``; its public
+methods are wrapped with :func:`synchronized`, so one call runs at a time and a method
+may call another. Locks cannot be pickled: :func:`picklable_state` drops the lock and
+:func:`restore_state` makes a fresh one, so copies and pickles keep working.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+__all__ = ["new_lock", "picklable_state", "restore_state", "synchronized"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def new_lock() -> threading.RLock:
+    """A re-entrant lock: a locked method may call another locked method of its object."""
+    return threading.RLock()
+
+
+def synchronized(method: _F) -> _F:
+    """Run ``method`` while holding ``self._lock``."""
+
+    @functools.wraps(method)
+    def locked(self: Any, /, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(_F, locked)
+
+
+def picklable_state(obj: Any) -> dict[str, Any]:
+    """``obj.__dict__`` without its lock (for ``__getstate__``), copied under the lock."""
+    with obj._lock:
+        state = dict(obj.__dict__)
+    state.pop("_lock", None)
+    return state
+
+
+def restore_state(obj: Any, state: dict[str, Any]) -> None:
+    """Restore :func:`picklable_state` output (for ``__setstate__``) with a fresh lock."""
+    obj.__dict__.update(state)
+    obj._lock = new_lock()
