@@ -580,7 +580,8 @@ class RolloutHistory:
             "fewer rollouts than visits (each visit has at least one rollout)",
         )
         # age 0 = the newest outcome; the last visit owns the newest min(last_n, K) slots
-        age = (self._n_rollouts[:, None] - 1 - np.arange(self.recent)[None, :]) % self.recent
+        newest = ((self._n_rollouts - 1) % self.recent).astype(np.int32)
+        age = (newest[:, None] - np.arange(self.recent, dtype=np.int32)[None, :]) % self.recent
         own = age < np.minimum(self._last_n, self.recent)[:, None]
         in_ring = (self._ring * own).sum(axis=1)
         lost = np.maximum(self._last_n - self.recent, 0)  # outcomes the ring dropped

@@ -36,7 +36,10 @@ class Allocator(Protocol):
     * after ``save``/``load`` (or ``state_dict``/``load_state_dict``), the next
       allocation is identical to the one an uninterrupted allocator would make.
     * bad input raises ``ValueError``/``TypeError`` naming the problem; a failed load
-      leaves the allocator untouched.
+      leaves the allocator untouched, and a state whose parts contradict each other
+      (one that would resume to a different future) does not load.
+    * the allocator is safe to share between threads: each of these methods holds the
+      allocator's lock, so every call sees and leaves a consistent state.
 
     Example:
       >>> import coba_rl
