@@ -371,8 +371,8 @@ class Persistent(Generic[ConfigT]):
     config: ConfigT
     _lock: Any
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:  # the arguments are __init__'s
-        obj = super().__new__(cls)
+    def __new__(cls: type[P], *args: Any, **kwargs: Any) -> P:  # the arguments are __init__'s
+        obj = object.__new__(cls)  # object.__new__ takes only cls
         obj._lock = new_lock()
         return obj
 
