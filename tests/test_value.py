@@ -95,3 +95,64 @@ def test_adaptive_tau_in_range_and_matches_variance(p: list[float]) -> None:
     assert 3.0 <= tau <= 12.0
     var = float(np.var(np.clip(p, 0.01, 0.99)))
     assert tau == pytest.approx(3.0 + 9.0 * min(var / 0.1667, 1.0), abs=1e-9)
+
+
+# -- large kappa: refused where the released arithmetic would underflow -----------------------
+
+
+def _exact_kappa_limit() -> float:
+    """The largest kappa whose normaliser B(kappa/2, kappa/2) is a normal double (SciPy)."""
+    from scipy.special import betaln
+
+    target = math.log(np.finfo(np.float64).tiny)  # log of the smallest normal double
+    lo, hi = 3.0, 4000.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if betaln(mid / 2, mid / 2) >= target else (lo, mid)
+    return lo
+
+
+def test_max_kappa_is_derived_from_the_normal_range() -> None:
+    # F_bar = 0.5 gives alpha = beta = kappa / 2, where B(alpha, kappa - alpha) is smallest
+    # (B is symmetric and log-convex in alpha). Below the smallest normal double, the
+    # released log(exp(log B)) first loses precision and then (kappa > ~1075) underflows.
+    limit = _exact_kappa_limit()
+    assert 1019.0 < limit < 1020.0
+    assert value.MAX_KAPPA <= limit
+    assert value.MAX_KAPPA >= 0.95 * limit  # the margin is small, not a guess
+
+
+@pytest.mark.parametrize("kappa", [1075.0, 1100.0, 1e6, "just above the limit"])
+def test_config_refuses_kappa_beyond_the_exact_range(kappa: float | str) -> None:
+    from coba_rl import CoBAConfig
+
+    if isinstance(kappa, str):
+        kappa = float(np.nextafter(value.MAX_KAPPA, np.inf))
+    with pytest.raises(ValueError, match=r"kappa.*1000"):
+        CoBAConfig(kappa=kappa)
+
+
+def test_density_at_max_kappa_is_exact_not_the_floor() -> None:
+    from coba_rl import BatchStats, CoBAConfig, allocate
+
+    k = value.MAX_KAPPA
+    alpha, beta = (float(x) for x in value.beta_shape(0.5, k))
+    assert alpha == beta == k / 2
+    p = np.array([0.45, 0.5, 0.55])
+    ours = value.beta_pdf(p, alpha, beta)
+    np.testing.assert_allclose(ours, sps.beta.pdf(p, alpha, beta), rtol=1e-9)
+    assert (ours > 1.0).all()
+    # and the allocation follows that peaked density, unlike the floor (all gains equal)
+    stats = BatchStats(pass_rates=[0.2, 0.5, 0.8], failure_rate=0.5)
+    counts = allocate(stats, 24, CoBAConfig(kappa=k, n_up=20)).counts.tolist()
+    assert counts == [2, 20, 2]
+
+
+@pytest.mark.parametrize("half", [537.5, 520.0])
+def test_beta_pdf_refuses_an_underflowing_normaliser(half: float) -> None:
+    # 537.5: B underflows to 0 and the reference returns its 1e-10 floor for every p;
+    # 520: B is subnormal and log(exp(log B)) has lost digits. Both used to pass silently.
+    with pytest.raises(ValueError, match="normal"):
+        value.beta_pdf([0.5], half, half)
+    with pytest.raises(ValueError, match="normal"):
+        value.marginal_gains([0.5], half, half, tau=4.0, n_low=2, n_up=4)
