@@ -12,7 +12,8 @@ PIP    := $(BIN)/python -m pip
 
 help:
 	@echo "make demo   - install; simulate uniform/Knapsack-RL/CoBA-RL, then the quick benchmark"
-	@echo "make test   - install test extras; run ruff, mypy --strict and pytest (with doctests)"
+	@echo "make test   - install test extras; run ruff, mypy --strict and pyright (no plugins),"
+	@echo "              pytest (with doctests) and the docs build"
 	@echo "make docs   - build the documentation site (mkdocs build --strict) into site/"
 	@echo "make test-all - make test, then the whole suite again in .venv-all with the [trl,verl]"
 	@echo "               extras (real TRL and verl on CPU: the integration tests run there)"
@@ -55,8 +56,11 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 
+# mypy --strict (no plugins) on the package and on tests/typing, the README and docs
+# usage; pyright (strict) on tests/typing, as a user's editor would see it.
 typecheck: $(VENV)/.installed-test
-	$(BIN)/mypy src
+	$(BIN)/mypy src tests/typing
+	$(BIN)/pyright --pythonpath $(BIN)/python
 
 pytest: $(VENV)/.installed-test
 	$(BIN)/pytest

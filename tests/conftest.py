@@ -24,3 +24,6 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 DATA = Path(__file__).parent / "data"
+
+# tests/typing holds usage files for the type checkers (make typecheck); they are not run.
+collect_ignore = ["typing"]

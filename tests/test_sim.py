@@ -29,12 +29,12 @@ class EvenSplit:
 
 
 class Broken:
-    """Returns one rollout too few."""
+    """Returns one rollout too few (a consistent Allocation, for the wrong budget)."""
 
     def allocate(self, prompt_ids: Any, budget: int) -> Allocation:
         c = even_split(budget, len(prompt_ids))
         c[0] -= 1
-        return Allocation(counts=c, budget=budget)
+        return Allocation(counts=c, budget=budget - 1)
 
     def update(self, prompt_ids: Any, rewards: Any) -> None:
         pass

@@ -47,3 +47,9 @@ def test_usage_files_pass_pyright_strict() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 errors" in proc.stdout
+
+
+def test_readme_usage_file_is_the_readme_block() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Usage", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert block in (USAGE / "usage_readme.py").read_text()

@@ -10,10 +10,11 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbcSet
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import BaseModel
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -25,6 +26,59 @@ INT64_MAX = int(np.iinfo(np.int64).max)
 MAX_N_UP = 2**16
 #: The largest pass-rate window accepted (appearances per prompt, or steps).
 MAX_WINDOW = 2**10
+
+
+_T = TypeVar("_T")
+_ConfigT = TypeVar("_ConfigT", bound=BaseModel)
+
+
+def check_instance(obj: Any, expected: type[_T], name: str) -> _T:
+    """``obj`` if it is an ``expected``, else a ``TypeError`` naming both types.
+
+    >>> check_instance([0.5], dict, "stats")
+    Traceback (most recent call last):
+    ...
+    TypeError: stats must be a dict, got list ([0.5])
+    """
+    if not isinstance(obj, expected):
+        raise TypeError(f"{name} must be a {expected.__name__}, got {_describe(obj)}")
+    return obj
+
+
+def check_config(config: Any, config_type: type[_ConfigT], name: str = "config") -> _ConfigT:
+    """The config an entry point runs with: a ``config_type``, built from a dict, or the default.
+
+    ``None`` gives ``config_type()``. A plain mapping (a Hydra or YAML config) is validated
+    into a ``config_type``, so an unknown key or a bad value raises pydantic's
+    ``ValidationError`` (a ``ValueError``) naming it. Anything else, another allocator's
+    config included, raises ``TypeError`` naming the expected type.
+
+    >>> from coba_rl.config import CoBAConfig
+    >>> check_config({"n_up": 16}, CoBAConfig).n_up
+    16
+    >>> check_config(0.5, CoBAConfig)
+    Traceback (most recent call last):
+    ...
+    TypeError: config must be a CoBAConfig (or a dict of its fields), got float (0.5)
+    """
+    if config is None:
+        return config_type()
+    if isinstance(config, config_type):
+        return config
+    if isinstance(config, Mapping) and not isinstance(config, BaseModel):
+        return config_type.model_validate(dict(config))
+    raise TypeError(
+        f"{name} must be a {config_type.__name__} (or a dict of its fields), got "
+        f"{_describe(config)}"
+    )
+
+
+def _describe(obj: Any) -> str:
+    """A type name, with a short repr of the value where that helps."""
+    if isinstance(obj, BaseModel):
+        return type(obj).__name__
+    text = repr(obj)
+    return f"{type(obj).__name__} ({text if len(text) <= 40 else text[:37] + '...'})"
 
 
 class BudgetWarning(UserWarning):

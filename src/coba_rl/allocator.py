@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from coba_rl._persist import (
     read_state_file,
 )
 from coba_rl._sync import synchronized
-from coba_rl._validation import as_id_array, check_rewards, check_unique_ids
+from coba_rl._validation import as_id_array, check_config, check_rewards, check_unique_ids
 from coba_rl.coba import allocate_with_shape, initial_shape
 from coba_rl.config import CoBAConfig
 from coba_rl.rewards import warn_graded_rewards
@@ -42,7 +43,8 @@ class CoBAAllocator(Persistent[CoBAConfig]):
     leaves a consistent state. (The order of calls from different threads is theirs.)
 
     Args:
-      config: the allocator constants; defaults to :class:`CoBAConfig` ``()``.
+      config: the allocator constants; defaults to :class:`CoBAConfig` ``()``. A plain
+        dict of its fields is validated into one; another type raises ``TypeError``.
 
     Example:
       >>> alloc = CoBAAllocator(CoBAConfig(n_low=2, n_up=16))
@@ -56,8 +58,8 @@ class CoBAAllocator(Persistent[CoBAConfig]):
       ([6, 16, 2], 7.0, 4.0)
     """
 
-    def __init__(self, config: CoBAConfig | None = None) -> None:
-        self.config = config if config is not None else CoBAConfig()
+    def __init__(self, config: CoBAConfig | Mapping[str, Any] | None = None) -> None:
+        self.config = check_config(config, CoBAConfig)
         self._tracker = PassRateTracker(self.config.window)
         self._failure_window: list[float] = []
         self._alpha, self._beta = initial_shape(self.config)
@@ -86,9 +88,9 @@ class CoBAAllocator(Persistent[CoBAConfig]):
 
     @property
     @synchronized
-    def failure_rate(self) -> float:
-        """``F_bar``, the mean of the failure-rate window (``nan`` before any update)."""
-        return float(np.mean(self._failure_window)) if self._failure_window else math.nan
+    def failure_rate(self) -> float | None:
+        """``F_bar``, the mean of the failure-rate window (``None`` before any update)."""
+        return float(np.mean(self._failure_window)) if self._failure_window else None
 
     @property
     def step(self) -> int:

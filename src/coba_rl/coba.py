@@ -7,12 +7,13 @@ training loop.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from coba_rl._validation import check_budget, even_split
+from coba_rl._validation import check_budget, check_config, check_instance, even_split
 from coba_rl.config import CoBAConfig
 from coba_rl.solvers import _greedy_extra_grouped, _running_min
 from coba_rl.types import Allocation, BatchStats
@@ -39,7 +40,9 @@ def initial_shape(config: CoBAConfig) -> tuple[float, float]:
     return config.kappa - 2.0, 2.0
 
 
-def allocate(stats: BatchStats, budget: int, config: CoBAConfig | None = None) -> Allocation:
+def allocate(
+    stats: BatchStats, budget: int, config: CoBAConfig | Mapping[str, Any] | None = None
+) -> Allocation:
     """Split ``budget`` rollouts over a batch of prompts with CoBA-RL.
 
     The Beta shape comes from ``stats.failure_rate`` (eq. 6-7); each prompt's value is
@@ -55,14 +58,17 @@ def allocate(stats: BatchStats, budget: int, config: CoBAConfig | None = None) -
     Args:
       stats: the batch's pass rates and (optionally) smoothed failure rate.
       budget: the total number of rollouts ``B``; ``0 <= B <= M * n_up``.
-      config: the allocator constants; defaults to :class:`CoBAConfig` ``()``.
+      config: the allocator constants; defaults to :class:`CoBAConfig` ``()``. A plain
+        dict of its fields (a Hydra or YAML config) is validated into one.
 
     Returns:
       An :class:`Allocation` whose ``counts`` sum to exactly ``budget``.
 
     Raises:
-      ValueError: budget negative or above ``M * n_up``, or positive with no prompts.
-      TypeError: a non-integer budget.
+      ValueError: budget negative or above ``M * n_up``, or positive with no prompts; a
+        config dict with an unknown key or a bad value.
+      TypeError: ``stats`` not a :class:`BatchStats`, ``config`` another type (another
+        allocator's config included), a non-integer budget.
 
     Example:
       >>> stats = BatchStats(pass_rates=[0.1, 0.5, 0.9, float("nan")], failure_rate=0.6)
@@ -74,11 +80,11 @@ def allocate(stats: BatchStats, budget: int, config: CoBAConfig | None = None) -
 
     Reference: arXiv 2602.03048, Algorithm 1; specification sections 1-6.
     """
-    cfg = config if config is not None else CoBAConfig()
+    check_instance(stats, BatchStats, "stats")
+    cfg = check_config(config, CoBAConfig)
     f_bar = stats.resolved_failure_rate()
     if f_bar is None:
         alpha, beta = initial_shape(cfg)
-        f_bar = math.nan
     else:
         a, b = beta_shape(f_bar, cfg.kappa, cfg.gamma)
         alpha, beta = float(a), float(b)
@@ -91,7 +97,7 @@ def allocate_with_shape(
     cfg: CoBAConfig,
     alpha: float,
     beta: float,
-    failure_rate: float = math.nan,
+    failure_rate: float | None = None,
 ) -> Allocation:
     """:func:`allocate` with the Beta shape given (the stateful allocator's path).
 
@@ -101,16 +107,24 @@ def allocate_with_shape(
     b = check_budget(budget, m, cfg.n_low, cfg.n_up)
     unseen = np.isnan(pass_rates)
     n_unseen = int(unseen.sum())
-    common = {"budget": b, "alpha": alpha, "beta": beta, "failure_rate": failure_rate}
+    common: dict[str, Any] = {
+        "budget": b,
+        "alpha": alpha,
+        "beta": beta,
+        "failure_rate": failure_rate,
+        "n_low": cfg.n_low,
+        "n_up": cfg.n_up,
+    }
     if m == 0 or n_unseen == m or b < m * cfg.n_low:
         return Allocation(
             counts=even_split(b, m),
             pass_rates=pass_rates,
             method="even_split",
             n_unseen=n_unseen,
-            **common,  # type: ignore[arg-type]
+            **common,
         )
     p = np.where(unseen, cfg.unseen_pass_rate, pass_rates)
+    tau: float | None
     if cfg.variant == "paper":
         counts, tau = _paper_counts(p, b, cfg, alpha, beta)
     else:
@@ -121,7 +135,7 @@ def allocate_with_shape(
         pass_rates=p,
         method="greedy",
         n_unseen=n_unseen,
-        **common,  # type: ignore[arg-type]
+        **common,
     )
 
 
@@ -148,13 +162,13 @@ def _paper_counts(
 
 def _release_counts(
     p: FloatArray, budget: int, cfg: CoBAConfig, alpha: float, beta: float
-) -> tuple[IntArray, float]:
+) -> tuple[IntArray, float | None]:
     """The authors' released ``BetaAllocator.allocate`` (specification section 6)."""
     m = p.size
     n_low, n_up = cfg.n_low, cfg.n_up
     counts = np.full(m, n_low, dtype=np.int64)
     remaining = budget - m * n_low
-    tau = math.nan
+    tau: float | None = None  # the explore greedy may not run
     if remaining == 0:
         return counts, tau
     hard = np.flatnonzero(p < HARD_BELOW)

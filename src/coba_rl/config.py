@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from coba_rl._validation import MAX_N_UP, MAX_WINDOW
+from coba_rl.value import MAX_KAPPA
 
 __all__ = ["CoBAConfig"]
 
@@ -23,7 +24,9 @@ class CoBAConfig(BaseModel):
         authors' released allocator (buckets, explore budget, fallback spreading).
       n_low, n_up: per-prompt rollout bounds (``1 <= n_low <= n_up <= 65536``). Keep
         ``n_low >= 2`` for GRPO: a group of one carries no advantage signal.
-      kappa: ``alpha + beta`` of the Beta density (must exceed 2).
+      kappa: ``alpha + beta`` of the Beta density, in ``(2, MAX_KAPPA]`` (``MAX_KAPPA`` =
+        1000: above about 1019 the Beta normaliser is no longer a normal float and the
+        released arithmetic loses the density; see :data:`coba_rl.value.MAX_KAPPA`).
       gamma: steepness of the sigmoid applied to failure rates at or below 0.5.
       window: how many past appearances (per prompt) and steps (failure rate) to average
         (at most 1024).
@@ -56,22 +59,32 @@ class CoBAConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     variant: Literal["paper", "release"] = "paper"
-    n_low: int = Field(2, ge=1)
-    n_up: int = Field(128, ge=1, le=MAX_N_UP)
-    kappa: float = Field(11.0, gt=2.0, allow_inf_nan=False)
-    gamma: float = Field(10.0, gt=0.0, allow_inf_nan=False)
-    window: int = Field(1, ge=1, le=MAX_WINDOW)
+    n_low: int = Field(default=2, ge=1)
+    n_up: int = Field(default=128, ge=1, le=MAX_N_UP)
+    kappa: float = Field(default=11.0, gt=2.0, allow_inf_nan=False)
+    gamma: float = Field(default=10.0, gt=0.0, allow_inf_nan=False)
+    window: int = Field(default=1, ge=1, le=MAX_WINDOW)
     tau: Literal["adaptive"] | float = "adaptive"
-    tau_min: float = Field(3.0, gt=0.0, allow_inf_nan=False)
-    tau_max: float = Field(12.0, gt=0.0, allow_inf_nan=False)
-    var_max: float = Field(0.1667, gt=0.0, allow_inf_nan=False)
-    smoothing: float = Field(0.01, ge=0.0, lt=0.5)
-    exploration_budget_ratio: float = Field(0.8, ge=0.0, le=1.0)
+    tau_min: float = Field(default=3.0, gt=0.0, allow_inf_nan=False)
+    tau_max: float = Field(default=12.0, gt=0.0, allow_inf_nan=False)
+    var_max: float = Field(default=0.1667, gt=0.0, allow_inf_nan=False)
+    smoothing: float = Field(default=0.01, ge=0.0, lt=0.5)
+    exploration_budget_ratio: float = Field(default=0.8, ge=0.0, le=1.0)
     fallback: Literal["weighted", "uniform"] = "weighted"
-    weight_alpha: float = Field(1.0, ge=0.0, allow_inf_nan=False)
-    success_reward: float = Field(1.0, allow_inf_nan=False)
+    weight_alpha: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
+    success_reward: float = Field(default=1.0, allow_inf_nan=False)
     success_threshold: float | None = Field(default=None, allow_inf_nan=False)
-    unseen_pass_rate: float = Field(0.5, ge=0.0, le=1.0)
+    unseen_pass_rate: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    @field_validator("kappa")
+    @classmethod
+    def _kappa_exact(cls, v: float) -> float:
+        if v > MAX_KAPPA:
+            raise ValueError(
+                f"kappa = {v} exceeds MAX_KAPPA = {MAX_KAPPA:g}: beyond it the Beta normaliser "
+                "B(kappa/2, kappa/2) leaves the normal float range and the density is lost"
+            )
+        return v
 
     @field_validator("tau")
     @classmethod

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -44,6 +45,8 @@ from coba_rl._validation import (
     as_real_array,
     check_bounds,
     check_budget,
+    check_config,
+    check_instance,
     check_rewards,
     check_unique_ids,
     even_split,
@@ -99,14 +102,14 @@ class KnapsackConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    n_low: int = Field(2, ge=1)
-    n_up: int = Field(128, ge=1, le=MAX_N_UP)
-    confidence: float = Field(0.9, gt=0.0, lt=1.0)
+    n_low: int = Field(default=2, ge=1)
+    n_up: int = Field(default=128, ge=1, le=MAX_N_UP)
+    confidence: float = Field(default=0.9, gt=0.0, lt=1.0)
     fallback: bool = True
-    unseen_n: int | None = Field(None, ge=1)
-    min_rollouts: int = Field(8, ge=1)
-    recent_rollouts: int = Field(16, ge=1, le=MAX_N_UP)
-    success_reward: float = Field(1.0, allow_inf_nan=False)
+    unseen_n: int | None = Field(default=None, ge=1)
+    min_rollouts: int = Field(default=8, ge=1)
+    recent_rollouts: int = Field(default=16, ge=1, le=MAX_N_UP)
+    success_reward: float = Field(default=1.0, allow_inf_nan=False)
     success_threshold: float | None = Field(default=None, allow_inf_nan=False)
 
     @model_validator(mode="after")
@@ -282,7 +285,7 @@ def _knapsack_rule(
 
 
 def knapsack_allocate(
-    batch_stats: BatchStats, budget: int, config: KnapsackConfig | None = None
+    batch_stats: BatchStats, budget: int, config: KnapsackConfig | Mapping[str, Any] | None = None
 ) -> Allocation:
     r"""Split ``budget`` rollouts over a batch with Knapsack-RL's released rules.
 
@@ -311,16 +314,19 @@ def knapsack_allocate(
       batch_stats: the pass rates; ``NaN`` means no estimate. ``failure_rate`` is unused.
       budget: the total ``B``, a non-negative int. Below ``M * n_low``, or below the
         floors of rule 1, the batch gets the even split with a :class:`BudgetWarning`.
-      config: the constants; defaults to :class:`KnapsackConfig` ``()``.
+      config: the constants; defaults to :class:`KnapsackConfig` ``()``. A plain dict of
+        its fields is validated into one.
 
     Returns:
       An :class:`Allocation` with ``method="knapsack"`` (``"even_split"`` in the cases
-      above) whose ``counts`` sum to exactly ``budget``; ``alpha``, ``beta`` and ``tau``
-      are ``nan``.
+      above) whose ``counts`` sum to exactly ``budget``; ``alpha``, ``beta``, ``tau`` and
+      ``failure_rate`` are ``None``.
 
     Raises:
-      ValueError: a negative budget, or a positive one with no prompts.
-      TypeError: a non-integer budget.
+      ValueError: a negative budget, or a positive one with no prompts; a config dict
+        with an unknown key or a bad value.
+      TypeError: ``batch_stats`` not a :class:`BatchStats`, ``config`` another type
+        (a :class:`coba_rl.CoBAConfig` included), a non-integer budget.
 
     Example:
       >>> stats = BatchStats(pass_rates=[0.0, 0.25, 0.5, 0.75, 1.0, float("nan")])
@@ -334,7 +340,8 @@ def knapsack_allocate(
     Reference: Knapsack-RL, arXiv 2509.25849 (``sampling_budget_by_knapsack``);
     specification section 8.
     """
-    cfg = config if config is not None else KnapsackConfig()
+    check_instance(batch_stats, BatchStats, "batch_stats")
+    cfg = check_config(config, KnapsackConfig)
     return _allocate(batch_stats.pass_rates, budget, cfg)
 
 
@@ -344,7 +351,13 @@ def _allocate(p: FloatArray, budget: Any, cfg: KnapsackConfig) -> Allocation:
     # Knapsack-RL has no upper limit on the budget: rule 5 spends any excess.
     b = check_budget(budget, m, cfg.n_low, sys.maxsize)
     n_unseen = int(np.isnan(p).sum())
-    common: dict[str, Any] = {"budget": b, "pass_rates": p, "n_unseen": n_unseen}
+    common: dict[str, Any] = {
+        "budget": b,
+        "pass_rates": p,
+        "n_unseen": n_unseen,
+        "n_low": cfg.n_low,
+        "n_up": cfg.n_up,
+    }
     if m == 0 or b < m * cfg.n_low:
         return Allocation(counts=even_split(b, m), method="even_split", **common)
     unseen_n = cfg.unseen_n if cfg.unseen_n is not None else b // m
@@ -607,7 +620,8 @@ class KnapsackRLAllocator(Persistent[KnapsackConfig]):
     ``load_state_dict`` and ``save`` hold the allocator's lock.
 
     Args:
-      config: the constants; defaults to :class:`KnapsackConfig` ``()``.
+      config: the constants; defaults to :class:`KnapsackConfig` ``()``. A plain dict of
+        its fields is validated into one; another type raises ``TypeError``.
 
     Example:
       >>> alloc = KnapsackRLAllocator(KnapsackConfig(n_up=16))
@@ -619,8 +633,8 @@ class KnapsackRLAllocator(Persistent[KnapsackConfig]):
       [10, 2, 12]
     """
 
-    def __init__(self, config: KnapsackConfig | None = None) -> None:
-        self.config = config if config is not None else KnapsackConfig()
+    def __init__(self, config: KnapsackConfig | Mapping[str, Any] | None = None) -> None:
+        self.config = check_config(config, KnapsackConfig)
         self._history = RolloutHistory(self.config.recent_rollouts)
         self._step = 0
         self._reward_warned = False

@@ -83,17 +83,17 @@ class SimulateSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    steps: int = Field(300, ge=1)
-    batch_size: int = Field(256, ge=1)
-    group_size: int = Field(16, ge=1)
+    steps: int = Field(default=300, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    group_size: int = Field(default=16, ge=1)
     budget_fractions: tuple[float, ...] = (1.0, 0.5)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     allocators: tuple[str, ...] = ALLOCATORS
-    n_low: int = Field(2, ge=1)
-    n_up: int = Field(128, ge=1)
-    kappa: float = Field(11.0, gt=2.0, allow_inf_nan=False)
-    gamma: float = Field(10.0, gt=0.0, allow_inf_nan=False)
-    window: int = Field(1, ge=1)
+    n_low: int = Field(default=2, ge=1)
+    n_up: int = Field(default=128, ge=1)
+    kappa: float = Field(default=11.0, gt=2.0, allow_inf_nan=False)
+    gamma: float = Field(default=10.0, gt=0.0, allow_inf_nan=False)
+    window: int = Field(default=1, ge=1)
     sim: SimConfig = SimConfig()
 
     @field_validator("allocators")

@@ -8,6 +8,7 @@ still tracks pass rates, so its :meth:`Allocation.metrics` are comparable with t
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from coba_rl._validation import (
     MAX_WINDOW,
     as_id_array,
     check_budget,
+    check_config,
     check_rewards,
     check_unique_ids,
     even_split,
@@ -54,8 +56,8 @@ class UniformConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    window: int = Field(1, ge=1, le=MAX_WINDOW)
-    success_reward: float = Field(1.0, allow_inf_nan=False)
+    window: int = Field(default=1, ge=1, le=MAX_WINDOW)
+    success_reward: float = Field(default=1.0, allow_inf_nan=False)
     success_threshold: float | None = Field(default=None, allow_inf_nan=False)
 
 
@@ -70,7 +72,9 @@ class UniformAllocator(Persistent[UniformConfig]):
     ``load_state_dict`` and ``save`` hold the allocator's lock.
 
     Args:
-      config: see :class:`UniformConfig`; defaults to ``UniformConfig()``.
+      config: see :class:`UniformConfig`; defaults to ``UniformConfig()``. A plain dict
+        of its fields is validated into one; another type (another allocator's config
+        included) raises ``TypeError``.
 
     Example:
       >>> alloc = UniformAllocator()
@@ -86,8 +90,8 @@ class UniformAllocator(Persistent[UniformConfig]):
     (arXiv 2602.03048) and Knapsack-RL (arXiv 2509.25849).
     """
 
-    def __init__(self, config: UniformConfig | None = None) -> None:
-        self.config = config if config is not None else UniformConfig()
+    def __init__(self, config: UniformConfig | Mapping[str, Any] | None = None) -> None:
+        self.config = check_config(config, UniformConfig)
         self._tracker = PassRateTracker(self.config.window)
         self._step = 0
         self._reward_warned = False

@@ -16,6 +16,7 @@ Learning in LLMs*, arXiv 2602.03048, eq. 4-9.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -23,6 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 from coba_rl._validation import as_real_array, check_bounds, check_real
 
 __all__ = [
+    "MAX_KAPPA",
     "adaptive_tau",
     "beta_pdf",
     "beta_shape",
@@ -36,6 +38,21 @@ FloatArray = NDArray[np.float64]
 
 #: Density used where the Beta density is not finite (as in the released allocator).
 PDF_FLOOR = 1e-10
+
+#: The largest ``kappa`` (``alpha + beta``) a :class:`coba_rl.CoBAConfig` accepts.
+#:
+#: The released arithmetic evaluates the Beta normaliser as ``log(exp(log B))``. That is
+#: exact only while ``B(alpha, beta)`` is a normal double (``>= 2.2e-308``). For a given
+#: ``kappa``, ``B(alpha, kappa - alpha)`` is smallest at ``alpha = kappa / 2`` (``B`` is
+#: symmetric and log-convex in ``alpha``), which ``F_bar = 0.5`` reaches; ``B(k/2, k/2)``
+#: leaves the normal range at ``k = 1019.33``. Beyond it the normaliser first loses
+#: digits, then (``k`` near 1075) underflows to 0, where the reference replaces the density
+#: by the constant :data:`PDF_FLOOR` and the allocation silently becomes that of a flat
+#: density. 1000 keeps a small margin below the derived bound. :func:`beta_pdf` and the
+#: gain tables refuse a shape whose normaliser is not a normal double.
+MAX_KAPPA = 1000.0
+
+_SMALLEST_NORMAL = sys.float_info.min
 
 
 def transform_failure_rate(failure_rate: ArrayLike, gamma: float = 10.0) -> FloatArray:
@@ -107,25 +124,29 @@ def beta_shape(
     return alpha, kappa - alpha
 
 
-def _log_beta_function(alpha: float, beta: float) -> float | None:
+def _log_beta_function(alpha: float, beta: float) -> float:
     """``log B(alpha, beta)`` as the released allocator computes it: ``log(exp(.))``.
 
-    ``None`` where that fails (``B`` underflows to 0 or overflows), which the reference
-    turns into the density floor for every ``p``.
+    Raises ``ValueError`` where ``B`` is not a normal double: there ``log(exp(.))`` loses
+    digits (subnormal ``B``) or fails (``B`` underflows to 0 or overflows), and the
+    reference would silently replace the density by its floor for every ``p``.
     """
     try:
-        return math.log(
-            math.exp(math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta))
-        )
+        b = math.exp(math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta))
     except (OverflowError, ValueError):
-        return None
+        b = math.inf
+    if not _SMALLEST_NORMAL <= b < math.inf:
+        raise ValueError(
+            f"Beta({alpha}, {beta}): the normaliser B(alpha, beta) = {b:.3g} is not a normal "
+            f"float, so the density cannot be computed exactly; keep alpha + beta <= "
+            f"MAX_KAPPA = {MAX_KAPPA:g} (alpha, beta >= 1)"
+        )
+    return math.log(b)
 
 
-def _beta_pdf_scalar(p: float, alpha: float, beta: float, log_b: float | None) -> float:
+def _beta_pdf_scalar(p: float, alpha: float, beta: float, log_b: float) -> float:
     # Operation for operation as the released allocator, with log B hoisted out of the
     # per-p loop (it does not depend on p, so the result is bit-identical).
-    if log_b is None:
-        return PDF_FLOOR
     p = min(max(p, 1e-10), 1.0 - 1e-10)
     try:
         log_pdf = (alpha - 1) * math.log(p) + (beta - 1) * math.log(1 - p)
@@ -142,7 +163,14 @@ def beta_pdf(p: ArrayLike, alpha: float, beta: float) -> FloatArray:
 
         f(p; \alpha, \beta) = \frac{p^{\alpha - 1}(1 - p)^{\beta - 1}}{B(\alpha, \beta)}
 
-    ``p`` is clipped to ``[1e-10, 1 - 1e-10]``; a non-finite density becomes ``1e-10``.
+    ``p`` is clipped to ``[1e-10, 1 - 1e-10]``; a non-finite density becomes ``1e-10``
+    (as in the released allocator; with ``alpha, beta >= 1`` and ``alpha + beta <=``
+    :data:`MAX_KAPPA` that never happens).
+
+    Raises:
+      ValueError: the normaliser ``B(alpha, beta)`` is not a normal double (for example
+        ``alpha = beta = 537.5``), where the released arithmetic would silently return the
+        floor ``1e-10`` for every ``p``.
 
     Args:
       p: pass rates, any shape.

@@ -101,6 +101,7 @@ def _run_point(
     stats = BatchStats(pass_rates=p, failure_rate=failure_rate)
     # The table paths get the table precomputed, as in the paper setting.
     tau = allocate(stats, budget, cfg).tau
+    assert tau is not None  # the paper variant's greedy always runs here
     gains = marginal_gains(p, alpha, beta, tau, cfg.n_low, cfg.n_up, cfg.smoothing)
     lo, up = cfg.n_low, cfg.n_up
     calls: dict[str, Callable[[], Any]] = {
