@@ -157,3 +157,14 @@ def test_beta_pdf_refuses_an_underflowing_normaliser(half: float) -> None:
         value.beta_pdf([0.5], half, half)
     with pytest.raises(ValueError, match="normal"):
         value.marginal_gains([0.5], half, half, tau=4.0, n_low=2, n_up=4)
+
+
+def test_simulate_settings_refuse_kappa_beyond_the_exact_range() -> None:
+    # Checked with the other settings, before any work (a one-line CLI error).
+    from pydantic import ValidationError
+
+    from coba_rl.simulate import SimulateSettings
+
+    with pytest.raises(ValidationError, match="less than or equal to 1000"):
+        SimulateSettings(kappa=1075.0)
+    assert SimulateSettings(kappa=value.MAX_KAPPA).kappa == value.MAX_KAPPA

@@ -122,7 +122,7 @@ def validation_message(exc: ValidationError, *, as_options: bool = False) -> str
     Example:
       >>> from pydantic import BaseModel, Field
       >>> class S(BaseModel):
-      ...     n_low: int = Field(2, ge=1)
+      ...     n_low: int = Field(default=2, ge=1)
       >>> try:
       ...     S(n_low=0)
       ... except ValidationError as exc:

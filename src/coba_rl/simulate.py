@@ -30,6 +30,7 @@ import coba_rl
 from coba_rl._cli import CommandParser, check_output_dir, run_guarded, validated
 from coba_rl.config import CoBAConfig
 from coba_rl.sim import PASS_RATE_BINS, AllocatorLike, SimConfig, SimHistory, run_simulation
+from coba_rl.value import MAX_KAPPA
 
 __all__ = [
     "ALLOCATORS",
@@ -91,7 +92,7 @@ class SimulateSettings(BaseModel):
     allocators: tuple[str, ...] = ALLOCATORS
     n_low: int = Field(default=2, ge=1)
     n_up: int = Field(default=128, ge=1)
-    kappa: float = Field(default=11.0, gt=2.0, allow_inf_nan=False)
+    kappa: float = Field(default=11.0, gt=2.0, le=MAX_KAPPA, allow_inf_nan=False)
     gamma: float = Field(default=10.0, gt=0.0, allow_inf_nan=False)
     window: int = Field(default=1, ge=1)
     sim: SimConfig = SimConfig()
