@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from coba_rl._validation import check_budget, check_config, check_instance, even_split
 from coba_rl.config import CoBAConfig
 from coba_rl.solvers import _greedy_extra_grouped, _running_min
-from coba_rl.types import Allocation, BatchStats
+from coba_rl.types import Allocation, BatchStats, _owned
 from coba_rl.value import _adaptive_tau, _unique_gains, beta_shape
 
 __all__ = ["allocate", "initial_shape"]
@@ -117,8 +117,8 @@ def allocate_with_shape(
     }
     if m == 0 or n_unseen == m or b < m * cfg.n_low:
         return Allocation(
-            counts=even_split(b, m),
-            pass_rates=pass_rates,
+            counts=_owned(even_split(b, m)),
+            pass_rates=_owned(pass_rates),
             method="even_split",
             n_unseen=n_unseen,
             **common,
@@ -130,9 +130,9 @@ def allocate_with_shape(
     else:
         counts, tau = _release_counts(p, b, cfg, alpha, beta)
     return Allocation(
-        counts=counts,
+        counts=_owned(counts),
         tau=tau,
-        pass_rates=p,
+        pass_rates=_owned(p),
         method="greedy",
         n_unseen=n_unseen,
         **common,

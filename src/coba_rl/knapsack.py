@@ -54,7 +54,7 @@ from coba_rl._validation import (
 from coba_rl.rewards import success_mask, warn_graded_rewards
 from coba_rl.solvers import _greedy_extra_grouped, _running_min
 from coba_rl.tracker import MAX_COUNT, PassRateTracker
-from coba_rl.types import Allocation, BatchStats
+from coba_rl.types import Allocation, BatchStats, _owned
 
 __all__ = [
     "KnapsackConfig",
@@ -353,13 +353,13 @@ def _allocate(p: FloatArray, budget: Any, cfg: KnapsackConfig) -> Allocation:
     n_unseen = int(np.isnan(p).sum())
     common: dict[str, Any] = {
         "budget": b,
-        "pass_rates": p,
+        "pass_rates": _owned(p),  # only read from here on
         "n_unseen": n_unseen,
         "n_low": cfg.n_low,
         "n_up": cfg.n_up,
     }
     if m == 0 or b < m * cfg.n_low:
-        return Allocation(counts=even_split(b, m), method="even_split", **common)
+        return Allocation(counts=_owned(even_split(b, m)), method="even_split", **common)
     unseen_n = cfg.unseen_n if cfg.unseen_n is not None else b // m
     floors = n_unseen * unseen_n + (m - n_unseen) * cfg.n_low
     if floors > b:
@@ -370,9 +370,9 @@ def _allocate(p: FloatArray, budget: Any, cfg: KnapsackConfig) -> Allocation:
             BudgetWarning,
             stacklevel=3,
         )
-        return Allocation(counts=even_split(b, m), method="even_split", **common)
+        return Allocation(counts=_owned(even_split(b, m)), method="even_split", **common)
     rule = _knapsack_rule(p, b, cfg, unseen_n, cfg.fallback)
-    return Allocation(counts=rule.counts, method="knapsack", **common)
+    return Allocation(counts=_owned(rule.counts), method="knapsack", **common)
 
 
 # -- the stateful estimator -------------------------------------------------------------------

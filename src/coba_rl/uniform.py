@@ -35,7 +35,7 @@ from coba_rl._validation import (
 )
 from coba_rl.rewards import warn_graded_rewards
 from coba_rl.tracker import PassRateTracker
-from coba_rl.types import Allocation
+from coba_rl.types import Allocation, _owned
 
 __all__ = ["UniformAllocator", "UniformConfig"]
 
@@ -137,9 +137,9 @@ class UniformAllocator(Persistent[UniformConfig]):
         b = check_budget(budget, int(ids.size), 0, sys.maxsize)
         rates = self._tracker.pass_rates(ids)
         return Allocation(
-            counts=even_split(b, int(ids.size)),
+            counts=_owned(even_split(b, int(ids.size))),
             budget=b,
-            pass_rates=rates,
+            pass_rates=_owned(rates),
             method="uniform",
             n_unseen=int(np.isnan(rates).sum()),
         )
