@@ -1,8 +1,9 @@
 """coba_rl.integrations.trl against the real TRL GRPOTrainer, on CPU, with no downloads.
 
-A tiny GPT-2 is built from a config and a word-level tokenizer is built in the test; the
-reward is verifiable: a completion is correct when its first word is in the prompt's
-answer set. Both the stock GRPOTrainer and CoBAGRPOTrainer train for a few steps.
+A tiny GPT-2 is built from a config and a word-level tokenizer is built in the test
+(``trl_toy``); the reward is verifiable: a completion is correct when its first word is in
+the prompt's answer set. Both the stock GRPOTrainer and CoBAGRPOTrainer train for a few
+steps through TRL's own ``Trainer.train()`` loop.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers / huggingface_hub are imported
 
+import functools
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,91 +28,29 @@ transformers = pytest.importorskip("transformers")
 datasets = pytest.importorskip("datasets")
 tokenizers = pytest.importorskip("tokenizers")
 
+from trl_toy import (  # noqa: E402
+    Verifier,
+    runs,
+    tiny_model,
+    tiny_tokenizer,
+    toy_dataset,
+)
+from trl_toy import grpo_args as toy_args  # noqa: E402
+
 import coba_rl  # noqa: E402
 from coba_rl.integrations import STATE_FILENAME  # noqa: E402
 from coba_rl.integrations import trl as ctrl  # noqa: E402
 
-WORDS = ["a", "b", "c", "d", "e", "f", "g", "h"]
 PROMPTS = 3  # every generation batch holds the whole dataset, so steps 2+ see known prompts
 G = 4  # num_generations
 PER_STEP = 3  # prompts per generation batch
 ROWS = PER_STEP * G  # generation_batch_size
-
-
-def tiny_tokenizer() -> Any:
-    vocab = {w: i for i, w in enumerate(["<pad>", "<eos>", "<unk>", *WORDS, "q", "r", "s"])}
-    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
-    )
-
-
-def tiny_model(tokenizer: Any, seed: int = 0) -> Any:
-    torch.manual_seed(seed)
-    cfg = transformers.GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=32,
-        n_embd=16,
-        n_layer=1,
-        n_head=2,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return transformers.GPT2LMHeadModel(cfg)
-
-
 # prompt k accepts these first words: all, none, or half (so pass rates differ)
 ANSWERS = ["*", "", "a b c d"]
 
 
-def toy_dataset() -> Any:
-    ds = datasets.Dataset.from_dict(
-        {
-            "prompt": [f"q {WORDS[k % 8]} r {WORDS[k // 8]}" for k in range(PROMPTS)],
-            "answer": ANSWERS,
-        }
-    )
-    return ctrl.add_prompt_ids(ds)
-
-
-class Verifier:
-    """The verifiable reward; records every call (prompt ids and rewards, in row order)."""
-
-    __name__ = "verifier"
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[list[int], list[float]]] = []
-
-    def __call__(self, completions: list[str], answer: list[str], **kw: Any) -> list[float]:
-        rewards = []
-        for text, ans in zip(completions, answer, strict=True):
-            words = text.split()
-            ok = ans == "*" or (bool(words) and words[0] in ans.split())
-            rewards.append(1.0 if ok else 0.0)
-        self.calls.append((list(kw["prompt_id"]), rewards))
-        return rewards
-
-
 def grpo_args(out: Path, max_steps: int, **kw: Any) -> Any:
-    settings: dict[str, Any] = {"save_strategy": "no", **kw}
-    return trl.GRPOConfig(
-        output_dir=str(out),
-        per_device_train_batch_size=ROWS,
-        num_generations=G,
-        max_completion_length=3,
-        max_steps=max_steps,
-        learning_rate=1e-3,
-        beta=0.0,
-        logging_steps=1,
-        report_to="none",
-        use_cpu=True,
-        seed=0,
-        data_seed=0,
-        disable_tqdm=True,
-        **settings,
-    )
+    return toy_args(out, max_steps, ROWS, G, **kw)
 
 
 def make_allocator() -> coba_rl.CoBAAllocator:
@@ -133,7 +73,7 @@ def coba_trainer(out: Path, max_steps: int, verifier: Verifier, **kw: Any) -> An
         model=tiny_model(tok),
         reward_funcs=verifier,
         args=grpo_args(out, max_steps, **kw),
-        train_dataset=toy_dataset(),
+        train_dataset=toy_dataset(ANSWERS),
         processing_class=tok,
         coba_allocator=make_allocator(),
     )
@@ -141,19 +81,7 @@ def coba_trainer(out: Path, max_steps: int, verifier: Verifier, **kw: Any) -> An
     return trainer
 
 
-def runs(ids: list[int]) -> tuple[list[int], list[int]]:
-    """Run-length encoding: the ids in order of their (contiguous) runs and the run lengths."""
-    keys: list[int] = []
-    lengths: list[int] = []
-    for i in ids:
-        if keys and keys[-1] == i:
-            lengths[-1] += 1
-        else:
-            keys.append(i)
-            lengths.append(1)
-    return keys, lengths
-
-
+@pytest.mark.e2e
 def test_stock_grpo_trainer_trains_with_uniform_groups(tmp_path: Path) -> None:
     tok = tiny_tokenizer()
     verifier = Verifier()
@@ -161,7 +89,7 @@ def test_stock_grpo_trainer_trains_with_uniform_groups(tmp_path: Path) -> None:
         model=tiny_model(tok),
         reward_funcs=verifier,
         args=grpo_args(tmp_path, 2),
-        train_dataset=toy_dataset(),
+        train_dataset=toy_dataset(ANSWERS),
         processing_class=tok,
     )
     trainer.train()
@@ -171,6 +99,7 @@ def test_stock_grpo_trainer_trains_with_uniform_groups(tmp_path: Path) -> None:
         assert sorted(Counter(ids).values()) == [G] * PER_STEP
 
 
+@pytest.mark.e2e
 def test_coba_trainer_rows_advantages_tracking_and_metrics(tmp_path: Path) -> None:
     verifier = Verifier()
     trainer = coba_trainer(tmp_path, 3, verifier)
@@ -204,6 +133,7 @@ def test_coba_trainer_rows_advantages_tracking_and_metrics(tmp_path: Path) -> No
     assert logged[-1]["coba/rollouts/max"] == trainer.record[-1][0].counts.max()
 
 
+@pytest.mark.e2e
 def test_resume_gives_the_identical_next_allocation(tmp_path: Path) -> None:
     save = {"save_strategy": "steps", "save_steps": 2}
     full_verifier = Verifier()
@@ -241,15 +171,63 @@ def test_bad_setups_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no 'prompt_id' column"):
         trainer.train()
     with pytest.raises(ValueError, match="already has a column 'prompt_id'"):
-        ctrl.add_prompt_ids(toy_dataset())
-    with pytest.raises(ValueError, match="normalize_then_sum"):
+        ctrl.add_prompt_ids(toy_dataset(ANSWERS))
+
+
+class NotReached(Exception):
+    """Raised by a patched ``GRPOTrainer.__init__``: TRL started building the trainer."""
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"rollout_func": lambda prompts, trainer: {}}, "does not support rollout_func"),
+        ({"config": {"multi_objective_aggregation": "normalize_then_sum"}}, "normalize_then_sum"),
+        ({"config": {"remove_unused_columns": True}}, "remove_unused_columns=True drops"),
+        ({"allocator": coba_rl.CoBAConfig(n_low=2, n_up=G - 1)}, r"must contain num_generations"),
+        ({"allocator": coba_rl.CoBAConfig(n_low=G + 1, n_up=16)}, r"must contain num_generations"),
+        # refused before vLLM's server client or colocated engine would be built
+        (
+            {"rollout_func": lambda prompts, trainer: {}, "config": {"use_vllm": True}},
+            "does not support rollout_func",
+        ),
+    ],
+    ids=["rollout_func", "normalize_then_sum", "remove_unused_columns", "n_up", "n_low", "vllm"],
+)
+def test_unsupported_setups_are_refused_before_trl_builds_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: dict[str, Any], message: str
+) -> None:
+    @functools.wraps(trl.GRPOTrainer.__init__)  # keeps the signature the checks bind to
+    def not_reached(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise NotReached
+
+    monkeypatch.setattr(trl.GRPOTrainer, "__init__", not_reached)
+    tok = tiny_tokenizer()
+    config = {"vllm_mode": "server", **setting.get("config", {})}
+    extra = {"rollout_func": setting["rollout_func"]} if "rollout_func" in setting else {}
+    allocator = coba_rl.CoBAAllocator(setting.get("allocator", coba_rl.CoBAConfig(n_up=8)))
+    with pytest.raises(ValueError, match=message):
         ctrl.CoBAGRPOTrainer(
             model=tiny_model(tok),
-            reward_funcs=[Verifier(), Verifier()],
-            args=grpo_args(tmp_path, 1, multi_objective_aggregation="normalize_then_sum"),
-            train_dataset=toy_dataset(),
+            reward_funcs=Verifier(),
+            args=grpo_args(tmp_path, 1, **config),
+            train_dataset=toy_dataset(ANSWERS),
             processing_class=tok,
+            coba_allocator=allocator,
+            **extra,
         )
+    # the same arguments without the unsupported part do reach GRPOTrainer.__init__
+    with pytest.raises(NotReached):
+        ctrl.CoBAGRPOTrainer(
+            model=tiny_model(tok),
+            reward_funcs=Verifier(),
+            args=grpo_args(tmp_path, 1, vllm_mode="server"),
+            train_dataset=toy_dataset(ANSWERS),
+            processing_class=tok,
+            coba_allocator=make_allocator(),
+        )
+    with pytest.raises(TypeError, match="must be a CoBAAllocator"):
+        ctrl.CoBAGRPOTrainer(model=None, coba_allocator=object())
 
 
 def test_one_id_for_two_prompts_is_refused() -> None:

@@ -20,6 +20,14 @@ rows before generation:
    logged through TRL's metrics (``coba/*``), and its state is saved as
    ``coba_allocator.json`` in every ``checkpoint-N`` folder and restored on resume.
 
+Generation backends: plain ``transformers`` generation and vLLM *colocate* mode generate
+one completion per row (``n=1``), so the re-expanded rows carry the counts to the engine.
+vLLM *server* mode normally sends each prompt once with ``n=num_generations`` (it
+de-duplicates by striding ``num_generations``); during training the subclass makes it send
+every row as its own request with ``n=1`` instead, so each prompt gets ``counts[i]``
+completions (the server's prefix cache shares the repeated prompt's prefill). A custom
+``rollout_func`` is refused: its contract is ``num_generations`` completions per prompt.
+
 The dataset needs a stable prompt-id column (``prompt_id`` by default)::
 
     dataset = dataset.map(lambda row, i: {"prompt_id": i}, with_indices=True)
@@ -32,6 +40,7 @@ Reference: CoBA-RL (arXiv 2602.03048); TRL ``GRPOTrainer``.
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import os
 import warnings
@@ -199,6 +208,7 @@ if TYPE_CHECKING:
         def __init__(self, *args: Any, **kwargs: Any) -> None: ...
         def _generate_and_score_completions(self, inputs: Any) -> Any: ...
         def _calculate_rewards(self, *args: Any, **kwargs: Any) -> Any: ...
+        def _generate_single_turn(self, *args: Any, **kwargs: Any) -> Any: ...
         def _save_checkpoint(self, model: Any, trial: Any) -> None: ...
         def _load_optimizer_and_scheduler(self, checkpoint: Any) -> None: ...
         def _get_output_dir(self, trial: Any) -> str: ...
@@ -212,14 +222,19 @@ class CoBAGRPOMixin(_GRPOBase):
 
     Args:
       coba_allocator: the allocator (keyword); defaults to ``CoBAAllocator()``. Its
-        ``n_up`` must be at least ``num_generations`` (the budget is
-        ``M * num_generations``).
+        bounds must satisfy ``n_low <= num_generations <= n_up`` (the budget is
+        ``M * num_generations``). Success is judged by its config (exact match with
+        ``success_reward`` unless a success threshold is set).
       prompt_id_column: the dataset column holding each prompt's stable id.
 
     Raises:
-      ValueError: vLLM server mode (it de-duplicates prompts by striding
-        ``num_generations``), ``multi_objective_aggregation="normalize_then_sum"``, a
-        missing prompt-id column, or one id shared by different prompts.
+      ValueError: a ``rollout_func`` (it must return ``num_generations`` completions per
+        prompt), ``multi_objective_aggregation="normalize_then_sum"``,
+        ``remove_unused_columns=True`` (it drops the prompt-id column), allocator bounds
+        that cannot hold ``num_generations`` rollouts per prompt on average, all before
+        TRL builds anything (models, vLLM engine or server client); a missing prompt-id
+        column or one id shared by different prompts, at the first training step.
+      TypeError: ``coba_allocator`` is not a :class:`~coba_rl.CoBAAllocator`.
     """
 
     coba_metric_prefix: str = "coba/"
@@ -231,23 +246,16 @@ class CoBAGRPOMixin(_GRPOBase):
         prompt_id_column: str = "prompt_id",
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
         if coba_allocator is None:
             coba_allocator = CoBAAllocator()
         if not isinstance(coba_allocator, CoBAAllocator):
             raise TypeError(
                 f"coba_allocator must be a CoBAAllocator, got {type(coba_allocator).__name__}"
             )
-        if self.use_vllm and self.vllm_mode == "server":
-            raise ValueError(
-                "vLLM server mode de-duplicates prompts by striding num_generations, which "
-                "breaks per-prompt counts; use vllm_mode='colocate' or transformers generation"
-            )
-        if self.multi_objective_aggregation != "sum_then_normalize":
-            raise ValueError(
-                "CoBAGRPOTrainer supports multi_objective_aggregation='sum_then_normalize' only, "
-                f"got {self.multi_objective_aggregation!r}"
-            )
+        # Checked before GRPOTrainer.__init__, which loads models and connects to vLLM.
+        bound = _bind_trainer_arguments(super().__init__, args, kwargs)
+        _check_trainer_arguments(bound, coba_allocator)
+        super().__init__(*args, **kwargs)
         _scale_mode(self.scale_rewards)
         self.coba_allocator = coba_allocator
         self.prompt_id_column = prompt_id_column
@@ -278,6 +286,25 @@ class CoBAGRPOMixin(_GRPOBase):
         if self._coba_capture:
             self._coba_rewards = rewards_per_func  # gathered over all processes
         return rewards_per_func
+
+    def _generate_single_turn(
+        self,
+        prompt_ids: Any,
+        images: Any,
+        multimodal_fields: Any,
+        num_generations: int,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        # vLLM server mode sends prompts[::num_generations] with n=num_generations, which
+        # assumes uniform groups. With n=1 it sends every (re-expanded) row as its own
+        # request, so prompt i gets counts[i] completions; colocate mode and transformers
+        # generation already produce one completion per row and ignore the argument.
+        if self.model.training and self.use_vllm and self.vllm_mode == "server":
+            num_generations = 1
+        return super()._generate_single_turn(
+            prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs
+        )
 
     def _coba_expand(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         acc_utils = importlib.import_module("accelerate.utils")
@@ -367,6 +394,49 @@ class CoBAGRPOMixin(_GRPOBase):
                 RuntimeWarning,
                 stacklevel=2,
             )
+
+
+def _bind_trainer_arguments(init: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``GRPOTrainer.__init__``'s arguments by name (``None`` if they do not bind)."""
+    try:
+        return inspect.signature(init).bind_partial(*args, **kwargs).arguments
+    except TypeError:
+        return None  # GRPOTrainer.__init__ raises its own error for these
+
+
+def _check_trainer_arguments(bound: Any, allocator: CoBAAllocator) -> None:
+    """Refuse setups that cannot carry per-prompt counts, before TRL builds anything."""
+    if not bound:
+        return
+    if bound.get("rollout_func") is not None:
+        raise ValueError(
+            "CoBAGRPOTrainer does not support rollout_func: TRL's contract is that it returns "
+            "num_generations completions per prompt, a uniform group size, while CoBA-RL gives "
+            "each prompt its own count; use transformers generation or vLLM (colocate or server)"
+        )
+    config = bound.get("args")
+    if config is None:
+        return
+    if getattr(config, "multi_objective_aggregation", "sum_then_normalize") != (
+        "sum_then_normalize"
+    ):
+        raise ValueError(
+            "CoBAGRPOTrainer supports multi_objective_aggregation='sum_then_normalize' only, "
+            f"got {config.multi_objective_aggregation!r}"
+        )
+    if getattr(config, "remove_unused_columns", False):
+        raise ValueError(
+            "remove_unused_columns=True drops the prompt-id column CoBAGRPOTrainer needs; "
+            "keep GRPOConfig's default remove_unused_columns=False"
+        )
+    g = getattr(config, "num_generations", None)
+    cfg = allocator.config
+    if isinstance(g, int) and not cfg.n_low <= g <= cfg.n_up:
+        raise ValueError(
+            f"the allocator's bounds [n_low={cfg.n_low}, n_up={cfg.n_up}] must contain "
+            f"num_generations={g}: each generation batch spends M * num_generations rollouts "
+            "on its M prompts"
+        )
 
 
 def _first_counts(ids: NDArray[Any]) -> NDArray[np.int64]:
