@@ -234,3 +234,35 @@ def test_one_id_for_two_prompts_is_refused() -> None:
     rows = [{"prompt": "x", "prompt_id": 1}, {"prompt": "y", "prompt_id": 1}]
     with pytest.raises(ValueError, match=r"prompt id 1 .* shared by different prompts"):
         ctrl._check_one_prompt_per_id(rows, np.array([1, 1]), "prompt_id")
+
+
+def test_server_mode_is_refused_early_on_a_trl_without_the_seam(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TRL whose _generate_single_turn lacks num_generations cannot send n=1 per row."""
+
+    @functools.wraps(trl.GRPOTrainer.__init__)
+    def not_reached(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise NotReached
+
+    def old_style(self: Any, prompts: Any, images: Any) -> Any:
+        raise AssertionError("not called")
+
+    monkeypatch.setattr(trl.GRPOTrainer, "__init__", not_reached)
+    monkeypatch.setattr(trl.GRPOTrainer, "_generate_single_turn", old_style)
+    tok = tiny_tokenizer()
+    kwargs = {
+        "model": tiny_model(tok),
+        "reward_funcs": Verifier(),
+        "train_dataset": toy_dataset(ANSWERS),
+        "processing_class": tok,
+        "coba_allocator": make_allocator(),
+    }
+    with pytest.raises(ValueError, match="vLLM server mode needs"):
+        ctrl.CoBAGRPOTrainer(
+            args=grpo_args(tmp_path, 1, use_vllm=True, vllm_mode="server"), **kwargs
+        )
+    with pytest.raises(NotReached):  # colocate mode does not need the seam
+        ctrl.CoBAGRPOTrainer(
+            args=grpo_args(tmp_path, 1, use_vllm=True, vllm_mode="colocate"), **kwargs
+        )

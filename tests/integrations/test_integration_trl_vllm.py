@@ -282,6 +282,9 @@ class FakeLLM:
         pass
 
 
+MASTER = ("MASTER_ADDR", "MASTER_PORT")
+
+
 class FakeSamplingParams:
     def __init__(self, **kwargs: Any) -> None:
         self.__dict__.update(kwargs)
@@ -294,15 +297,21 @@ def test_colocate_mode_generates_the_allocated_rows(
     monkeypatch.setattr(vllm_generation, "LLM", FakeLLM, raising=False)
     monkeypatch.setattr(vllm_generation, "SamplingParams", FakeSamplingParams, raising=False)
     monkeypatch.setattr(FakeLLM, "instances", [])
-    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)  # TRL's colocate setup writes them; restored after
-
+    # TRL's colocate setup writes these for vLLM; put them back so later tests stay local
+    saved = {k: os.environ.get(k) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", *MASTER)}
     verifier = Verifier()
     cls = type("RecordingCoBA", (Recording, ctrl.CoBAGRPOTrainer), {})
-    trainer = make_trainer(
-        cls, tmp_path, 2, verifier, vllm_mode="colocate", coba_allocator=warmed_allocator()
-    )
-    trainer.train()
+    try:
+        trainer = make_trainer(
+            cls, tmp_path, 2, verifier, vllm_mode="colocate", coba_allocator=warmed_allocator()
+        )
+        trainer.train()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     (llm,) = FakeLLM.instances
     assert len(llm.batches) == 2 and llm.weight_loads > 0
     ids = prompt_token_ids()

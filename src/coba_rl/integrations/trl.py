@@ -254,7 +254,8 @@ class CoBAGRPOMixin(_GRPOBase):
             )
         # Checked before GRPOTrainer.__init__, which loads models and connects to vLLM.
         bound = _bind_trainer_arguments(super().__init__, args, kwargs)
-        _check_trainer_arguments(bound, coba_allocator)
+        server_ok = _takes_num_generations(getattr(super(), "_generate_single_turn", None))
+        _check_trainer_arguments(bound, coba_allocator, server_ok)
         super().__init__(*args, **kwargs)
         _scale_mode(self.scale_rewards)
         self.coba_allocator = coba_allocator
@@ -287,24 +288,16 @@ class CoBAGRPOMixin(_GRPOBase):
             self._coba_rewards = rewards_per_func  # gathered over all processes
         return rewards_per_func
 
-    def _generate_single_turn(
-        self,
-        prompt_ids: Any,
-        images: Any,
-        multimodal_fields: Any,
-        num_generations: int,
-        *args: Any,
-        **kwargs: Any,
-    ) -> Any:
+    def _generate_single_turn(self, *args: Any, **kwargs: Any) -> Any:
         # vLLM server mode sends prompts[::num_generations] with n=num_generations, which
         # assumes uniform groups. With n=1 it sends every (re-expanded) row as its own
         # request, so prompt i gets counts[i] completions; colocate mode and transformers
         # generation already produce one completion per row and ignore the argument.
         if self.model.training and self.use_vllm and self.vllm_mode == "server":
-            num_generations = 1
-        return super()._generate_single_turn(
-            prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs
-        )
+            bound = inspect.signature(super()._generate_single_turn).bind(*args, **kwargs)
+            bound.arguments["num_generations"] = 1
+            return super()._generate_single_turn(*bound.args, **bound.kwargs)
+        return super()._generate_single_turn(*args, **kwargs)
 
     def _coba_expand(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         acc_utils = importlib.import_module("accelerate.utils")
@@ -404,7 +397,17 @@ def _bind_trainer_arguments(init: Any, args: tuple[Any, ...], kwargs: dict[str, 
         return None  # GRPOTrainer.__init__ raises its own error for these
 
 
-def _check_trainer_arguments(bound: Any, allocator: CoBAAllocator) -> None:
+def _takes_num_generations(method: Any) -> bool:
+    """Whether TRL's ``_generate_single_turn`` takes ``num_generations`` (TRL 1.16 does)."""
+    try:
+        return method is not None and "num_generations" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_trainer_arguments(
+    bound: Any, allocator: CoBAAllocator, server_mode_ok: bool = True
+) -> None:
     """Refuse setups that cannot carry per-prompt counts, before TRL builds anything."""
     if not bound:
         return
@@ -423,6 +426,16 @@ def _check_trainer_arguments(bound: Any, allocator: CoBAAllocator) -> None:
         raise ValueError(
             "CoBAGRPOTrainer supports multi_objective_aggregation='sum_then_normalize' only, "
             f"got {config.multi_objective_aggregation!r}"
+        )
+    if (
+        getattr(config, "use_vllm", False)
+        and getattr(config, "vllm_mode", None) == "server"
+        and not server_mode_ok
+    ):
+        raise ValueError(
+            "vLLM server mode needs GRPOTrainer._generate_single_turn(..., num_generations) "
+            "(TRL 1.16) to send one request per row; this TRL version lacks it. Use "
+            "vllm_mode='colocate' or transformers generation"
         )
     if getattr(config, "remove_unused_columns", False):
         raise ValueError(
