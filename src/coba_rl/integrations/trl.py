@@ -25,7 +25,7 @@ one completion per row (``n=1``), so the re-expanded rows carry the counts to th
 vLLM *server* mode normally sends each prompt once with ``n=num_generations`` (it
 de-duplicates by striding ``num_generations``); during training the subclass makes it send
 every row as its own request with ``n=1`` instead, so each prompt gets ``counts[i]``
-completions (the server's prefix cache shares the repeated prompt's prefill). A custom
+completions (with prefix caching on, the repeated prompt's prefill is shared). A custom
 ``rollout_func`` is refused: its contract is ``num_generations`` completions per prompt.
 
 The dataset needs a stable prompt-id column (``prompt_id`` by default)::
@@ -231,8 +231,10 @@ class CoBAGRPOMixin(_GRPOBase):
       ValueError: a ``rollout_func`` (it must return ``num_generations`` completions per
         prompt), ``multi_objective_aggregation="normalize_then_sum"``,
         ``remove_unused_columns=True`` (it drops the prompt-id column), allocator bounds
-        that cannot hold ``num_generations`` rollouts per prompt on average, all before
-        TRL builds anything (models, vLLM engine or server client); a missing prompt-id
+        that cannot hold ``num_generations`` rollouts per prompt on average, or vLLM
+        server mode on a TRL whose ``_generate_single_turn`` takes no
+        ``num_generations``, all before TRL builds anything (models, vLLM engine or
+        server client); a missing prompt-id
         column or one id shared by different prompts, at the first training step.
       TypeError: ``coba_allocator`` is not a :class:`~coba_rl.CoBAAllocator`.
     """
