@@ -15,14 +15,34 @@ from coba_rl import value
 rates = st.floats(0.0, 1.0, allow_nan=False)
 
 
+def _f_tilde(f: float, gamma: float = 10.0) -> float:
+    """Eq. 6 written out: identity above 0.5, a sigmoid at or below."""
+    return f if f > 0.5 else 1.0 / (1.0 + math.exp(-gamma * (f - 0.5)))
+
+
 @given(f=rates, kappa=st.floats(2.5, 40.0))
 def test_beta_shape_sums_to_kappa_and_mode_is_transformed_rate(f: float, kappa: float) -> None:
     alpha, beta = (float(x) for x in value.beta_shape(f, kappa))
+    f_tilde = _f_tilde(f)
+    expected_alpha = min(max(1.0 + (kappa - 2.0) * f_tilde, 1.0), kappa - 1.0)  # eq. 7
+    assert alpha == pytest.approx(expected_alpha, abs=1e-12)
     assert alpha + beta == pytest.approx(kappa, abs=1e-12)
     assert 1.0 <= alpha <= kappa - 1.0
-    f_tilde = float(value.transform_failure_rate(f))
-    if alpha > 1.0 and beta > 1.0:  # interior: the Beta mode is F_tilde (eq. 7)
-        assert (alpha - 1) / (alpha + beta - 2) == pytest.approx(f_tilde, abs=1e-12)
+    if alpha > 1.0 and beta > 1.0:  # interior: the Beta mode is F_tilde
+        # the mode found numerically from SciPy's density, not from the closed form
+        grid = np.linspace(0.0, 1.0, 20001)
+        mode = float(grid[np.argmax(sps.beta.pdf(grid, alpha, beta))])
+        assert mode == pytest.approx(f_tilde, abs=1e-4)
+
+
+def test_beta_shape_worked_values() -> None:
+    # F = 0.7 > 0.5: F_tilde = 0.7, alpha = 1 + 9 * 0.7 = 7.3, beta = 3.7.
+    # F = 0.5: F_tilde = sigmoid(0) = 0.5, alpha = 5.5. F = 0.0: sigmoid(-5) = 0.00669285,
+    # alpha = 1 + 9 * 0.00669285 = 1.0602357. F = 1.0: alpha = 10 = kappa - 1.
+    for f, alpha in [(0.7, 7.3), (0.5, 5.5), (0.0, 1.0602357), (1.0, 10.0)]:
+        a, b = (float(x) for x in value.beta_shape(f, 11.0))
+        assert a == pytest.approx(alpha, abs=1e-7)
+        assert b == pytest.approx(11.0 - alpha, abs=1e-7)
 
 
 def test_transform_is_identity_above_half_and_sigmoid_below() -> None:
@@ -77,7 +97,7 @@ def test_marginal_gains_equal_closed_form_and_decrease(p: list[float], tau: floa
     g = value.marginal_gains(p, a, b, tau, n_low, n_up)
     assert g.shape == (len(p), n_up - n_low)
     ps = np.clip(np.array(p), 0.01, 0.99)
-    c = value.beta_pdf(ps, a, b)[:, None]
+    c = sps.beta.pdf(ps, a, b)[:, None]
     k = (ps * (1 - ps) / tau)[:, None]
     n = np.arange(n_low, n_up)[None, :]
     closed = c * np.exp(-k * n) * (1 - np.exp(-k))
