@@ -5,7 +5,11 @@ respects its bounds; finite values of the right shape) or raises ``ValueError`` 
 ``TypeError`` with a non-empty message. Anything else escaping (``IndexError``,
 ``ZeroDivisionError``, ``OverflowError``, ``MemoryError``, a numpy ``RuntimeWarning``
 turned into an error...) fails the test. A failed call on a stateful allocator must also
-leave its state exactly as it was.
+leave its state exactly as it was. Where the input is judged valid (without the library),
+the call must succeed: an entry point that always raised would fail here.
+
+The last section draws valid inputs only (every call must succeed) and inputs with one
+named defect each (the call must raise that defect's error, naming it).
 
 The number of examples follows the hypothesis profile (``tests/conftest.py``): ``ci``
 in CI, ``long`` for ``make stress``.
@@ -29,7 +33,16 @@ from hypothesis.extra import numpy as hnp
 import coba_rl
 from coba_rl import grpo, solvers
 from coba_rl.knapsack import RolloutHistory, knapsack_gains
-from strategies import batch, config_kwargs, huge_int, junk, odd_text, pass_rate, prompt_ids
+from strategies import (
+    batch,
+    config_kwargs,
+    gain_problem,
+    huge_int,
+    junk,
+    odd_text,
+    pass_rate,
+    prompt_ids,
+)
 from test_contract import CASES, N_LOW, N_UP, Case
 
 EXAMPLES = settings.default.max_examples
@@ -373,7 +386,8 @@ def _num(x: Any, lo: float, hi: float) -> bool:
 @given(f=st.one_of(st.floats(0.0, 1.0), junk), kappa=positive, gamma=positive)
 def test_beta_shape(f: Any, kappa: Any, gamma: Any) -> None:
     ok, out = attempt(coba_rl.beta_shape, f, kappa, gamma)
-    if ok and _num(f, 0, 1) and _num(kappa, 2.0 + 1e-9, 1e6) and _num(gamma, 1e-9, 1e6):
+    if _num(f, 0, 1) and _num(kappa, 2.0 + 1e-9, 60.0) and _num(gamma, 1e-9, 1e6):
+        assert ok, out  # valid input must succeed
         a, b = (float(x) for x in out)
         assert 1.0 <= a <= kappa - 1.0 and math.isclose(a + b, kappa)
 
@@ -381,7 +395,8 @@ def test_beta_shape(f: Any, kappa: Any, gamma: Any) -> None:
 @given(p=rate_array, alpha=shape_param, beta=shape_param)
 def test_beta_pdf(p: Any, alpha: Any, beta: Any) -> None:
     ok, dens = attempt(coba_rl.beta_pdf, p, alpha, beta)
-    if ok and _valid_rates(p) and _num(alpha, 1, 30) and _num(beta, 1, 30):
+    if _valid_rates(p) and _num(alpha, 1, 30) and _num(beta, 1, 30):
+        assert ok, dens
         assert dens.shape == np.shape(p) and np.isfinite(dens).all() and (dens >= 0).all()
 
 
@@ -395,28 +410,34 @@ def test_beta_pdf(p: Any, alpha: Any, beta: Any) -> None:
 def test_marginal_gains(p: Any, alpha: Any, beta: Any, tau: Any, bounds: Any) -> None:
     n_low, n_up = bounds
     ok, g = attempt(coba_rl.marginal_gains, p, alpha, beta, tau, n_low, n_up)
+    valid_bounds = isinstance(n_low, int) and isinstance(n_up, int) and 1 <= n_low <= n_up
     if ok:
         assert g.shape == (len(p), n_up - n_low)
-        if _valid_rates(p) and _num(alpha, 1, 30) and _num(beta, 1, 30) and _num(tau, 1e-3, 50):
-            assert np.isfinite(g).all()
+    shape_ok = _num(alpha, 1, 30) and _num(beta, 1, 30) and _num(tau, 1e-3, 50)
+    if _valid_rates(p) and shape_ok and valid_bounds:
+        assert ok, g
+        assert np.isfinite(g).all()
     ok, v = attempt(coba_rl.capability_value, n_low, p, alpha, beta, tau)
     valid = _valid_rates(p) and _num(tau, 1e-3, 50) and _num(alpha, 1, 30)
-    if ok and valid and _num(beta, 1, 30) and _num(n_low, 0, 100):
+    if valid and _num(beta, 1, 30) and isinstance(n_low, int) and 0 <= n_low <= 100:
+        assert ok, v
         assert np.isfinite(v).all() and (v >= 0).all()
 
 
 @given(p=rate_array, lo=positive, hi=positive, var_max=positive)
 def test_adaptive_tau(p: Any, lo: Any, hi: Any, var_max: Any) -> None:
     ok, tau = attempt(coba_rl.adaptive_tau, p, lo, hi, var_max)
-    valid = _valid_rates(p) and _num(lo, 0, 1e6) and _num(hi, lo, 1e6)
-    if ok and valid and _num(var_max, 1e-6, 1e6):
+    valid = _valid_rates(p) and len(p) > 0 and _num(lo, 0, 1e6) and _num(hi, lo, 1e6)
+    if valid and _num(var_max, 1e-6, 1e6):
+        assert ok, tau
         assert lo <= tau <= hi
 
 
 @given(f=st.one_of(st.floats(0.0, 1.0), junk), gamma=positive)
 def test_transform_failure_rate(f: Any, gamma: Any) -> None:
     ok, out = attempt(coba_rl.transform_failure_rate, f, gamma)
-    if ok and _num(f, 0, 1) and _num(gamma, 1e-9, 1e6):
+    if _num(f, 0, 1) and _num(gamma, 1e-9, 1e6):
+        assert ok, out
         assert 0.0 <= float(out) <= 1.0
 
 
@@ -427,10 +448,13 @@ def test_transform_failure_rate(f: Any, gamma: Any) -> None:
 )
 def test_knapsack_value_and_gains(n: Any, p: Any, bounds: Any) -> None:
     ok, v = attempt(coba_rl.knapsack_value, n, p)
-    if ok and _valid_rates(p) and _num(n, 1, 200):  # V(0, p) < 0 by the formula
+    if _valid_rates(p) and _num(n, 1, 200):  # V(0, p) < 0 by the formula
+        assert ok, v
         assert np.isfinite(v).all() and (v >= -1e-12).all()
     ok, g = attempt(knapsack_gains, p, *bounds)
-    if ok and _valid_rates(p):
+    valid_bounds = isinstance(bounds[0], int) and isinstance(bounds[1], int)
+    if _valid_rates(p) and valid_bounds and 1 <= bounds[0] <= bounds[1]:
+        assert ok, g
         assert g.shape == (len(p), bounds[1] - bounds[0]) and np.isfinite(g).all()
 
 
@@ -579,3 +603,278 @@ def test_load_arbitrary_file(content: Any, tmp_path_factory: Any) -> None:
     for case in CASES:
         ok, _ = attempt(type(case.make()).load, path)
         assert not ok
+
+
+# -- valid inputs must succeed; each kind of invalid input raises its own error ------------
+# The tests above accept a ValueError or TypeError from any input, so they alone would
+# pass an entry point that always raised. Here inputs are drawn as valid (the call must
+# return a valid result) or valid except for one named defect (the call must raise that
+# defect's error type, with a message that names it).
+
+
+def _with_partners(keys: set[str]) -> set[str]:
+    """Fields drawn relative to another (n_up >= n_low...) are kept or dropped together."""
+    for group in ({"n_low", "n_up", "unseen_n"}, {"tau_min", "tau_max"}):
+        if keys & group:
+            keys |= group
+    return keys
+
+
+@st.composite
+def valid_coba_config(draw: st.DrawFn) -> coba_rl.CoBAConfig:
+    n_low = draw(st.integers(1, 4))
+    tau_min = draw(st.floats(0.5, 6.0))
+    kwargs: dict[str, Any] = {
+        "variant": draw(st.sampled_from(["paper", "release"])),
+        "n_low": n_low,
+        "n_up": draw(st.integers(n_low, 40)),
+        "kappa": draw(st.floats(2.01, 60.0)),
+        "gamma": draw(st.floats(0.1, 50.0)),
+        "window": draw(st.integers(1, 4)),
+        "tau": draw(st.one_of(st.just("adaptive"), st.floats(0.5, 20.0))),
+        "tau_min": tau_min,
+        "tau_max": draw(st.floats(tau_min, 30.0)),
+        "smoothing": draw(st.floats(0.0, 0.49)),
+        "exploration_budget_ratio": draw(st.floats(0.0, 1.0)),
+        "fallback": draw(st.sampled_from(["weighted", "uniform"])),
+        "weight_alpha": draw(st.floats(0.0, 3.0)),
+        "unseen_pass_rate": draw(st.floats(0.0, 1.0)),
+    }
+    keep = _with_partners(draw(st.sets(st.sampled_from(sorted(kwargs)))))
+    return coba_rl.CoBAConfig(**{k: v for k, v in kwargs.items() if k in keep})
+
+
+@st.composite
+def valid_knapsack_config(draw: st.DrawFn) -> coba_rl.KnapsackConfig:
+    n_low = draw(st.integers(1, 4))
+    kwargs: dict[str, Any] = {
+        "n_low": n_low,
+        "n_up": draw(st.integers(n_low, 40)),
+        "confidence": draw(st.floats(0.01, 0.99)),
+        "fallback": draw(st.booleans()),
+        "unseen_n": draw(st.one_of(st.none(), st.integers(n_low, 50))),
+    }
+    keep = _with_partners(draw(st.sets(st.sampled_from(sorted(kwargs)))))
+    return coba_rl.KnapsackConfig(**{k: v for k, v in kwargs.items() if k in keep})
+
+
+@given(
+    rates=batch(max_m=12),
+    failure_rate=st.one_of(st.none(), st.floats(0.0, 1.0)),
+    cfg=valid_coba_config(),
+    data=st.data(),
+)
+def test_allocate_succeeds_on_valid_input(
+    rates: list[float], failure_rate: float | None, cfg: coba_rl.CoBAConfig, data: st.DataObject
+) -> None:
+    m = len(rates)
+    budget = data.draw(st.integers(0, m * cfg.n_up), label="budget")
+    with strict_numerics():
+        stats = coba_rl.BatchStats(pass_rates=rates, failure_rate=failure_rate)
+        a = coba_rl.allocate(stats, budget, cfg)
+    check_allocation(a, m, budget, cfg.n_low, cfg.n_up)
+
+
+@given(rates=batch(max_m=12), cfg=valid_knapsack_config(), data=st.data())
+def test_knapsack_allocate_succeeds_on_valid_input(
+    rates: list[float], cfg: coba_rl.KnapsackConfig, data: st.DataObject
+) -> None:
+    m = len(rates)
+    budget = data.draw(st.integers(0, m * 3 * cfg.n_up), label="budget")
+    with strict_numerics():
+        a = coba_rl.knapsack_allocate(coba_rl.BatchStats(pass_rates=rates), budget, cfg)
+    check_allocation(a, m, budget, cfg.n_low, None)
+
+
+# One defect at a time: (name, exception type, message pattern, strategy of call kwargs).
+def _defective_allocate_calls() -> st.SearchStrategy[tuple[str, Any, str, dict[str, Any]]]:
+    rates = batch(max_m=8)
+
+    def case(name: str, exc: Any, match: str, **parts: Any) -> st.SearchStrategy[Any]:
+        return st.fixed_dictionaries({"rates": rates, **parts}).map(lambda d: (name, exc, match, d))
+
+    return st.one_of(
+        case("budget above M * n_up", ValueError, r"exceeds M \* n_up", over=st.integers(1, 10**6)),
+        case("negative budget", ValueError, "non-negative", budget=st.integers(-(10**6), -1)),
+        case(
+            "non-integer budget",
+            TypeError,
+            "budget must be an int",
+            budget=st.one_of(st.floats(0, 100), st.text(max_size=2), st.booleans()),
+        ),
+        case(
+            "pass rate outside [0, 1]",
+            ValueError,
+            r"outside \[0, 1\]",
+            bad=st.one_of(st.floats(-1e6, -1e-9), st.floats(1.0 + 1e-9, 1e6)),
+        ),
+        case(
+            "infinite pass rate", ValueError, "infinite", bad=st.sampled_from([-math.inf, math.inf])
+        ),
+        case(
+            "failure rate outside [0, 1]",
+            ValueError,
+            "failure_rate",
+            failure_rate=st.one_of(st.floats(-1e6, -1e-9), st.floats(1.0 + 1e-9, 1e6)),
+        ),
+        case(
+            "unknown config key",
+            ValueError,
+            "typo_",
+            config=st.text("abz_", min_size=1, max_size=6).map(lambda k: {"typo_" + k: 1}),
+        ),
+    )
+
+
+def _call_with(entry: str, rates: list[Any], parts: dict[str, Any]) -> Any:
+    """Build the config and batch from ``parts``, then call ``entry``."""
+    config_type = coba_rl.CoBAConfig if entry == "allocate" else coba_rl.KnapsackConfig
+    fn = coba_rl.allocate if entry == "allocate" else coba_rl.knapsack_allocate
+    cfg = config_type(**parts.get("config", {}))
+    stats = coba_rl.BatchStats(pass_rates=rates, failure_rate=parts.get("failure_rate"))
+    if "over" in parts:
+        budget = len(rates) * cfg.n_up + parts["over"]
+    else:
+        budget = parts.get("budget", len(rates) * cfg.n_low)
+    return fn(stats, budget, cfg)
+
+
+@pytest.mark.parametrize("entry", ["allocate", "knapsack_allocate"])
+@given(call=_defective_allocate_calls(), data=st.data())
+def test_allocate_rejects_each_defect_by_name(
+    entry: str, call: tuple[str, Any, str, dict[str, Any]], data: st.DataObject
+) -> None:
+    _, exc, match, parts = call
+    # Knapsack-RL has no budget cap: its rule 5 spends any excess beyond n_up.
+    assume(entry == "allocate" or "over" not in parts)
+    rates = list(parts["rates"])
+    if "bad" in parts:
+        rates[data.draw(st.integers(0, len(rates) - 1), label="where")] = parts["bad"]
+    with strict_numerics(), pytest.raises(exc, match=match):
+        _call_with(entry, rates, parts)
+
+
+valid_int_ids = st.lists(st.integers(-5, 10**9), min_size=1, max_size=10, unique=True)
+valid_str_ids = st.lists(
+    st.text(max_size=5).filter(lambda s: "\x00" not in s), min_size=1, max_size=10, unique=True
+)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@settings(max_examples=SEQ_EXAMPLES)
+@given(data=st.data())
+def test_allocator_valid_call_sequence_succeeds(case: Case, data: st.DataObject) -> None:
+    """Valid calls in any order all succeed, and a saved state reloads to the same answers."""
+    alloc = case.make()
+    ids_st = data.draw(st.sampled_from([valid_int_ids, valid_str_ids]), label="id kind")
+    cap = case.max_budget_per_prompt or 3 * N_UP
+    for _ in range(data.draw(st.integers(1, 6), label="calls")):
+        ids = data.draw(ids_st, label="ids")
+        m = len(ids)
+        op = data.draw(st.sampled_from(["allocate", "update", "round_trip"]), label="op")
+        with strict_numerics():
+            if op == "allocate":
+                budget = data.draw(st.integers(0, m * cap), label="budget")
+                a = alloc.allocate(ids, budget)
+                check_allocation(a, m, budget, N_LOW, N_UP if case.capped else None)
+            elif op == "update":
+                sizes = data.draw(st.lists(st.integers(1, 4), min_size=m, max_size=m))
+                rows = [i for i, k in zip(ids, sizes, strict=True) for _ in range(k)]
+                rewards = data.draw(
+                    st.lists(st.sampled_from([0.0, 1.0]), min_size=len(rows), max_size=len(rows))
+                )
+                alloc.update(rows, rewards)
+            else:
+                new = type(alloc).from_state_dict(json.loads(json.dumps(alloc.state_dict())))
+                assert new.state_dict() == alloc.state_dict()
+                budget = m * N_LOW
+                assert new.allocate(ids, budget).counts.tolist() == (
+                    alloc.allocate(ids, budget).counts.tolist()
+                )
+        alloc._check()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@settings(max_examples=SEQ_EXAMPLES)
+@given(ids=valid_int_ids, data=st.data())
+def test_allocator_rejects_each_defect_by_name(
+    case: Case, ids: list[int], data: st.DataObject
+) -> None:
+    alloc = case.make()
+    alloc.update([ids[0]] * 2, [1.0, 0.0])
+    before = _state(alloc)
+    defect = data.draw(
+        st.sampled_from(["duplicate id", "short rewards", "non-finite reward", "negative budget"])
+    )
+    with strict_numerics():
+        if defect == "duplicate id":
+            dup = [*ids, ids[data.draw(st.integers(0, len(ids) - 1))]]
+            with pytest.raises(ValueError, match="duplicate prompt id"):
+                alloc.allocate(dup, len(dup) * N_LOW)
+        elif defect == "short rewards":
+            with pytest.raises(ValueError, match="same length"):
+                alloc.update(ids, [1.0] * (len(ids) - 1))
+        elif defect == "non-finite reward":
+            rewards = [0.0] * len(ids)
+            rewards[data.draw(st.integers(0, len(ids) - 1))] = data.draw(
+                st.sampled_from([math.nan, math.inf, -math.inf])
+            )
+            with pytest.raises(ValueError, match="not finite"):
+                alloc.update(ids, rewards)
+        else:
+            with pytest.raises(ValueError, match="non-negative"):
+                alloc.allocate(ids, data.draw(st.integers(-(10**6), -1)))
+    assert _state(alloc) == before
+
+
+@pytest.mark.parametrize("solver", [solvers.greedy, solvers.greedy_heap, solvers.dp])
+@given(problem=gain_problem(max_m=8, monotone=False))
+def test_solvers_succeed_on_valid_input(solver: Callable[..., Any], problem: Any) -> None:
+    gains, budget, n_low, n_up = problem
+    with strict_numerics():
+        counts = solver(gains, budget, n_low, n_up)
+        total = solvers.objective(gains, counts, n_low)
+    assert sum(counts.tolist()) == budget
+    assert ((counts >= n_low) & (counts <= n_up)).all()
+    assert math.isfinite(total)
+
+
+@given(
+    rates=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=8),
+    f=st.floats(0.0, 1.0),
+    kappa=st.floats(2.01, 60.0),
+    tau=st.floats(0.1, 50.0),
+    bounds=st.tuples(st.integers(1, 6), st.integers(0, 30)),
+)
+def test_value_functions_succeed_on_valid_input(
+    rates: list[float], f: float, kappa: float, tau: float, bounds: tuple[int, int]
+) -> None:
+    n_low, n_up = bounds[0], bounds[0] + bounds[1]
+    with strict_numerics():
+        alpha, beta = (float(x) for x in coba_rl.beta_shape(f, kappa))
+        dens = coba_rl.beta_pdf(rates, alpha, beta)
+        gains = coba_rl.marginal_gains(rates, alpha, beta, tau, n_low, n_up)
+        v = coba_rl.capability_value(n_low, rates, alpha, beta, tau)
+        t = coba_rl.adaptive_tau(rates)
+        kv = coba_rl.knapsack_value(n_low, rates)
+        kg = knapsack_gains(rates, n_low, n_up)
+    assert np.isfinite(dens).all() and (dens >= 0).all()
+    assert gains.shape == (len(rates), n_up - n_low) and np.isfinite(gains).all()
+    assert np.isfinite(v).all() and (v >= 0).all()
+    assert 3.0 <= t <= 12.0
+    assert np.isfinite(kv).all() and np.isfinite(kg).all()
+
+
+@given(
+    rewards=st.lists(st.floats(-5, 5), min_size=1, max_size=12),
+    data=st.data(),
+)
+def test_grpo_helpers_succeed_on_valid_input(rewards: list[float], data: st.DataObject) -> None:
+    n = len(rewards)
+    group_ids = data.draw(st.lists(st.integers(0, 3), min_size=n, max_size=n), label="groups")
+    counts = data.draw(st.lists(st.integers(0, 6), max_size=8), label="counts")
+    with strict_numerics():
+        adv = grpo.group_advantages(rewards, group_ids)
+        rows = grpo.expand(counts)
+    assert adv.shape == (n,) and np.isfinite(adv).all()
+    assert rows.size == sum(counts)
