@@ -164,8 +164,9 @@ def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().out
 
 
-def _option_blocks(help_text: str) -> dict[str, str]:
-    """``{option: its help text}`` for every option that takes a value."""
+def _option_blocks(help_text: str, flags: bool = False) -> dict[str, str]:
+    """``{option: its help text}`` for every option that takes a value (and, with
+    ``flags``, every on/off flag), leaving out ``--help`` and ``--version``."""
     body = help_text.split("options:", 1)[1]
     blocks: dict[str, str] = {}
     for block in re.split(r"\n(?=  -)", body):
@@ -174,17 +175,38 @@ def _option_blocks(help_text: str) -> dict[str, str]:
         last = invocation.split(", ")[-1]
         if " " in last:  # "--n-low N_LOW": takes a value
             blocks[last.split()[0]] = words
+        elif flags and last.startswith("--") and last not in ("--help", "--version"):
+            blocks[last] = words
     return blocks
 
 
 @pytest.mark.parametrize("command", ["simulate", "bench"])
-def test_every_option_that_takes_a_value_shows_its_default(
-    command: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    blocks = _option_blocks(_help([command], capsys))
-    assert "--out" in blocks and len(blocks) >= 6
+def test_every_option_shows_its_default(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    blocks = _option_blocks(_help([command], capsys), flags=True)
+    assert "--out" in blocks and "--quick" in blocks and len(blocks) >= 8
     for option, text in blocks.items():
         assert "default:" in text, f"{option} shows no default: {text!r}"
+
+
+@pytest.mark.parametrize("command", ["simulate", "bench"])
+def test_on_off_flags_show_default_off(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    blocks = _option_blocks(_help([command], capsys), flags=True)
+    for flag in ("--quick", "--quiet"):
+        assert blocks[flag].endswith("(default: off)"), blocks[flag]
+    if command == "simulate":
+        assert blocks["--no-plots"] == "--no-plots skip the PNG plots (default: off)"
+
+
+def test_help_and_version_state_no_default(capsys: pytest.CaptureFixture[str]) -> None:
+    text = " ".join(_help([], capsys).split())
+    assert "show this help message and exit --version" in text
+    assert "show program's version number and exit" in text and "default" not in text
+
+
+def test_store_false_flag_shows_default_on() -> None:
+    p = _cli.CommandParser(prog="demo")
+    p.add_argument("--no-color", dest="color", action="store_false", help="plain output")
+    assert "plain output (default: on)" in " ".join(p.format_help().split())
 
 
 def test_simulate_help_states_bounds_and_allocators(capsys: pytest.CaptureFixture[str]) -> None:

@@ -71,22 +71,29 @@ def show_default(value: object) -> str:
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
-    """Append ``(default: ...)`` to the help of every option that takes a value.
+    """Append ``(default: ...)`` to the help of every option.
 
-    Flags (``store_true``) are off unless given and show nothing. An option whose help
+    On/off flags (``store_true``, ``store_false``) show ``(default: off)`` or
+    ``(default: on)``; ``--help`` and ``--version`` show nothing. An option whose help
     already says ``default`` (for example ``default: 20; 1 with --quick``) is left as is.
+
+    Example:
+      >>> p = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter)
+      >>> _ = p.add_argument("--quiet", action="store_true", help="no progress bar")
+      >>> "no progress bar (default: off)" in p.format_help()
+      True
     """
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if (
-            action.nargs == 0
-            or action.default is None
-            or action.default is argparse.SUPPRESS
-            or "default" in text
-        ):
+        if action.default is None or action.default is argparse.SUPPRESS or "default" in text:
             return text
-        shown = show_default(action.default).replace("%", "%%")  # argparse %-formats help
+        if action.nargs == 0:
+            if not isinstance(action.default, bool):
+                return text
+            shown = "on" if action.default else "off"
+        else:
+            shown = show_default(action.default).replace("%", "%%")  # argparse %-formats help
         return f"{text} (default: {shown})" if text else f"default: {shown}"
 
 
