@@ -182,7 +182,7 @@ def test_fixed_tau_is_used() -> None:
 
 
 class TestReleaseRule:
-    """Small cases worked out by hand from specification section 6."""
+    """Small cases worked out by hand from the release-variant rules (docs/rules.md)."""
 
     def test_buckets_and_weighted_leftover(self) -> None:
         cfg = coba_rl.CoBAConfig(variant="release", n_low=2, n_up=64)
