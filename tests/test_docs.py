@@ -355,3 +355,34 @@ def test_docstring_rewriter() -> None:
         "",
         "More.",
     ]
+
+
+def _project_texts() -> dict[str, str]:
+    """Every source docstring/comment file and doc page a user reads (not the changelog)."""
+    paths = [
+        *sorted((ROOT / "src").rglob("*.py")),
+        *sorted(p for p in DOCS.rglob("*.md") if p.name != "changelog.md"),
+        ROOT / "README.md",
+    ]
+    return {str(p.relative_to(ROOT)): p.read_text() for p in paths}
+
+
+def test_no_reference_to_an_unpublished_specification() -> None:
+    # Users have the docs, not the rules' source text: cite the Rules page instead.
+    for name, text in _project_texts().items():
+        for n, line in enumerate(text.splitlines(), 1):
+            assert not re.search(r"specification|spec section", line, re.IGNORECASE), (
+                f"{name}:{n} cites a specification users do not have: {line.strip()!r}"
+            )
+
+
+def test_every_rules_anchor_cited_exists() -> None:
+    # Docstrings of private helpers are not rendered, so mkdocs cannot check their links.
+    anchors = set(re.findall(r"\{#(rules-[a-z0-9-]+)\}", (DOCS / "rules.md").read_text()))
+    assert len(anchors) >= 25
+    cited = 0
+    for name, text in _project_texts().items():
+        for anchor in re.findall(r"(?:\]\[|rules\.md#)(rules-[a-z0-9-]+)", text):
+            assert anchor in anchors, f"{name} cites #{anchor}, which docs/rules.md lacks"
+            cited += 1
+    assert cited >= 15

@@ -66,9 +66,9 @@ def test_knapsack_vector(vec: dict[str, Any]) -> None:
 
 
 def test_reference_error_case_is_the_all_effective_fallback() -> None:
-    """The recorded crash is the defect of spec section 8: every prompt effective and the
-    fallback's need below the spare budget. We skip the fallback, which is the same as
-    running without it."""
+    """The recorded crash is the reference's defect (docs/rules.md, "When every prompt is
+    effective"): every prompt effective and the fallback's need below the spare budget.
+    We skip the fallback, which is the same as running without it."""
     crashed = [v for v in VECTORS if "reference_error" in v]
     assert crashed
     for vec in crashed:

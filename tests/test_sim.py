@@ -93,7 +93,7 @@ def test_batches_are_epochs_of_a_shuffle_dropping_the_remainder() -> None:
 def closed_form_update(
     sim: RLVRSimulator, ids: np.ndarray[Any, Any], counts: np.ndarray[Any, Any], k: Any
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """The specification's group gradient, written per group (ddof = 0)."""
+    """The model's group gradient (docs/simulation.md), written per group (ddof = 0)."""
     cfg = sim.config
     theta, memo = sim.theta.copy(), sim.memo.copy()
     grad = np.zeros_like(theta)
@@ -110,7 +110,7 @@ def closed_form_update(
 
 
 @pytest.mark.parametrize("decay", [0.0, 0.05])
-def test_gradient_matches_the_specification_closed_form(decay: float) -> None:
+def test_gradient_matches_the_closed_form(decay: float) -> None:
     cfg = SimConfig(num_train=64, num_heldout=16, ddof=0, lr=0.7, lr_mem=0.3, decay=decay)
     sim = RLVRSimulator(cfg, seed=2)
     sim.theta = np.linspace(-0.5, 0.5, cfg.dim)  # a non-trivial starting policy

@@ -149,7 +149,7 @@ def check_pass_rates(pass_rates: Any, name: str = "pass_rates") -> FloatArray:
 
 
 def even_split(budget: int, m: int) -> IntArray:
-    """``budget // m`` each, the first ``budget % m`` prompts one more (spec section 1).
+    """``budget // m`` each, the first ``budget % m`` prompts one more ([Rules][rules-even-split]).
 
     >>> even_split(10, 4).tolist()
     [3, 3, 2, 2]

@@ -36,7 +36,7 @@ class CoBAAllocator(Persistent[CoBAConfig]):
 
     Call :meth:`allocate` before generation and :meth:`update` once per training step
     with every rollout's (prompt id, reward). The shape computed after step ``t`` is
-    used for the allocation at step ``t + 1`` (specification section 3).
+    used for the allocation at step ``t + 1`` ([Rules: the failure rate][rules-failure-rate]).
 
     Safe to share between threads: ``allocate``, ``update``, ``state_dict``,
     ``load_state_dict`` and ``save`` hold the allocator's lock, so each call sees and

@@ -49,7 +49,7 @@ def allocate(
     ``V(n, p)`` (eq. 9); the budget is spent by the greedy of Algorithm 1
     (``variant="paper"``) or by the authors' released rule (``variant="release"``).
 
-    Edge cases (specification sections 1-2):
+    Edge cases ([Rules: budget below the floor][rules-even-split], [unseen][rules-unseen]):
 
     * every prompt unseen (all ``NaN``): the even split;
     * ``budget < M * n_low``: the even split, with a :class:`BudgetWarning`;
@@ -78,7 +78,8 @@ def allocate(
 
     Complexity: O(M (n_up - n_low)) for the paper variant, whatever the budget.
 
-    Reference: arXiv 2602.03048, Algorithm 1; specification sections 1-6.
+    Reference: arXiv 2602.03048, Algorithm 1; [Rules: the paper variant][rules-paper-variant]
+    and [the release variant][rules-release-variant].
     """
     check_instance(stats, BatchStats, "stats")
     cfg = check_config(config, CoBAConfig)
@@ -163,7 +164,7 @@ def _paper_counts(
 def _release_counts(
     p: FloatArray, budget: int, cfg: CoBAConfig, alpha: float, beta: float
 ) -> tuple[IntArray, float | None]:
-    """The authors' released ``BetaAllocator.allocate`` (specification section 6)."""
+    """The authors' released ``BetaAllocator.allocate`` ([Rules][rules-release-variant])."""
     m = p.size
     n_low, n_up = cfg.n_low, cfg.n_up
     counts = np.full(m, n_low, dtype=np.int64)

@@ -10,7 +10,7 @@ Knapsack-RL (Li et al., arXiv 2509.25849) values ``N`` rollouts on a prompt of p
 (the chance that a group of ``N`` has both outcomes, times an "information gain" that
 peaks at ``p = 1/3``), and spends the budget by a knapsack over the prompts with
 ``0 < p < 1``. :func:`knapsack_allocate` follows the released
-``sampling_budget_by_knapsack`` (specification section 8), with one defect fixed; the
+``sampling_budget_by_knapsack`` ([Rules: Knapsack-RL][rules-knapsack]), with one defect fixed; the
 knapsack itself is solved by the exact greedy of :mod:`coba_rl.solvers` instead of a DP.
 :class:`KnapsackRLAllocator` adds Knapsack-RL's rollout-level pass-rate estimator.
 """
@@ -146,7 +146,7 @@ def knapsack_value(n: ArrayLike, p: ArrayLike) -> FloatArray:
       >>> [round(float(v), 6) for v in knapsack_value([1, 2, 8], 1 / 3)]
       [0.0, 0.065844, 0.142345]
 
-    Reference: Knapsack-RL, arXiv 2509.25849; specification section 8.
+    Reference: Knapsack-RL, arXiv 2509.25849; [Rules: the value][rules-knapsack-value].
     """
     p_arr = _rates_in_unit_interval(p, "p")
     n_arr = as_real_array(n, "n")
@@ -207,7 +207,7 @@ def knapsack_gains(pass_rates: ArrayLike, n_low: int, n_up: int) -> FloatArray:
 
     Complexity: O(M n_up).
 
-    Reference: Knapsack-RL, arXiv 2509.25849; specification section 8, rule 4.
+    Reference: Knapsack-RL, arXiv 2509.25849; [Rules: the knapsack][rules-knapsack-knapsack].
     """
     n_low, n_up = check_bounds(n_low, n_up)
     p = _rates_in_unit_interval(pass_rates, "pass_rates").reshape(-1)
@@ -294,8 +294,8 @@ def knapsack_allocate(
         \max_{k} \sum_{i:\,0<p_i<1} V(n_{low} + k_i, p_i)\,[k_i > 0]
         \quad \text{s.t.} \quad \sum_i k_i = R,\ 0 \le k_i \le n_{up} - n_{low}
 
-    where ``R`` is the budget left after the floors and the fallback (specification
-    section 8):
+    where ``R`` is the budget left after the floors and the fallback
+    ([Rules: Knapsack-RL][rules-knapsack]):
 
     1. floors: a prompt without an estimate (``NaN``) gets ``unseen_n``, every other
        prompt ``n_low``;
@@ -338,7 +338,7 @@ def knapsack_allocate(
     (the reference's DP costs O(M R (n_up - n_low))).
 
     Reference: Knapsack-RL, arXiv 2509.25849 (``sampling_budget_by_knapsack``);
-    specification section 8.
+    [Rules: Knapsack-RL][rules-knapsack].
     """
     check_instance(batch_stats, BatchStats, "batch_stats")
     cfg = check_config(config, KnapsackConfig)

@@ -27,7 +27,7 @@ The model:
 
 Everything is vectorised over prompts and rows, and deterministic under a seed.
 
-Reference: the simulator specification of this project; CoBA-RL (arXiv 2602.03048) and
+Reference: [the model on the Simulation page][the-model]; CoBA-RL (arXiv 2602.03048) and
 Knapsack-RL (arXiv 2509.25849) motivate the quantities it reports.
 """
 

@@ -15,7 +15,7 @@ where ``V_i`` is given through its marginal-gain table ``gains`` of shape
 * :func:`dp` is the exact dynamic program, the reference for the objective value.
 
 When every row of ``gains`` is non-increasing the greedy is optimal, so all three reach
-the same objective (section 7 of the specification).
+the same objective ([Rules: exact reference][rules-dp]).
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ def greedy(gains: ArrayLike, budget: int, n_low: int, n_up: int) -> IntArray:
 
     Complexity: O(M (n_up - n_low)) time and memory, independent of the budget.
 
-    Reference: arXiv 2602.03048, Algorithm 1; specification section 5.
+    Reference: arXiv 2602.03048, Algorithm 1; [Rules: the paper variant][rules-paper-variant].
     """
     g = _check(gains, budget, n_low, n_up)
     return n_low + _greedy_extra(_running_min(g), int(budget) - g.shape[0] * n_low)
@@ -253,7 +253,7 @@ def dp(gains: ArrayLike, budget: int, n_low: int, n_up: int) -> IntArray:
     Complexity: O(M R (n_up - n_low)) time and O(M R) memory, ``R = B - M n_low``;
     the paper's Table 4 times this against the heap.
 
-    Reference: specification section 7; Knapsack-RL (arXiv 2509.25849) solves its
+    Reference: [Rules: exact reference][rules-dp]; Knapsack-RL (arXiv 2509.25849) solves its
     allocation this way.
     """
     g = _check(gains, budget, n_low, n_up)

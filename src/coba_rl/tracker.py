@@ -2,7 +2,7 @@
 
 Each training step that contains a prompt is one *appearance*, recorded as (successes,
 rollouts). A prompt's pass rate is its total successes over total rollouts across its
-last ``window`` appearances (specification section 2).
+last ``window`` appearances ([Rules: windowed pass rate][rules-pass-rate]).
 
 Storage is columnar: one int64/unicode key array plus ``(N, window)`` count arrays, so a
 million tracked prompts cost tens of megabytes rather than a million Python objects.
