@@ -1,0 +1,132 @@
+"""Token-budget allocation against the rollout-only ``coba_rl.allocate``, at the paper's scale.
+
+Run: ``python benchmarks/tokens_vs_rollouts.py [--reps N] [--batches N] [--seed S]``.
+
+Both paths start from the same batch statistics and do the same per-step work (Beta
+shape, adaptive ``tau``, the gains of the distinct pass rates); the token path then spends
+a token budget with :func:`coba_rl.tokens.token_greedy` instead of a rollout budget with
+the greedy of Algorithm 1. Batches: M = 512 prompts, B = 8192 rollouts, bounds [2, 128],
+pass rates ``k_i / n_i`` with group sizes ``n_i`` varying over [2, 128] (as a previous
+CoBA-RL step leaves them), response lengths that grow with difficulty and stop at a
+4096-token limit. The token budget is half, and all, of what the rollout-only allocation
+spends. Prints median times and the ratios token path / rollout path, measured in one
+run with the calls interleaved; absolute times depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from coba_rl import BatchStats, CoBAConfig, allocate
+from coba_rl.bench._timing import timed
+from coba_rl.coba import _tau
+from coba_rl.solvers import _greedy_extra_grouped, _running_min
+from coba_rl.tokens import TokenSolution, token_greedy
+from coba_rl.value import _unique_gains, beta_shape
+
+M, B, N_LOW, N_UP = 512, 8192, 2, 128
+LENGTH_LIMIT = 4096.0
+
+
+def realistic_batch(rng: np.random.Generator) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Pass rates ``k_i / n_i`` (varying ``n_i``) and mean response lengths per prompt."""
+    group = np.exp(rng.uniform(np.log(2), np.log(128), M)).astype(np.int64)
+    latent = rng.beta(0.6, 0.9, M)
+    latent[rng.random(M) < 0.25] = 0.0  # never solved
+    rates = rng.binomial(group, latent) / group
+    noise = rng.lognormal(0.0, 0.35, M)
+    lengths = np.minimum(250.0 + 2500.0 * (1.0 - rates) * noise, LENGTH_LIMIT)
+    return rates, np.asarray(np.round(lengths, 1), dtype=np.float64)
+
+
+def token_path(
+    stats: BatchStats,
+    costs: NDArray[np.float64],
+    token_budget: float,
+    cfg: CoBAConfig,
+    rollout_budget: int | None = None,
+) -> TokenSolution:
+    """What ``allocate(stats, rollout_budget, cfg, token_budget=...)`` will do per step."""
+    f_bar = stats.resolved_failure_rate()
+    a, b = beta_shape(f_bar if f_bar is not None else 0.5, cfg.kappa, cfg.gamma)
+    p = np.where(np.isnan(stats.pass_rates), cfg.unseen_pass_rate, stats.pass_rates)
+    tau = _tau(p, cfg)
+    gains_u, inverse = _unique_gains(p, float(a), float(b), tau, cfg.n_low, cfg.n_up, cfg.smoothing)
+    return token_greedy(
+        gains_u, costs, token_budget, cfg.n_low, cfg.n_up, rollout_budget, inverse=inverse
+    )
+
+
+def _paths(
+    stats: BatchStats,
+    costs: NDArray[np.float64],
+    spend: float,
+    gains_u: NDArray[np.float64],
+    inverse: NDArray[np.int64],
+    cfg: CoBAConfig,
+) -> dict[str, Callable[[], Any]]:
+    """The timed calls for one batch; ``spend`` is the rollout-only allocation's tokens."""
+    g_run = _running_min(gains_u)
+    return {
+        "rollouts (allocate)": lambda: allocate(stats, B, cfg),
+        "tokens, T = spend": lambda: token_path(stats, costs, spend, cfg),
+        "tokens, T = spend / 2": lambda: token_path(stats, costs, spend / 2, cfg),
+        "tokens + rollouts, T = spend": lambda: token_path(stats, costs, spend, cfg, B),
+        "tokens + rollouts, T = 0.9 spend": lambda: token_path(stats, costs, 0.9 * spend, cfg, B),
+        "tokens + rollouts, T = spend / 2": lambda: token_path(stats, costs, spend / 2, cfg, B),
+        "solver only: greedy (rollouts)": lambda: _greedy_extra_grouped(
+            g_run, inverse, B - M * N_LOW
+        ),
+        "solver only: token_greedy, T = spend": lambda: token_greedy(
+            gains_u, costs, spend, N_LOW, N_UP, inverse=inverse
+        ),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=30, help="timed calls per path and batch")
+    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    cfg = CoBAConfig(n_low=N_LOW, n_up=N_UP)
+    times: dict[str, list[float]] = {}
+    bounds: dict[str, set[str]] = {}
+    ok = True
+    for _ in range(args.batches):
+        rates, costs = realistic_batch(rng)
+        stats = BatchStats(pass_rates=rates)
+        base = allocate(stats, B, cfg)
+        spend = float(costs @ base.counts)
+        gains_u, inverse = _unique_gains(rates, base.alpha, base.beta, base.tau, N_LOW, N_UP, 0.01)
+        paths = _paths(stats, costs, spend, gains_u, inverse, cfg)
+        for name, fn in paths.items():
+            out = fn()
+            if isinstance(out, TokenSolution):
+                bounds.setdefault(name, set()).add(out.bound)
+                ok &= out.tokens <= spend and int(out.counts.sum()) >= M * N_LOW
+        for _ in range(args.reps):  # interleaved, so drift hits every path alike
+            for name, fn in paths.items():
+                times.setdefault(name, []).append(timed(fn)[0])
+    ref = statistics.median(times["rollouts (allocate)"])
+    ref_solver = statistics.median(times["solver only: greedy (rollouts)"])
+    print(f"M={M}, B={B}, [{N_LOW},{N_UP}], {args.batches} batches x {args.reps} reps")
+    print("ratio: against allocate; the solver-only rows against the rollout greedy alone")
+    print(f"{'path':<40} {'median ms':>10} {'ratio':>7}  bound")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        tag = ",".join(sorted(bounds.get(name, {"-"})))
+        base_t = ref_solver if name.startswith("solver") else ref
+        print(f"{name:<40} {med * 1e3:>10.3f} {med / base_t:>7.2f}  {tag}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

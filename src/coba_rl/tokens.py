@@ -1,0 +1,741 @@
+r"""Allocation under a token budget: rank rollouts by value gained per token.
+
+Generating a rollout costs tokens, and prompts differ by an order of magnitude in how
+many. This module solves
+
+.. math::
+
+    \max_n \sum_i V_i(n_i) \quad \text{s.t.} \quad n_{low} \le n_i \le n_{up},\quad
+    \sum_i c_i n_i \le T, \quad \text{optionally } \sum_i n_i \le B
+
+where ``c_i > 0`` is the expected number of tokens of one rollout of prompt ``i``. As in
+:mod:`coba_rl.solvers`, each ``V_i`` is given by its marginal-gain table ``gains`` of
+shape ``(M, n_up - n_low)`` (or a table of distinct rows plus ``inverse``), rows
+replaced by their running minimum so they are non-increasing.
+
+* :func:`token_greedy` is the solver: it ranks every unit (one more rollout of one
+  prompt) by ``gain / c_i``, takes the longest prefix that fits, then keeps adding the
+  units that still fit, in the same order. It never builds the ``M x (n_up - n_low)``
+  table of ratios.
+* :func:`token_greedy_table` is the same rule written out over the full table, one unit
+  at a time: the readable reference the fast solver is tested against.
+* :func:`token_dp` is the exact dynamic program over tokens (integer costs), the
+  reference optimum for small instances.
+* :func:`resolve_costs` fills unknown costs (``NaN``).
+
+**Order.** Units are taken in the order (key descending, prompt index ascending, unit
+ascending). Only units with a non-negative gain are ever added; ``V`` is increasing, so
+for CoBA-RL's value that excludes nothing but a rounding artefact.
+
+**Guarantee (token budget only).** Let ``S`` be the longest prefix of the order that fits
+and ``u*`` the first unit that does not, with key ``k* = g* / c*``. For the dual
+multiplier ``lambda = k*`` of the LP relaxation (fractional units), weak duality gives
+
+.. math::
+
+    \mathrm{OPT} \le \mathrm{OPT}_{LP} \le \lambda T' + \sum_u (g_u - \lambda c_u)^+
+    = V(S) + k^* (T' - c(S)) < V(S) + k^* c^* = V(S) + g^*
+
+because every unit ranked above ``u*`` is in ``S``, the others have ``g_u \le k^* c_u``,
+and ``u*`` did not fit (``T' - c(S) < c^*``). ``T' = T - n_{low} \sum_i c_i`` is the budget
+left above the floor. Filling only adds units of non-negative gain, so the returned
+objective is within **one marginal gain** of the optimum: the next gain ``g*`` of the
+prompt that stopped the ranking (which keeps its count, since it never fits again).
+
+**Guarantee (tokens and rollouts).** With the rollout cap as well:
+
+1. if the rollout-only allocation (:func:`coba_rl.solvers.greedy` with ``B``) fits in
+   ``T``, it is returned unchanged: it is optimal for the rollout-only problem, a
+   relaxation of this one (gap 0);
+2. otherwise, if the token ranking stops on tokens before the rollout cap, the
+   token-only guarantee above holds (the token-only problem is a relaxation);
+3. otherwise both constraints bind. The units are ranked by ``g / (c_i + nu)``; for any
+   ``nu >= 0`` the prefix ``S`` with first non-fitting unit of key ``k*`` gives the dual
+   point ``(lambda, mu) = (k*, nu k*)`` and
+
+   .. math::
+
+       \mathrm{OPT} \le V(S) + k^* \bigl[(T' - c(S)) + \nu (B' - |S|)\bigr].
+
+   ``nu`` is found by bisection between a ranking stopped by rollouts and one stopped by
+   tokens. Where the two stopping points meet, both slacks are below one unit and the
+   bracket is at most ``k* (c* + nu) = g*``. The solver returns the best allocation it
+   evaluated together with the smallest dual bound it met: :attr:`TokenSolution.gap`
+   is a **certified** upper bound on ``OPT - objective`` (exact in real arithmetic), and
+   the search stops once it is at most one marginal gain (or after 60 steps).
+
+Floating point: keys are ``gains / c_i`` in float64, ordered exactly as computed, so the
+fast and the table solver agree bit for bit; budgets hold up to the rounding of the sum
+``sum_i c_i n_i``.
+
+Reference: the greedy is the fractional-knapsack rule (Dantzig, 1957) applied to the
+concave rows of CoBA-RL's value (arXiv 2602.03048, eq. 9); DUET (arXiv 2605.08441)
+motivates controlling tokens rather than rollouts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from coba_rl._validation import as_real_array, check_bounds, check_real
+from coba_rl.solvers import _greedy_extra_grouped, _running_min
+
+__all__ = [
+    "TokenSolution",
+    "resolve_costs",
+    "token_dp",
+    "token_greedy",
+    "token_greedy_table",
+]
+
+IntArray = NDArray[np.int64]
+FloatArray = NDArray[np.float64]
+
+Binding = Literal["tokens", "rollouts", "tokens+rollouts", "none"]
+
+#: Bisection steps of the two-constraint search, at most.
+MAX_NU_STEPS = 60
+
+
+@dataclass(frozen=True)
+class TokenSolution:
+    """The result of :func:`token_greedy`.
+
+    Attributes:
+      counts: int64 rollouts per prompt, in ``[n_low, n_up]``.
+      tokens: ``sum_i c_i n_i``, the expected tokens spent.
+      bound: which constraint stopped the allocation: ``"tokens"`` (no further rollout
+        of any prompt below its cap fits), ``"rollouts"`` (the rollout cap is reached),
+        ``"tokens+rollouts"`` or ``"none"`` (every prompt is at ``n_up``, or no further
+        rollout has a non-negative gain).
+      gap: a certified upper bound on ``OPT - objective`` (0 when provably optimal).
+      nu: the rollout price of the ranking ``gain / (c_i + nu)``, in tokens (0 for the
+        pure token ranking, ``inf`` for the rollout-only allocation).
+    """
+
+    counts: IntArray
+    tokens: float
+    bound: Binding
+    gap: float
+    nu: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.counts.setflags(write=False)
+
+
+def resolve_costs(costs: ArrayLike, *, default: float | None = None) -> FloatArray:
+    """Per-prompt token costs with every unknown (``NaN``) filled in.
+
+    An unknown cost becomes the mean of the known ones: a prompt never seen before is
+    assumed to be as long as the batch's average. If no cost is known, ``default`` is
+    used for every prompt (a trainer would pass its response-length limit); without
+    ``default`` that is an error, since a token budget cannot be spent on unknown costs.
+
+    Args:
+      costs: shape ``(M,)``, expected tokens per rollout; ``NaN`` marks unknown.
+      default: the cost of every prompt when none is known; finite and positive.
+
+    Returns:
+      A read-only float64 array of positive finite costs.
+
+    Raises:
+      ValueError: a cost that is infinite, zero or negative; no cost known and no
+        ``default``; a non-positive ``default``; not 1-D.
+
+    Example:
+      >>> resolve_costs([100.0, float("nan"), 300.0]).tolist()
+      [100.0, 200.0, 300.0]
+      >>> resolve_costs([float("nan")] * 2, default=512).tolist()
+      [512.0, 512.0]
+    """
+    arr = np.array(as_real_array(costs, "costs"), dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"costs must be 1-D, got shape {arr.shape}")
+    unknown = np.isnan(arr)
+    bad = ~unknown & ~(np.isfinite(arr) & (arr > 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"costs[{i}] = {arr[i]}: tokens per rollout must be finite and positive "
+            "(NaN marks unknown)"
+        )
+    if unknown.all() and arr.size:
+        if default is None:
+            raise ValueError(
+                "no prompt has a known cost (all NaN) and no default was given; "
+                "pass default=<tokens per rollout>, e.g. the response-length limit"
+            )
+        arr[:] = check_real(default, "default", lo=np.finfo(np.float64).tiny)
+    elif unknown.any():
+        arr[unknown] = float(np.mean(arr[~unknown]))
+    arr.setflags(write=False)
+    return arr
+
+
+# --------------------------------------------------------------------------- checks
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """A validated problem in units above the floor."""
+
+    g: FloatArray  # (U, K), running minimum applied
+    inv: IntArray  # (M,)
+    c: FloatArray  # (M,)
+    t_total: float  # T
+    t_spare: float  # T' = T - n_low * sum(c)
+    b_spare: int | None  # B' = B - M n_low, or None
+    n_low: int
+    limit: IntArray  # (M,) units with a non-negative gain
+    pos: IntArray  # (M,) units with a positive gain
+    flat: FloatArray  # g.reshape(-1)
+    base: IntArray  # inv * K: where each prompt's row starts in ``flat``
+    cum: FloatArray  # (U, K + 1) cumulative gains, cum[:, 0] = 0
+
+
+def _check_problem(
+    gains: ArrayLike,
+    costs: ArrayLike,
+    token_budget: float,
+    n_low: int,
+    n_up: int,
+    rollout_budget: int | None,
+    inverse: ArrayLike | None,
+) -> _Problem:
+    n_low, n_up = check_bounds(n_low, n_up)
+    g = as_real_array(gains, "gains")
+    k = n_up - n_low
+    if g.ndim != 2 or g.shape[1] != k:
+        raise ValueError(f"gains must have shape (rows, n_up - n_low) = (rows, {k}), got {g.shape}")
+    if not np.isfinite(g).all():
+        raise ValueError("gains must be finite (found NaN or inf)")
+    if inverse is None:
+        inv = np.arange(g.shape[0], dtype=np.int64)
+    else:
+        inv_f = as_real_array(inverse, "inverse")
+        if inv_f.ndim != 1 or not (inv_f == np.round(inv_f)).all():
+            raise ValueError("inverse must be a 1-D array of row indices")
+        inv = inv_f.astype(np.int64)
+        if inv.size and (inv.min() < 0 or inv.max() >= g.shape[0]):
+            raise ValueError(f"inverse must index rows of gains, in [0, {g.shape[0] - 1}]")
+    m = inv.size
+    c = as_real_array(costs, "costs")
+    if c.shape != (m,):
+        raise ValueError(f"costs must have shape ({m},) (one per prompt), got {c.shape}")
+    bad = ~(np.isfinite(c) & (c > 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        hint = " (unknown: fill it with resolve_costs first)" if math.isnan(c[i]) else ""
+        raise ValueError(
+            f"costs[{i}] = {c[i]}: tokens per rollout must be finite and positive{hint}"
+        )
+    if isinstance(token_budget, (bool, np.bool_)):
+        raise TypeError("token_budget must be a number of tokens, got a bool")
+    t = check_real(token_budget, "token_budget")
+    if t < 0:
+        raise ValueError(f"token_budget must be non-negative, got {t}")
+    floor = float(n_low * np.sum(c))
+    if floor > t:
+        raise ValueError(
+            f"token_budget {t:g} is below the floor n_low * sum(costs) = {floor:g}: even "
+            f"{n_low} rollout(s) per prompt do not fit; raise the token budget"
+        )
+    b_spare: int | None = None
+    if rollout_budget is not None:
+        if isinstance(rollout_budget, (bool, np.bool_)) or not isinstance(
+            rollout_budget, (int, np.integer)
+        ):
+            raise TypeError(f"rollout_budget must be an int, got {type(rollout_budget).__name__}")
+        if rollout_budget < m * n_low:
+            raise ValueError(
+                f"rollout_budget {rollout_budget} is below M * n_low = {m * n_low}: infeasible"
+            )
+        b_spare = int(rollout_budget) - m * n_low
+    g = _running_min(np.ascontiguousarray(g, dtype=np.float64))
+    limit = np.count_nonzero(g >= 0.0, axis=1).astype(np.int64)[inv]
+    pos = np.count_nonzero(g > 0.0, axis=1).astype(np.int64)[inv]
+    cum = np.zeros((g.shape[0], k + 1))
+    np.cumsum(g, axis=1, out=cum[:, 1:])
+    c_arr = np.asarray(c, dtype=np.float64)
+    flat = g.reshape(-1)
+    return _Problem(g, inv, c_arr, t, t - floor, b_spare, n_low, limit, pos, flat, inv * k, cum)
+
+
+# --------------------------------------------------------------- fast machinery
+
+
+def _keys_at(p: _Problem, w: FloatArray, rows: IntArray, cols: IntArray) -> FloatArray:
+    """The ranking keys ``gains / w`` of units ``(rows, cols)``, exactly as the table has them."""
+    return np.asarray(p.flat[p.base[rows] + cols] / w[rows], dtype=np.float64)
+
+
+def _exact_counts(
+    p: _Problem, w: FloatArray, lam: float, guess: IntArray | None = None
+) -> IntArray:
+    """Per prompt, how many positive units have a key strictly above ``lam``.
+
+    Starting from ``guess`` (the geometric model's count, usually exact or one off), the
+    count is corrected a step at a time; otherwise, or if that does not settle within
+    a few steps, a binary search over each row finds it. Rows are non-increasing, so
+    the count is where the row crosses ``lam``.
+    """
+    rows = np.arange(p.inv.size)
+    kmax = max(p.g.shape[1] - 1, 0)
+    if guess is not None and kmax >= 0 and p.g.shape[1] > 0:
+        e = np.minimum(guess, p.pos)
+        for _ in range(4):
+            down = (e > 0) & (_keys_at(p, w, rows, np.maximum(e - 1, 0)) <= lam)
+            up = (e < p.pos) & (_keys_at(p, w, rows, np.minimum(e, kmax)) > lam)
+            if not (down.any() or up.any()):
+                return e
+            e = e - down + up
+    lo = np.zeros(p.inv.size, dtype=np.int64)
+    hi = p.pos.copy()
+    while True:
+        active = lo < hi
+        if not active.any():
+            return lo
+        mid = (lo + hi) // 2
+        gt = _keys_at(p, w, rows, np.minimum(mid, kmax)) > lam
+        lo = np.where(active & gt, mid + 1, lo)
+        hi = np.where(active & ~gt, mid, hi)
+
+
+def _prefix(
+    p: _Problem, w: FloatArray, unit: FloatArray, cap: float
+) -> tuple[IntArray, tuple[int, int] | None, IntArray]:
+    """The longest prefix of the positive units, in key order, whose ``sum(unit)`` fits ``cap``.
+
+    Returns the extra units per prompt, the first unit that does not fit (or None), and
+    the units ranked strictly above that unit (the prefix less its ties with it).
+
+    1. A threshold from the fractional relaxation of a geometric model of each row
+       (``log key ~ a_i - j s_i``, the exact shape of CoBA-RL's gains): a piecewise
+       linear equation, solved after sorting its ``2 M`` breakpoints.
+    2. The exact set of units above that threshold, by correcting the model's counts
+       on the real keys (binary search where the model is far off).
+    3. The cut, found by sorting the next (or last) ``L`` units of every row: their
+       merged order is the true order up to the first row whose ``L`` units run out;
+       if the cut lies beyond that point, ``L`` grows and step 3 repeats.
+
+    The model only decides how much work step 3 does, never the result.
+
+    Complexity: O(M log M + M log K) for a model within a few units per row.
+    """
+    # Units whose key is positive (a tiny positive gain divided by w can round to 0).
+    top = _exact_counts(p, w, 0.0, guess=p.pos)
+    if float(unit @ top) <= cap:
+        return top, None, top
+    t_star, guess = _relaxed_threshold(p, w, unit, cap, top)
+    e = _exact_counts(p, w, math.exp(min(t_star, 700.0)), guess=guess)
+    layers = 2
+    while True:
+        done = _cut(p, w, unit, cap, e, top, layers)
+        if done is not None:
+            counts, fail = done
+            above = _exact_counts(p, w, float(_keys_at(p, w, *_pair(fail))[0]), guess=counts)
+            return counts, fail, above
+        layers *= 4
+
+
+def _pair(unit: tuple[int, int]) -> tuple[IntArray, IntArray]:
+    return np.array([unit[0]], dtype=np.int64), np.array([unit[1]], dtype=np.int64)
+
+
+def _relaxed_threshold(
+    p: _Problem, w: FloatArray, unit: FloatArray, cap: float, top: IntArray
+) -> tuple[float, IntArray]:
+    """``t`` with ``sum_i unit_i clip((a_i - t) / s_i, 0, top_i) = cap``, and the model's counts."""
+    has = top > 0
+    idx = np.flatnonzero(has)
+    if p.g.shape[1] == 0 or idx.size == 0:
+        return 0.0, top
+    row0 = p.base[idx]
+    last = top[idx] - 1
+    g0 = p.flat[row0]
+    g_last = p.flat[row0 + last]
+    log_g0 = np.log(g0)
+    a = log_g0 - np.log(w[idx])
+    slope = (log_g0 - np.log(g_last)) / np.maximum(last, 1)
+    slope = np.where(np.isfinite(slope) & (slope > 1e-12), slope, 1e-12)
+    lim = top[idx].astype(np.float64)
+    u = unit[idx]
+    # A row holds ceil((a_i - t) / s_i) units above t: about half a unit more than the
+    # fraction, so the relaxation is centred on a_i + s_i / 2. Breakpoints: above the
+    # centre the row adds nothing, below centre - lim_i s_i it is full.
+    a = a + 0.5 * slope
+    upper, lower = a, a - lim * slope
+    pts = np.concatenate([upper, lower])
+    rate = np.concatenate([u / slope, -u / slope])  # change of -d cost / dt below the point
+    order = np.argsort(-pts, kind="stable")
+    pts, rate = pts[order], np.cumsum(rate[order])
+    seg = np.concatenate([[0.0], (pts[:-1] - pts[1:]) * rate[:-1]])
+    cost_at = np.cumsum(seg)  # relaxed cost at each breakpoint (descending t)
+    k = int(np.searchsorted(cost_at, cap, side="right")) - 1
+    k = min(max(k, 0), pts.size - 1)
+    t = float(pts[k] - (cap - cost_at[k]) / rate[k]) if rate[k] > 0 else float(pts[k])
+    full = np.zeros_like(top)
+    full[idx] = np.clip(np.round((a - t) / slope), 0.0, lim).astype(np.int64)
+    return t, full
+
+
+def _cut(
+    p: _Problem,
+    w: FloatArray,
+    unit: FloatArray,
+    cap: float,
+    e: IntArray,
+    top: IntArray,
+    layers: int,
+) -> tuple[IntArray, tuple[int, int]] | None:
+    """Step 3 of :func:`_prefix` from the exact prefix ``e``; None if ``layers`` is too few."""
+    m = e.size
+    cost = float(unit @ e)
+    down = cost <= cap
+    if down:  # the cut lies after e: merge the next units of every row
+        lo, hi = e, np.minimum(e + layers, top)
+        short = hi < top
+    else:  # the cut lies inside e: merge the last units of every row, backwards
+        lo, hi = np.maximum(e - layers, 0), e
+        short = lo > 0
+    d = hi - lo
+    rows = np.repeat(np.arange(m, dtype=np.int64), d)
+    starts = np.cumsum(d) - d
+    cols = lo[rows] + (np.arange(rows.size, dtype=np.int64) - starts[rows])
+    keys = _keys_at(p, w, rows, cols)
+    if down:
+        order = np.lexsort((cols, rows, -keys))
+        edge = short[rows[order]] & (cols[order] == hi[rows[order]] - 1)
+    else:
+        order = np.lexsort((-cols, -rows, keys))
+        edge = short[rows[order]] & (cols[order] == lo[rows[order]])
+    # Positions up to the first row whose merged units run out are in the true order.
+    valid = int(np.argmax(edge)) if edge.any() else rows.size - 1
+    if down:
+        cum = cost + np.cumsum(unit[rows[order]])
+        pos = int(np.searchsorted(cum, cap, side="right"))  # candidates that fit
+        if pos > valid or pos >= rows.size:
+            return None
+        taken = order[:pos]
+        counts = e + np.bincount(rows[taken], minlength=m).astype(np.int64)
+        f = int(order[pos])
+    else:
+        cum = cost - np.cumsum(unit[rows[order]])
+        pos = int(np.argmax(cum <= cap)) if bool((cum <= cap).any()) else rows.size
+        if pos > valid or pos >= rows.size:
+            return None
+        removed = order[: pos + 1]
+        counts = e - np.bincount(rows[removed], minlength=m).astype(np.int64)
+        f = int(order[pos])
+    return counts, (int(rows[f]), int(cols[f]))
+
+
+def _fill(p: _Problem, w: FloatArray, x: IntArray, b_left: float) -> IntArray:
+    """Keep adding, in key order, the units that still fit (non-negative gains only).
+
+    Runs of consecutive units of one prompt are taken at once, so the loop turns once
+    per change of prompt in the order, not once per unit.
+    """
+    x = x.copy()
+    while b_left > 0:
+        t_left = p.t_spare - float(p.c @ x)
+        idx = np.flatnonzero((x < p.limit) & (p.c <= t_left))
+        if idx.size == 0:
+            break
+        nk = _keys_at(p, w, idx, x[idx])
+        b = int(np.argmax(nk))
+        i = int(idx[b])
+        row = p.g[p.inv[i], x[i] : p.limit[i]] / w[i]
+        if idx.size > 1:
+            nk[b] = -np.inf
+            b2 = int(np.argmax(nk))
+            k2, r2 = float(nk[b2]), int(idx[b2])
+            run = int(np.count_nonzero(row > k2))
+            if i < r2:
+                run += int(np.count_nonzero(row == k2))
+            run = max(run, 1)
+        else:
+            run = int(row.size)
+        q = int(t_left // p.c[i])
+        while q > 0 and q * p.c[i] > t_left:
+            q -= 1
+        run = min(run, max(q, 1), int(min(b_left, 2**62)))
+        x[i] += run
+        b_left -= run
+    return x
+
+
+# --------------------------------------------------------------- table reference
+
+
+def _scan_table(
+    p: _Problem, w: FloatArray, b_left: float
+) -> tuple[IntArray, tuple[int, int] | None, bool]:
+    """The rule, literally: every unit in order; take it if it fits; note the first miss.
+
+    Also says whether that first miss was on the rollout cap (rather than on tokens).
+    """
+    m, k = p.inv.size, p.g.shape[1]
+    keys = p.g[p.inv] / w[:, None]
+    rows, cols = np.divmod(np.arange(m * k, dtype=np.int64), k)
+    order = np.lexsort((cols, rows, -keys.reshape(-1)))
+    x = np.zeros(m, dtype=np.int64)
+    first: tuple[int, int] | None = None
+    on_rollouts = False
+    t_used = 0.0
+    for u in order.tolist():
+        i, j = int(rows[u]), int(cols[u])
+        if j >= p.limit[i] or j != x[i]:
+            continue
+        if t_used + p.c[i] <= p.t_spare and b_left >= 1:
+            x[i] += 1
+            t_used += float(p.c[i])
+            b_left -= 1
+        elif first is None and keys[i, j] > 0.0:
+            first = (i, j)
+            on_rollouts = b_left < 1
+    return x, first, on_rollouts
+
+
+# ------------------------------------------------------------------- the solver
+
+
+@dataclass(frozen=True)
+class _Eval:
+    x: IntArray
+    value: float
+    dual: float
+    g_star: float
+    on_rollouts: bool
+
+
+def _value(p: _Problem, x: IntArray) -> float:
+    """``sum_i G_i(x_i)``: the gain of ``x`` extra units (on the running-minimum rows)."""
+    return float(p.cum.reshape(-1)[p.inv * (p.g.shape[1] + 1) + x].sum())
+
+
+def _evaluate(p: _Problem, nu: float, fast: bool) -> _Eval:
+    """Rank by ``gain / (c + nu)``, take the prefix, fill, and certify with the dual bound."""
+    w = p.c + nu
+    b_cap = math.inf if p.b_spare is None else float(p.b_spare)
+    above: IntArray | None = None
+    if fast:
+        s, fail, above = _prefix(p, w, p.c, p.t_spare)
+        if int(s.sum()) > b_cap:
+            s, fail, above = _prefix(p, w, np.ones_like(p.c), b_cap)
+        # The first unit left out fails on the rollout cap (perhaps on tokens as well).
+        on_rollouts = fail is not None and int(s.sum()) >= b_cap
+        x = _fill(p, w, s, b_cap - float(s.sum()))
+    else:
+        x, fail, on_rollouts = _scan_table(p, w, b_cap)
+    value = _value(p, x)
+    if fail is None:  # every positive unit is taken: optimal
+        return _Eval(x, value, _value(p, p.pos), 0.0, on_rollouts)
+    i, j = fail
+    g_star = float(p.g[p.inv[i], j])
+    k_star = float(g_star / w[i])
+    # Dual point (lambda, mu) = (k*, nu k*). Units ranked above k* contribute
+    # g - k* (c + nu) > 0; every other unit contributes nothing.
+    if above is None:
+        above = _exact_counts(p, w, k_star)
+    dual = _value(p, above) + k_star * (p.t_spare - float(p.c @ above))
+    if p.b_spare is not None:
+        dual += nu * k_star * (p.b_spare - float(above.sum()))
+    return _Eval(x, value, dual, g_star, on_rollouts)
+
+
+def _solve(p: _Problem, fast: bool) -> TokenSolution:
+    m = p.inv.size
+    if p.b_spare is not None:
+        spare = min(p.b_spare, m * p.g.shape[1])
+        xg = _greedy_extra_grouped(p.g, p.inv, spare)
+        if float(p.c @ (p.n_low + xg)) <= p.t_total:  # the tokens of the counts themselves
+            return _solution(p, xg, 0.0, math.inf)
+    e0 = _evaluate(p, 0.0, fast)
+    if not e0.on_rollouts:
+        return _solution(p, e0.x, max(e0.dual - e0.value, 0.0), 0.0)
+    # Both constraints bind: bisect the rollout price nu between a ranking stopped by
+    # the rollout cap (s_lo) and one stopped by tokens (s_hi); nu = scale * s / (1 - s).
+    scale = float(np.mean(p.c))
+    best, best_nu, dual = e0, 0.0, e0.dual
+    s_lo, s_hi = 0.0, 1.0
+    for _ in range(MAX_NU_STEPS):
+        s = 0.5 * (s_lo + s_hi)
+        if s in (s_lo, s_hi):
+            break
+        nu = scale * s / (1.0 - s)
+        e = _evaluate(p, nu, fast)
+        dual = min(dual, e.dual)
+        if e.value > best.value:
+            best, best_nu = e, nu
+        if dual - best.value <= e.g_star:
+            break
+        if e.on_rollouts:
+            s_lo = s
+        else:
+            s_hi = s
+    return _solution(p, best.x, max(dual - best.value, 0.0), best_nu)
+
+
+def _solution(p: _Problem, x: IntArray, gap: float, nu: float) -> TokenSolution:
+    counts = (p.n_low + x).astype(np.int64)
+    t_left = p.t_spare - float(p.c @ x)
+    open_rows = x < p.limit
+    tok = bool(open_rows.any()) and bool((p.c[open_rows] > t_left).all())
+    rol = p.b_spare is not None and int(x.sum()) >= p.b_spare and bool(open_rows.any())
+    bound: Binding = (
+        "tokens+rollouts" if tok and rol else "tokens" if tok else "rollouts" if rol else "none"
+    )
+    return TokenSolution(counts, float(p.c @ counts), bound, gap, nu)
+
+
+def token_greedy(
+    gains: ArrayLike,
+    costs: ArrayLike,
+    token_budget: float,
+    n_low: int,
+    n_up: int,
+    rollout_budget: int | None = None,
+    *,
+    inverse: ArrayLike | None = None,
+) -> TokenSolution:
+    """Spend a token budget (and optionally a rollout cap) by value gained per token.
+
+    See the module docstring for the rule and the proof of its guarantee: with the
+    token budget alone the objective is within one marginal gain of the optimum; with
+    both budgets :attr:`TokenSolution.gap` certifies the distance to the optimum, and is
+    0 whenever the rollout-only allocation fits in the token budget (it is then
+    returned exactly as :func:`coba_rl.solvers.greedy` gives it).
+
+    Args:
+      gains: ``(M, n_up - n_low)`` marginal gains, or ``(U, n_up - n_low)`` distinct rows
+        with ``inverse``; rows are replaced by their running minimum.
+      costs: shape ``(M,)``, expected tokens per rollout, finite and positive (fill
+        unknown ones with :func:`resolve_costs`).
+      token_budget: ``T``, total tokens including the floor ``n_low * sum(costs)``.
+      n_low, n_up: per-prompt bounds.
+      rollout_budget: ``B``, an optional cap on the total rollouts (``>= M * n_low``).
+      inverse: row of ``gains`` of each prompt (as :func:`coba_rl.value.unique_gains`).
+
+    Returns:
+      A :class:`TokenSolution`.
+
+    Raises:
+      ValueError: malformed gains, a non-positive or NaN cost, a negative token budget,
+        a token budget below the floor, or a rollout cap below ``M * n_low``.
+      TypeError: a non-integer rollout cap.
+
+    Example:
+      >>> g = [[4.0, 2.0, 1.0], [3.0, 1.5, 0.7]]
+      >>> sol = token_greedy(g, costs=[100.0, 10.0], token_budget=350.0, n_low=1, n_up=4)
+      >>> sol.counts.tolist(), sol.tokens, sol.bound
+      ([3, 4], 340.0, 'tokens')
+      >>> token_greedy(g, [100.0, 10.0], 1e6, 1, 4, rollout_budget=5).counts.tolist()
+      [3, 2]
+
+    Complexity: O(U K + M log K) per threshold step with O(log) steps, plus
+    O(M log M) for the boundary sort: no ``M x K`` table is built. The two-budget
+    search repeats this at most 60 times.
+    """
+    p = _check_problem(gains, costs, token_budget, n_low, n_up, rollout_budget, inverse)
+    return _solve(p, fast=True)
+
+
+def token_greedy_table(
+    gains: ArrayLike,
+    costs: ArrayLike,
+    token_budget: float,
+    n_low: int,
+    n_up: int,
+    rollout_budget: int | None = None,
+    *,
+    inverse: ArrayLike | None = None,
+) -> TokenSolution:
+    """:func:`token_greedy` written out over the full table of keys, one unit at a time.
+
+    Sorts every unit by (key descending, prompt ascending, unit ascending) and walks
+    the order, taking each unit that fits. The reference the fast solver is tested
+    against; same arguments and result.
+
+    Example:
+      >>> g = [[4.0, 2.0, 1.0], [3.0, 1.5, 0.7]]
+      >>> token_greedy_table(g, [100.0, 10.0], 350.0, n_low=1, n_up=4).counts.tolist()
+      [3, 4]
+
+    Complexity: O(M K log(M K)) time and O(M K) memory, plus a Python loop per unit.
+    """
+    p = _check_problem(gains, costs, token_budget, n_low, n_up, rollout_budget, inverse)
+    return _solve(p, fast=False)
+
+
+def token_dp(
+    gains: ArrayLike,
+    costs: ArrayLike,
+    token_budget: int,
+    n_low: int,
+    n_up: int,
+    rollout_budget: int | None = None,
+) -> IntArray:
+    """The exact optimum by dynamic programming over tokens (integer costs): the reference.
+
+    ``best_i(t, b)`` is the best value of the first ``i`` prompts using ``t`` spare
+    tokens and ``b`` spare rollouts; each prompt tries every count. Unlike the greedy
+    it needs no monotone rows and may leave budget unspent.
+
+    Args:
+      gains: ``(M, n_up - n_low)`` marginal gains.
+      costs: shape ``(M,)``, positive integers.
+      token_budget: ``T``, an integer.
+      n_low, n_up: per-prompt bounds.
+      rollout_budget: optional cap ``B`` on total rollouts.
+
+    Returns:
+      int64 counts of an optimal allocation.
+
+    Example:
+      >>> token_dp([[4.0, 2.0, 1.0], [3.0, 1.5, 0.7]], [100, 10], 350, 1, 4).tolist()
+      [3, 4]
+
+    Complexity: O(M K T' B') time and memory, ``T' = T - n_low sum(c)``, ``B'`` the spare
+    rollouts (1 without a cap): small instances only.
+    """
+    p = _check_problem(gains, costs, token_budget, n_low, n_up, rollout_budget, None)
+    c = np.asarray(costs, dtype=np.float64)
+    if not (c == np.round(c)).all():
+        raise ValueError("token_dp needs integer costs")
+    g = as_real_array(gains, "gains")
+    m, k = g.shape
+    ci = c.astype(np.int64)
+    t_cap = math.floor(p.t_spare + 1e-9)
+    b_dim = 1 if p.b_spare is None else min(p.b_spare, m * k) + 1
+    cum = np.zeros((m, k + 1))
+    np.cumsum(g, axis=1, out=cum[:, 1:])
+    best = np.full((t_cap + 1, b_dim), -np.inf)
+    best[0, 0] = 0.0
+    choices = np.zeros((m, t_cap + 1, b_dim), dtype=np.int64)
+    for i in range(m):
+        new = np.full_like(best, -np.inf)
+        pick = np.zeros(best.shape, dtype=np.int64)
+        for x in range(k + 1):
+            dt, db = int(ci[i]) * x, (x if p.b_spare is not None else 0)
+            if dt > t_cap or db >= b_dim:
+                break
+            cand = np.full_like(best, -np.inf)
+            cand[dt:, db:] = best[: t_cap + 1 - dt, : b_dim - db] + cum[i, x]
+            better = cand > new
+            new = np.where(better, cand, new)
+            pick = np.where(better, x, pick)
+        best, choices[i] = new, pick
+    t, b = np.unravel_index(int(np.argmax(best)), best.shape)
+    x_out = np.zeros(m, dtype=np.int64)
+    for i in range(m - 1, -1, -1):
+        x = int(choices[i, t, b])
+        x_out[i] = x
+        t -= int(ci[i]) * x
+        b -= x if p.b_spare is not None else 0
+    return n_low + x_out
