@@ -24,8 +24,8 @@ replaced by their running minimum so they are non-increasing.
 * :func:`resolve_costs` fills unknown costs (``NaN``).
 
 **Order.** Units are taken in the order (key descending, prompt index ascending, unit
-ascending). Only units with a non-negative gain are ever added; ``V`` is increasing, so
-for CoBA-RL's value that excludes nothing but a rounding artefact.
+ascending): ties break by prompt position. ``V`` is increasing, so for CoBA-RL's value
+every gain is non-negative up to rounding.
 
 **Guarantee (token budget only).** Let ``S`` be the longest prefix of the order that fits
 and ``u*`` the first unit that does not, with key ``k* = g* / c*``. For the dual
@@ -57,16 +57,24 @@ prompt that stopped the ranking (which keeps its count, since it never fits agai
 
        \mathrm{OPT} \le V(S) + k^* \bigl[(T' - c(S)) + \nu (B' - |S|)\bigr].
 
-   ``nu`` is found by bisection between a ranking stopped by rollouts and one stopped by
-   tokens. Where the two stopping points meet, both slacks are below one unit and the
-   bracket is at most ``k* (c* + nu) = g*``. The solver returns the best allocation it
-   evaluated together with the smallest dual bound it met: :attr:`TokenSolution.gap`
-   is a **certified** upper bound on ``OPT - objective`` (exact in real arithmetic), and
-   the search stops once it is at most one marginal gain (or after 60 steps).
+   ``nu`` is searched (regula falsi on the size of the token-only prefix, which keeps a
+   bracket between a ranking stopped by the rollout cap and one stopped by tokens).
+   When the ranking stops on tokens with at most one rollout to spare
+   (``|S| >= B' - 1``) the bracket is below ``k* (c* + nu) = g*``; where a single pair
+   of units swaps places at the crossing, one side of the swap is such a ranking.
+   The solver returns the best allocation it evaluated with the smallest dual bound it
+   met: :attr:`TokenSolution.gap` is a **certified**
+   upper bound on ``OPT - objective`` (exact in real arithmetic). The search stops once
+   that bound is at most the marginal gain ``g*`` of the unit that stopped the current
+   ranking, or after 60 steps. What is proven is the certificate; that it ends within
+   two marginal gains of the best open prompt is what the property tests check.
 
 Floating point: keys are ``gains / c_i`` in float64, ordered exactly as computed, so the
-fast and the table solver agree bit for bit; budgets hold up to the rounding of the sum
-``sum_i c_i n_i``.
+fast and the table solver rank units identically; their counts are identical wherever
+partial sums of costs are exact (integer token counts) and could differ by a unit only
+where two orders of summation round differently. Budgets hold up to the rounding of
+the sum ``sum_i c_i n_i``. Case 1 above returns the rollout-only counts as they are;
+elsewhere only units with a non-negative gain are added.
 
 Reference: the greedy is the fractional-knapsack rule (Dantzig, 1957) applied to the
 concave rows of CoBA-RL's value (arXiv 2602.03048, eq. 9); DUET (arXiv 2605.08441)
@@ -475,10 +483,11 @@ def _fill(p: _Problem, w: FloatArray, x: IntArray, b_left: float) -> IntArray:
 
 def _scan_table(
     p: _Problem, w: FloatArray, b_left: float
-) -> tuple[IntArray, tuple[int, int] | None, bool]:
+) -> tuple[IntArray, tuple[int, int] | None, bool, int]:
     """The rule, literally: every unit in order; take it if it fits; note the first miss.
 
-    Also says whether that first miss was on the rollout cap (rather than on tokens).
+    Also says whether that first miss was on the rollout cap (rather than on tokens),
+    and how many units were taken before it.
     """
     m, k = p.inv.size, p.g.shape[1]
     keys = p.g[p.inv] / w[:, None]
@@ -487,6 +496,7 @@ def _scan_table(
     x = np.zeros(m, dtype=np.int64)
     first: tuple[int, int] | None = None
     on_rollouts = False
+    n_first = -1
     t_used = 0.0
     for u in order.tolist():
         i, j = int(rows[u]), int(cols[u])
@@ -499,7 +509,8 @@ def _scan_table(
         elif first is None and keys[i, j] > 0.0:
             first = (i, j)
             on_rollouts = b_left < 1
-    return x, first, on_rollouts
+            n_first = int(x.sum())
+    return x, first, on_rollouts, (n_first if first is not None else int(x.sum()))
 
 
 # ------------------------------------------------------------------- the solver
@@ -512,6 +523,14 @@ class _Eval:
     dual: float
     g_star: float
     on_rollouts: bool
+    n_tokens: int  # units of the token-only prefix at this ranking
+
+
+def _token_prefix_size(p: _Problem, w: FloatArray, fast: bool) -> int:
+    """How many units the ranking by ``gains / w`` takes before one fails on tokens."""
+    if fast:
+        return int(_prefix(p, w, p.c, p.t_spare)[0].sum())
+    return _scan_table(p, w, math.inf)[3]
 
 
 def _value(p: _Problem, x: IntArray) -> float:
@@ -526,16 +545,18 @@ def _evaluate(p: _Problem, nu: float, fast: bool) -> _Eval:
     above: IntArray | None = None
     if fast:
         s, fail, above = _prefix(p, w, p.c, p.t_spare)
-        if int(s.sum()) > b_cap:
+        n_tokens = int(s.sum())
+        if n_tokens > b_cap:
             s, fail, above = _prefix(p, w, np.ones_like(p.c), b_cap)
         # The first unit left out fails on the rollout cap (perhaps on tokens as well).
         on_rollouts = fail is not None and int(s.sum()) >= b_cap
         x = _fill(p, w, s, b_cap - float(s.sum()))
     else:
-        x, fail, on_rollouts = _scan_table(p, w, b_cap)
+        x, fail, on_rollouts, _ = _scan_table(p, w, b_cap)
+        n_tokens = _token_prefix_size(p, w, fast) if p.b_spare is not None else 0
     value = _value(p, x)
     if fail is None:  # every positive unit is taken: optimal
-        return _Eval(x, value, _value(p, p.pos), 0.0, on_rollouts)
+        return _Eval(x, value, _value(p, p.pos), 0.0, on_rollouts, n_tokens)
     i, j = fail
     g_star = float(p.g[p.inv[i], j])
     k_star = float(g_star / w[i])
@@ -546,7 +567,7 @@ def _evaluate(p: _Problem, nu: float, fast: bool) -> _Eval:
     dual = _value(p, above) + k_star * (p.t_spare - float(p.c @ above))
     if p.b_spare is not None:
         dual += nu * k_star * (p.b_spare - float(above.sum()))
-    return _Eval(x, value, dual, g_star, on_rollouts)
+    return _Eval(x, value, dual, g_star, on_rollouts, n_tokens)
 
 
 def _solve(p: _Problem, fast: bool) -> TokenSolution:
@@ -559,14 +580,22 @@ def _solve(p: _Problem, fast: bool) -> TokenSolution:
     e0 = _evaluate(p, 0.0, fast)
     if not e0.on_rollouts:
         return _solution(p, e0.x, max(e0.dual - e0.value, 0.0), 0.0)
-    # Both constraints bind: bisect the rollout price nu between a ranking stopped by
-    # the rollout cap (s_lo) and one stopped by tokens (s_hi); nu = scale * s / (1 - s).
+    # Both constraints bind. Search the rollout price nu (s = nu / (nu + scale) in [0, 1])
+    # for the ranking whose token-only prefix holds exactly B' units: h(s) = size - B'
+    # is >= 0 at s = 0 (the ranking stops on the rollout cap) and < 0 at s = 1 (ranking
+    # by gain alone, which does not fit in tokens). Regula falsi with the Illinois
+    # correction; every step keeps a bracket, so it converges like bisection at worst.
     scale = float(np.mean(p.c))
     best, best_nu, dual = e0, 0.0, e0.dual
-    s_lo, s_hi = 0.0, 1.0
+    s_lo, h_lo = 0.0, float(e0.n_tokens - p.b_spare)
+    s_hi = 1.0
+    h_hi = float(_token_prefix_size(p, np.ones_like(p.c), fast) - p.b_spare)
+    side = 0
     for _ in range(MAX_NU_STEPS):
-        s = 0.5 * (s_lo + s_hi)
-        if s in (s_lo, s_hi):
+        width = s_hi - s_lo
+        s = s_lo + width * h_lo / (h_lo - h_hi) if h_lo > h_hi else 0.5 * (s_lo + s_hi)
+        s = min(max(s, s_lo + 0.01 * width), s_hi - 0.01 * width)
+        if not s_lo < s < s_hi:
             break
         nu = scale * s / (1.0 - s)
         e = _evaluate(p, nu, fast)
@@ -575,10 +604,15 @@ def _solve(p: _Problem, fast: bool) -> TokenSolution:
             best, best_nu = e, nu
         if dual - best.value <= e.g_star:
             break
+        h = float(e.n_tokens - p.b_spare)
         if e.on_rollouts:
-            s_lo = s
+            s_lo, h_lo = s, max(h, 0.0)
+            h_hi = h_hi / 2.0 if side == -1 else h_hi
+            side = -1
         else:
-            s_hi = s
+            s_hi, h_hi = s, min(h, -0.5)
+            h_lo = h_lo / 2.0 if side == 1 else h_lo
+            side = 1
     return _solution(p, best.x, max(dual - best.value, 0.0), best_nu)
 
 
