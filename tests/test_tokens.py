@@ -222,6 +222,72 @@ def test_rollout_only_equality_on_coba_gains() -> None:
     np.testing.assert_array_equal(sol.counts, solvers.greedy(g, b, 2, 32))
 
 
+# ------------------------------------------------------------------ per-prompt caps
+
+
+@st.composite
+def capped_problem(draw: st.DrawFn, cap: bool | None = None) -> tuple[Problem, Arr]:
+    """A :func:`token_problem` with per-prompt upper bounds in ``[n_low, n_up]``."""
+    p = draw(token_problem(cap=cap))
+    g, _, _, n_low, n_up, _ = p
+    caps = np.array(
+        draw(st.lists(st.integers(n_low, n_up), min_size=g.shape[0], max_size=g.shape[0]))
+    )
+    return p, caps
+
+
+@given(capped_problem())
+def test_caps_fast_equals_table_and_hold(pc: tuple[Problem, Arr]) -> None:
+    p, caps = pc
+    g, c, t, n_low, n_up, b = p
+    fast = tokens.token_greedy(g, c, t, n_low, n_up, b, caps=caps)
+    table = tokens.token_greedy_table(g, c, t, n_low, n_up, b, caps=caps)
+    np.testing.assert_array_equal(fast.counts, table.counts)
+    _check_feasible(fast, p)
+    assert (fast.counts <= caps).all()
+    dp = tokens.token_dp(g, c, t, n_low, n_up, b, caps=caps)
+    assert (dp <= caps).all()
+    opt, got = solvers.objective(g, dp, n_low), solvers.objective(g, fast.counts, n_low)
+    assert got <= opt + TOL
+    assert opt - got <= fast.gap + TOL
+
+
+@given(capped_problem(cap=False))
+def test_caps_token_only_within_one_marginal_gain(pc: tuple[Problem, Arr]) -> None:
+    p, caps = pc
+    g, c, t, n_low, n_up, _ = p
+    sol = tokens.token_greedy(g, c, t, n_low, n_up, caps=caps)
+    opt = solvers.objective(g, tokens.token_dp(g, c, t, n_low, n_up, caps=caps), n_low)
+    got = solvers.objective(g, sol.counts, n_low)
+    x = sol.counts - n_low
+    open_rows = sol.counts < caps
+    one_gain = float(np.max(g[open_rows, x[open_rows]])) if open_rows.any() else 0.0
+    assert opt - got <= one_gain + TOL
+
+
+@given(capped_problem(cap=True), st.integers(0, 30))
+def test_caps_equal_capped_rollout_only_when_tokens_do_not_bind(
+    pc: tuple[Problem, Arr], slack: int
+) -> None:
+    p, caps = pc
+    g, c, _, n_low, n_up, b = p
+    assert b is not None
+    b = max(min(b, int(caps.sum())), g.shape[0] * n_low)
+    # The capped rollout-only problem: units beyond a cap get a prohibitive gain.
+    beyond = np.arange(g.shape[1])[None, :] >= (caps - n_low)[:, None]
+    rollout_only = solvers.greedy(np.where(beyond, -1e12, g), b, n_low, n_up)
+    t = float(c @ rollout_only) + slack
+    sol = tokens.token_greedy(g, c, t, n_low, n_up, b, caps=caps)
+    np.testing.assert_array_equal(sol.counts, rollout_only)
+
+
+def test_bad_caps_name_the_problem() -> None:
+    with pytest.raises(ValueError, match=r"caps\[1\] = 5 is outside"):
+        tokens.token_greedy([[1.0], [1.0]], [1.0, 1.0], 10.0, 1, 2, caps=[2, 5])
+    with pytest.raises(ValueError, match="caps must be 2 integers"):
+        tokens.token_greedy([[1.0], [1.0]], [1.0, 1.0], 10.0, 1, 2, caps=[2])
+
+
 # ------------------------------------------------------------------------ bad input
 
 

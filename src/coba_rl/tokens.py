@@ -204,6 +204,7 @@ class _Problem:
     flat: FloatArray  # g.reshape(-1)
     base: IntArray  # inv * K: where each prompt's row starts in ``flat``
     cum: FloatArray  # (U, K + 1) cumulative gains, cum[:, 0] = 0
+    capped: bool  # per-prompt caps below n_up were given
 
 
 def _check_problem(
@@ -214,6 +215,7 @@ def _check_problem(
     n_up: int,
     rollout_budget: int | None,
     inverse: ArrayLike | None,
+    caps: ArrayLike | None = None,
 ) -> _Problem:
     n_low, n_up = check_bounds(n_low, n_up)
     g = as_real_array(gains, "gains")
@@ -267,11 +269,26 @@ def _check_problem(
     g = _running_min(np.ascontiguousarray(g, dtype=np.float64))
     limit = np.count_nonzero(g >= 0.0, axis=1).astype(np.int64)[inv]
     pos = np.count_nonzero(g > 0.0, axis=1).astype(np.int64)[inv]
+    capped = caps is not None
+    if caps is not None:
+        cap_f = as_real_array(caps, "caps")
+        if cap_f.shape != (m,) or not (cap_f == np.round(cap_f)).all():
+            raise ValueError(f"caps must be {m} integers (one per prompt), got shape {cap_f.shape}")
+        bad_cap = (cap_f < n_low) | (cap_f > n_up)
+        if bad_cap.any():
+            i = int(np.flatnonzero(bad_cap)[0])
+            raise ValueError(
+                f"caps[{i}] = {cap_f[i]:g} is outside [n_low, n_up] = [{n_low}, {n_up}]"
+            )
+        extra = cap_f.astype(np.int64) - n_low
+        limit, pos = np.minimum(limit, extra), np.minimum(pos, extra)
     cum = np.zeros((g.shape[0], k + 1))
     np.cumsum(g, axis=1, out=cum[:, 1:])
     c_arr = np.asarray(c, dtype=np.float64)
     flat = g.reshape(-1)
-    return _Problem(g, inv, c_arr, t, t - floor, b_spare, n_low, limit, pos, flat, inv * k, cum)
+    return _Problem(
+        g, inv, c_arr, t, t - floor, b_spare, n_low, limit, pos, flat, inv * k, cum, capped
+    )
 
 
 # --------------------------------------------------------------- fast machinery
@@ -573,13 +590,18 @@ def _evaluate(p: _Problem, nu: float, fast: bool) -> _Eval:
 def _solve(p: _Problem, fast: bool) -> TokenSolution:
     m = p.inv.size
     if p.b_spare is not None:
-        spare = min(p.b_spare, m * p.g.shape[1])
-        xg = _greedy_extra_grouped(p.g, p.inv, spare)
+        if p.capped:  # the rollout-only greedy under the same per-prompt caps
+            cols = np.arange(p.g.shape[1])[None, :]
+            keys = np.where(cols < p.limit[:, None], p.g[p.inv], -np.inf)
+            xg = _greedy_extra_grouped(keys, np.arange(m), min(p.b_spare, int(p.limit.sum())))
+        else:
+            xg = _greedy_extra_grouped(p.g, p.inv, min(p.b_spare, m * p.g.shape[1]))
         if float(p.c @ (p.n_low + xg)) <= p.t_total:  # the tokens of the counts themselves
             return _solution(p, xg, 0.0, math.inf)
     e0 = _evaluate(p, 0.0, fast)
-    if not e0.on_rollouts:
+    if not e0.on_rollouts or p.b_spare is None:
         return _solution(p, e0.x, max(e0.dual - e0.value, 0.0), 0.0)
+    b_spare = p.b_spare
     # Both constraints bind. Search the rollout price nu (s = nu / (nu + scale) in [0, 1])
     # for the ranking whose token-only prefix holds exactly B' units: h(s) = size - B'
     # is >= 0 at s = 0 (the ranking stops on the rollout cap) and < 0 at s = 1 (ranking
@@ -587,9 +609,9 @@ def _solve(p: _Problem, fast: bool) -> TokenSolution:
     # correction; every step keeps a bracket, so it converges like bisection at worst.
     scale = float(np.mean(p.c))
     best, best_nu, dual = e0, 0.0, e0.dual
-    s_lo, h_lo = 0.0, float(e0.n_tokens - p.b_spare)
+    s_lo, h_lo = 0.0, float(e0.n_tokens - b_spare)
     s_hi = 1.0
-    h_hi = float(_token_prefix_size(p, np.ones_like(p.c), fast) - p.b_spare)
+    h_hi = float(_token_prefix_size(p, np.ones_like(p.c), fast) - b_spare)
     side = 0
     for _ in range(MAX_NU_STEPS):
         width = s_hi - s_lo
@@ -604,7 +626,7 @@ def _solve(p: _Problem, fast: bool) -> TokenSolution:
             best, best_nu = e, nu
         if dual - best.value <= e.g_star:
             break
-        h = float(e.n_tokens - p.b_spare)
+        h = float(e.n_tokens - b_spare)
         if e.on_rollouts:
             s_lo, h_lo = s, max(h, 0.0)
             h_hi = h_hi / 2.0 if side == -1 else h_hi
@@ -637,6 +659,7 @@ def token_greedy(
     rollout_budget: int | None = None,
     *,
     inverse: ArrayLike | None = None,
+    caps: ArrayLike | None = None,
 ) -> TokenSolution:
     """Spend a token budget (and optionally a rollout cap) by value gained per token.
 
@@ -655,6 +678,9 @@ def token_greedy(
       n_low, n_up: per-prompt bounds.
       rollout_budget: ``B``, an optional cap on the total rollouts (``>= M * n_low``).
       inverse: row of ``gains`` of each prompt (as :func:`coba_rl.value.unique_gains`).
+      caps: optional per-prompt upper bounds in ``[n_low, n_up]`` (for example
+        ``max_prompt_tokens // c_i``, so that no prompt's group delays a synchronous
+        step); the rollout-only allocation of case 1 then obeys them too.
 
     Returns:
       A :class:`TokenSolution`.
@@ -676,7 +702,7 @@ def token_greedy(
     O(M log M) for the boundary sort: no ``M x K`` table is built. The two-budget
     search repeats this at most 60 times.
     """
-    p = _check_problem(gains, costs, token_budget, n_low, n_up, rollout_budget, inverse)
+    p = _check_problem(gains, costs, token_budget, n_low, n_up, rollout_budget, inverse, caps)
     return _solve(p, fast=True)
 
 
@@ -689,6 +715,7 @@ def token_greedy_table(
     rollout_budget: int | None = None,
     *,
     inverse: ArrayLike | None = None,
+    caps: ArrayLike | None = None,
 ) -> TokenSolution:
     """:func:`token_greedy` written out over the full table of keys, one unit at a time.
 
@@ -703,7 +730,7 @@ def token_greedy_table(
 
     Complexity: O(M K log(M K)) time and O(M K) memory, plus a Python loop per unit.
     """
-    p = _check_problem(gains, costs, token_budget, n_low, n_up, rollout_budget, inverse)
+    p = _check_problem(gains, costs, token_budget, n_low, n_up, rollout_budget, inverse, caps)
     return _solve(p, fast=False)
 
 
@@ -714,6 +741,8 @@ def token_dp(
     n_low: int,
     n_up: int,
     rollout_budget: int | None = None,
+    *,
+    caps: ArrayLike | None = None,
 ) -> IntArray:
     """The exact optimum by dynamic programming over tokens (integer costs): the reference.
 
@@ -727,6 +756,7 @@ def token_dp(
       token_budget: ``T``, an integer.
       n_low, n_up: per-prompt bounds.
       rollout_budget: optional cap ``B`` on total rollouts.
+      caps: optional per-prompt upper bounds in ``[n_low, n_up]``.
 
     Returns:
       int64 counts of an optimal allocation.
@@ -738,7 +768,8 @@ def token_dp(
     Complexity: O(M K T' B') time and memory, ``T' = T - n_low sum(c)``, ``B'`` the spare
     rollouts (1 without a cap): small instances only.
     """
-    p = _check_problem(gains, costs, token_budget, n_low, n_up, rollout_budget, None)
+    p = _check_problem(gains, costs, token_budget, n_low, n_up, rollout_budget, None, caps)
+    top = np.full(p.inv.size, p.g.shape[1]) if caps is None else np.asarray(caps) - n_low
     c = np.asarray(costs, dtype=np.float64)
     if not (c == np.round(c)).all():
         raise ValueError("token_dp needs integer costs")
@@ -755,7 +786,7 @@ def token_dp(
     for i in range(m):
         new = np.full_like(best, -np.inf)
         pick = np.zeros(best.shape, dtype=np.int64)
-        for x in range(k + 1):
+        for x in range(int(top[i]) + 1):
             dt, db = int(ci[i]) * x, (x if p.b_spare is not None else 0)
             if dt > t_cap or db >= b_dim:
                 break
