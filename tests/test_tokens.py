@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -129,6 +129,9 @@ def test_no_spare_budget_buys_another_rollout(p: Problem) -> None:
 
 
 @given(token_problem(cap=True), st.integers(0, 50), st.floats(0.1, 9.9))
+@example(  # the floor n_low * sum(c) and the tokens of the counts must round alike
+    p=(np.zeros((4, 0)), np.array([1.0, 8.0, 1.0, 1.0]), 33, 3, 3, 12), slack=0, scale=0.1
+)
 def test_equals_rollout_only_when_tokens_do_not_bind(p: Problem, slack: int, scale: float) -> None:
     g, c, _, n_low, n_up, b = p
     assert b is not None

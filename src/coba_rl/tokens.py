@@ -249,7 +249,7 @@ def _check_problem(
     t = check_real(token_budget, "token_budget")
     if t < 0:
         raise ValueError(f"token_budget must be non-negative, got {t}")
-    floor = float(n_low * np.sum(c))
+    floor = float(c @ np.full(m, n_low, dtype=np.int64))  # as the tokens of counts are summed
     if floor > t:
         raise ValueError(
             f"token_budget {t:g} is below the floor n_low * sum(costs) = {floor:g}: even "
