@@ -196,6 +196,7 @@ def make_trainer(root: Path, allocator: coba_rl.CoBAAllocator) -> Any:
     t.config = OmegaConf.create(
         {
             "actor_rollout_ref": {"rollout": {"n": N}, "actor": {"checkpoint": {}}},
+            "coba": {"prompt_id": "index"},  # the dataset index alone: one training file
             "trainer": {
                 "default_local_dir": str(root),
                 "default_hdfs_dir": None,

@@ -215,7 +215,8 @@ class CoBAV1TrainerMixin(_TrainerBase):
         if not final:
             return 0
         keys = [k for _, k in final.values()]
-        tq = importlib.import_module("transfer_queue")
+        # the TransferQueue client verl's trainer itself uses
+        tq = importlib.import_module("verl.trainer.ppo.v1.trainer_base").tq
         data = tq.kv_batch_get(
             keys=keys, partition_id=batch.partition_id, select_fields=["rm_scores"]
         )
