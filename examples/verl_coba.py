@@ -4,8 +4,9 @@ Three training steps as ``RayPPOTrainer.fit`` runs them, on CPU and without Ray 
 allocate over the batch's dataset indices, repeat the prompt batch with
 ``DataProto.sample_level_repeat`` (``repeat_rows``), score the rows with a toy verifier,
 compute verl's ``compute_grpo_outcome_advantage``, feed the scores back, and save the
-allocator beside a ``global_step_N`` folder. A real run uses ``coba_trainer_class()``
-(see docs/integrations/verl.md). Needs ``pip install 'coba-rl[verl]'``; without it the
+allocator beside a ``global_step_N`` folder. A real run uses the launcher,
+``python -m coba_rl.integrations.verl`` with verl's overrides (see
+docs/integrations/verl.md). Needs ``pip install 'coba-rl[verl]'``; without it the
 example says so and stops. Run: ``python examples/verl_coba.py``.
 """
 

@@ -398,10 +398,10 @@ def _state(path: Path) -> dict[str, Any]:
 def test_v0_resume_auto_and_resume_path_continue_the_same_allocations(
     data_files: dict[str, Path], tmp_path: Path, cobacfg: coba_rl.CoBAConfig
 ) -> None:
-    v0 = "trainer.use_v1=false"
+    v0 = ("trainer.use_v1=false", "trainer.val_before_train=false", "trainer.test_freq=0")
     # the uninterrupted run: 5 steps, a checkpoint every step
     full = make_v0_trainer(
-        verl_config(data_files, tmp_path / "full", v0, "trainer.total_training_steps=5"),
+        verl_config(data_files, tmp_path / "full", *v0, "trainer.total_training_steps=5"),
         coba_rl.CoBAAllocator(cobacfg),
     )
     run_fit(full)
@@ -409,7 +409,7 @@ def test_v0_resume_auto_and_resume_path_continue_the_same_allocations(
 
     # auto: 3 steps, then a new trainer resumes from the tracker file and runs to step 5
     first = make_v0_trainer(
-        verl_config(data_files, tmp_path / "auto", v0, "trainer.total_training_steps=3"),
+        verl_config(data_files, tmp_path / "auto", *v0, "trainer.total_training_steps=3"),
         coba_rl.CoBAAllocator(cobacfg),
     )
     run_fit(first)
@@ -418,7 +418,7 @@ def test_v0_resume_auto_and_resume_path_continue_the_same_allocations(
         verl_config(
             data_files,
             tmp_path / "auto",
-            v0,
+            *v0,
             "trainer.total_training_steps=5",
             "trainer.resume_mode=auto",
         ),
@@ -442,7 +442,7 @@ def test_v0_resume_auto_and_resume_path_continue_the_same_allocations(
         verl_config(
             data_files,
             tmp_path / "other",
-            v0,
+            *v0,
             "trainer.total_training_steps=5",
             "trainer.resume_mode=resume_path",
             f"trainer.resume_from_path={tmp_path / 'full' / 'global_step_2'}",
@@ -789,12 +789,15 @@ def test_v1_resume_auto_continues_the_same_allocations(
     fake_tq: FakeTransferQueue,
     cobacfg: coba_rl.CoBAConfig,
 ) -> None:
-    full_cfg = verl_config(data_files, tmp_path / "full", *V1, "trainer.total_training_steps=4")
+    quiet = ("trainer.val_before_train=false", "trainer.test_freq=0")
+    full_cfg = verl_config(
+        data_files, tmp_path / "full", *V1, *quiet, "trainer.total_training_steps=4"
+    )
     full, _ = run_v1(make_v1_trainer(full_cfg, coba_rl.CoBAAllocator(cobacfg)), full_cfg)
 
-    cfg = verl_config(data_files, tmp_path / "part", *V1, "trainer.total_training_steps=2")
+    cfg = verl_config(data_files, tmp_path / "part", *V1, *quiet, "trainer.total_training_steps=2")
     run_v1(make_v1_trainer(cfg, coba_rl.CoBAAllocator(cobacfg)), cfg)
-    cfg = verl_config(data_files, tmp_path / "part", *V1, "trainer.total_training_steps=4")
+    cfg = verl_config(data_files, tmp_path / "part", *V1, *quiet, "trainer.total_training_steps=4")
     resumed_trainer = make_v1_trainer(cfg, coba_rl.CoBAAllocator(cobacfg))
     assert resumed_trainer.global_steps == 2
     resumed, _ = run_v1(resumed_trainer, cfg)
