@@ -489,6 +489,53 @@ def test_v0_allocator_is_saved_before_the_tracker_file(
     assert not (tmp_path / "ckpt" / "global_step_2" / "data.pt").exists()
 
 
+class StubCriticGroup:
+    """Stands in for the critic Ray worker group: zero values, a fixed loss."""
+
+    def __init__(self) -> None:
+        self.updates = 0
+
+    def infer_batch(self, td: Any) -> Any:
+        ids = td["input_ids"]
+        zeros = torch.nested.nested_tensor_from_jagged(
+            torch.zeros_like(ids.values(), dtype=torch.float32), offsets=ids.offsets()
+        )
+        return SimpleNamespace(get=lambda: TensorDict({"values": zeros}, batch_size=td.batch_size))
+
+    def save_checkpoint(self, local_path: str, *args: Any, **kwargs: Any) -> None:
+        os.makedirs(local_path, exist_ok=True)
+
+    def train_mini_batch(self, td: Any) -> Any:
+        self.updates += 1
+        out = TensorDict({"metrics": NonTensorData({"mfu": 0.0, "vf_loss": 0.1})}, batch_size=[])
+        return SimpleNamespace(get=lambda: out)
+
+
+def test_v0_critic_warmup_steps_still_feed_the_allocator(
+    data_files: dict[str, Path], tmp_path: Path, cobacfg: coba_rl.CoBAConfig
+) -> None:
+    """verl skips the actor update during critic warmup; the critic update feeds back."""
+    cfg = verl_config(
+        data_files,
+        tmp_path / "ckpt",
+        "trainer.use_v1=false",
+        "algorithm.adv_estimator=gae",
+        "trainer.critic_warmup=2",
+        "trainer.total_training_steps=3",
+        "trainer.val_before_train=false",
+        "trainer.test_freq=0",
+    )
+    trainer = make_v0_trainer(cfg, coba_rl.CoBAAllocator(cobacfg))
+    trainer.critic_wg = StubCriticGroup()
+    logged = run_fit(trainer)
+    assert trainer.critic_wg.updates == 3
+    # verl warms the critic up while critic_warmup > global_steps: step 1 has no actor update
+    assert len(trainer.actor_rollout_wg.updates) == 2
+    assert trainer.coba_allocator.step == 3  # every step reached the allocator
+    steps = [s for s, m in logged if "coba/budget" in m and "critic/vf_loss" in m]
+    assert steps == [1, 2, 3]
+
+
 @pytest.mark.parametrize(
     ("override", "match"),
     [
@@ -806,6 +853,37 @@ def test_v1_resume_auto_continues_the_same_allocations(
     assert {s: got[s] for s in (3, 4)} == {s: want[s] for s in (3, 4)}
 
 
+def test_v1_split_steps_padding_and_critic_warmup_feed_back_once_per_step(
+    data_files: dict[str, Path],
+    tmp_path: Path,
+    fake_tq: FakeTransferQueue,
+    cobacfg: coba_rl.CoBAConfig,
+) -> None:
+    """parameter_sync_step=2 trains each step in two halves, each padded by verl to a
+    multiple of the mini-batch; critic_warmup=2 skips the first actor update. The
+    allocator still gets one update per global step, with every real session and no
+    padding row."""
+    cfg = verl_config(
+        data_files,
+        tmp_path / "ckpt",
+        *V1,
+        "+trainer.v1.sync.parameter_sync_step=2",
+        "trainer.critic_warmup=2",
+        "trainer.total_training_steps=4",
+        "trainer.val_before_train=false",
+        "trainer.test_freq=0",
+    )
+    trainer = make_v1_trainer(cfg, coba_rl.CoBAAllocator(cobacfg))
+    manager, logged = run_v1(trainer, cfg)
+    assert trainer.coba_allocator.step == 4
+    updates = trainer.actor_rollout_wg.updates
+    assert len(updates) == 2 * 3  # two halves per step, none at step 1 (warmup)
+    assert any(t.get("is_padding") for u in updates for t in u.tags)  # verl padded
+    rows = [m["coba/feedback/rows"] for _, m in logged if "coba/feedback/rows" in m]
+    assert rows == [BATCH * N] * 4
+    assert [sum(sub.values()) for sub in manager.submitted] == [BATCH * N] * 4
+
+
 @pytest.mark.parametrize(
     ("override", "match"),
     [
@@ -904,9 +982,12 @@ def test_launcher_rejects_an_unknown_coba_key_before_starting_anything() -> None
         timeout=120,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
-    assert proc.returncode != 0
-    assert "unknown key coba.kapa" in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(
+        "python -m coba_rl.integrations.verl: error: unknown key coba.kapa"
+    )
     assert "kappa" in proc.stderr  # the valid keys are listed
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_split_overrides_parses_values_with_hydras_grammar() -> None:

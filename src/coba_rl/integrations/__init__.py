@@ -2,8 +2,9 @@
 
 Each framework has its own module, which never imports the framework at import time:
 
-- :mod:`coba_rl.integrations.verl`: functions around ``DataProto.sample_level_repeat`` and a
-  mixin for verl's ``RayPPOTrainer`` (install with ``pip install 'coba-rl[verl]'``);
+- :mod:`coba_rl.integrations.verl`: a launcher (``python -m coba_rl.integrations.verl``),
+  mixins for verl's V1 synchronous trainer and its legacy ``RayPPOTrainer``, and the
+  functions under them (install with ``pip install 'coba-rl[verl]'``);
 - :mod:`coba_rl.integrations.trl`: a ``GRPOTrainer`` subclass with per-prompt rollout
   counts (install with ``pip install 'coba-rl[trl]'``).
 

@@ -13,8 +13,9 @@ The ``coba.*`` keys are every ``CoBAConfig`` field (``coba.variant``, ``coba.n_l
 ``coba.n_up``, ``coba.kappa``, ``coba.window``, ``coba.success_threshold``, ...), plus
 ``coba.bounds=[n_low,n_up]``, ``coba.budget`` (rollouts per training batch, default
 ``data.train_batch_size * actor_rollout_ref.rollout.n``) and ``coba.prompt_id``
-(``index_prompt`` or ``index``). An unknown key stops the launch with an error naming it,
-before Hydra, Ray or any GPU is touched. The validated group is stored in the run's
+(``index_prompt`` or ``index``). An unknown key or a bad value stops the launch with one
+line naming it (exit status 2), before Hydra, Ray or any GPU is touched; ``--help``
+prints this text and the keys. The validated group is stored in the run's
 config as ``coba`` (so it is logged with it), and the trainer reads it there.
 """
 
@@ -25,13 +26,16 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from coba_rl.integrations.verl._config import CoBASettings, coba_settings
+from coba_rl._cli import exit_usage
+from coba_rl.integrations.verl._config import COBA_KEYS, CoBASettings, coba_settings
 from coba_rl.integrations.verl.v0 import coba_trainer_class
 from coba_rl.integrations.verl.v1 import check_v1_config, coba_v1_trainer_class
 
 __all__ = ["coba_task_runner", "main", "prepare_config", "split_overrides"]
 
 _PREFIXES = ("coba.", "+coba.", "++coba.")
+#: How errors name the command (``<prog>: error: <what is wrong>``, exit status 2).
+PROG = "python -m coba_rl.integrations.verl"
 
 
 def split_overrides(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
@@ -159,11 +163,15 @@ def main(
       run: what runs the composed config and task runner (default verl's ``run_ppo``).
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__)
+        print(f"coba keys: {', '.join('coba.' + k for k in COBA_KEYS)}")
+        return
     try:
         coba, rest = split_overrides(args)
-        coba_settings({**coba, "budget": None})  # unknown keys fail before Hydra and Ray
+        coba_settings(coba)  # unknown keys and bad values fail before Hydra and Ray
     except ValueError as exc:
-        raise SystemExit(f"coba-rl: {exc}") from None
+        exit_usage(PROG, str(exc))
     hydra = importlib.import_module("hydra")
 
     def task(config: Any) -> None:
@@ -177,7 +185,7 @@ def main(
         try:
             settings = prepare_config(config, coba)
         except ValueError as exc:
-            raise SystemExit(f"coba-rl: {exc}") from None
+            exit_usage(PROG, str(exc))
         use_v1 = bool(config.trainer.get("use_v1", True))
         trainer = f"V1 {config.trainer.v1.trainer_mode}" if use_v1 else "legacy"
         cfg = settings.config
