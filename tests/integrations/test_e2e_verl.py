@@ -853,6 +853,40 @@ def test_v1_resume_auto_continues_the_same_allocations(
     assert {s: got[s] for s in (3, 4)} == {s: want[s] for s in (3, 4)}
 
 
+class IgnoringAgentLoopManager(StubAgentLoopManager):
+    """An agent loop that drops __rollout_n__ and so starts rollout.n sessions per prompt."""
+
+    def generate_sequences(self, batch: Any) -> None:
+        if "__rollout_n__" in batch.keys():  # noqa: SIM118
+            del batch["__rollout_n__"]
+        super().generate_sequences(batch)
+
+
+def test_v1_an_agent_loop_that_ignores_rollout_n_is_caught(
+    data_files: dict[str, Path],
+    tmp_path: Path,
+    fake_tq: FakeTransferQueue,
+    cobacfg: coba_rl.CoBAConfig,
+) -> None:
+    texts = [f"what is {i} + {i}?" for i in range(4)]
+    ids = prompt_ids(range(4), [[{"role": "user", "content": t}] for t in texts])
+    allocator = coba_rl.CoBAAllocator(cobacfg)  # with history, so the first batch is uneven
+    allocator.update(np.repeat(ids, 4), [1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 1, 0, 1, 1, 1, 0])
+    assert len(set(allocator.allocate(ids, BATCH * N).counts.tolist())) > 1
+    cfg = verl_config(
+        data_files,
+        tmp_path / "ckpt",
+        *V1,
+        "trainer.val_before_train=false",
+        "trainer.total_training_steps=1",
+    )
+    trainer = make_v1_trainer(cfg, allocator)
+    with pytest.raises(
+        ValueError, match=r"got 4 sessions but was allocated \d+: the agent loop must"
+    ):
+        trainer.fit(IgnoringAgentLoopManager(cfg))
+
+
 def test_v1_split_steps_padding_and_critic_warmup_feed_back_once_per_step(
     data_files: dict[str, Path],
     tmp_path: Path,
