@@ -53,6 +53,7 @@ def test_coba_settings_map_every_config_field_generically() -> None:
     s = coba_settings({"variant": "release", "window": 4, "unseen_pass_rate": 0.3})
     assert (s.config.variant, s.config.window, s.config.unseen_pass_rate) == ("release", 4, 0.3)
     assert s.budget is None and s.prompt_id == "index_prompt"
+    assert coba_settings({"success_threshold": 0.5}).config.success_threshold == 0.5
 
 
 @pytest.mark.parametrize(
