@@ -41,6 +41,8 @@ import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from coba_rl import CoBAAllocator
+
 BATCH, N, N_LOW, N_UP = 8, 4, 2, 12
 PROMPTS_PER_FILE = 8
 
@@ -159,8 +161,8 @@ def _run(root: Path, model: Path) -> bool:
         results.append(
             (f"{path.name} at step {step} records {updates} updates", state.get("step") == updates)
         )
-        ids = state.get("tracker", {}).get("ids", [])
-        results.append((f"step {step}: 16 distinct prompt ids", len(set(ids)) == 16))
+        tracked = len(CoBAAllocator.from_state_dict(state).tracker) if state else 0
+        results.append((f"step {step}: 16 distinct prompt ids", tracked == 16))
     sessions = _sessions_per_step(root / "rollouts")
     results.append(("rollout dump has 6 training steps", sorted(sessions) == [1, 2, 3, 4, 5, 6]))
     uneven = False

@@ -388,7 +388,9 @@ def test_v0_prompt_ids_from_index_alone_collide_across_files(
     )
     trainer = make_v0_trainer(cfg)
     run_fit(trainer)
-    assert trainer.coba_allocator.tracker.state_dict()["ids"] == [0, 1, 2, 3]  # 8 prompts, 4 ids
+    tracker = trainer.coba_allocator.tracker
+    assert len(tracker) == 4  # 8 prompts in two files, but only 4 ids: histories are mixed
+    assert np.isfinite(tracker.pass_rates([0, 1, 2, 3])).all()
 
 
 def _state(path: Path) -> dict[str, Any]:
