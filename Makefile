@@ -15,8 +15,9 @@ help:
 	@echo "make test   - install test extras; run ruff, mypy --strict and pyright (no plugins),"
 	@echo "              pytest (with doctests) and the docs build"
 	@echo "make docs   - build the documentation site (mkdocs build --strict) into site/"
-	@echo "make test-all - make test, then the whole suite again in .venv-all with the [trl,verl]"
-	@echo "               extras (real TRL and verl on CPU: the integration tests run there)"
+	@echo "make test-all - make test, then the whole suite again in .venv-all with the"
+	@echo "               [trl,verl,experiment] extras (real TRL and verl on CPU, and a smoke"
+	@echo "               run of coba-rl experiment: the integration tests run there)"
 	@echo "make bench  - the full benchmark (more repetitions)"
 	@echo "make bench-docs - the full benchmark, then refresh docs/performance.md and its plot"
 	@echo "make stress - the long reliability runs: fuzzing (hypothesis profile 'long'), 5000-step"
@@ -81,9 +82,11 @@ $(BIN_ALL)/python:
 	$(BIN_ALL)/python -m pip install --quiet --upgrade pip
 
 $(VENV_ALL)/.installed-all: pyproject.toml | $(BIN_ALL)/python
-	$(BIN_ALL)/python -m pip install --quiet -e '.[test,dev,trl,verl]'
+	$(BIN_ALL)/python -m pip install --quiet -e '.[test,dev,trl,verl,experiment]'
 	@touch $@
 
+# The suite in .venv-all includes tests/test_experiment.py, whose smoke test runs
+# `coba-rl experiment --smoke` (the whole GRPO loop on a tiny transformer, about a minute).
 test-all: test $(VENV_ALL)/.installed-all
 	HF_HUB_OFFLINE=1 $(BIN_ALL)/pytest
 

@@ -30,6 +30,8 @@ def tiny(**kw: object) -> SimulateSettings:
         "allocators": COBA,
         "n_up": 32,
         "sim": TINY_SIM,
+        "lr_grid": (0.3,),
+        "same_lr": False,
     }
     base.update(kw)
     return SimulateSettings(**base)  # type: ignore[arg-type]
@@ -86,10 +88,10 @@ def test_same_seed_same_world_for_every_allocator() -> None:
 def test_table_lists_each_budget_and_allocator() -> None:
     table = simulate.format_table(simulate.run_comparison(tiny()))
     lines = table.splitlines()
-    assert lines[0].startswith("| budget | allocator | held-out acc. (%)")
+    assert lines[0].startswith("| budget | allocator | lr | held-out acc. (%)")
     assert len(lines) == 2 + 4
-    assert lines[2].startswith("| 128 (1 x) | coba-paper | ")
-    assert lines[5].startswith("| 64 (0.5 x) | coba-release | ")
+    assert lines[2].startswith("| 128 (1 x) | coba-paper | 0.3 | ")
+    assert lines[5].startswith("| 64 (0.5 x) | coba-release | 0.3 | ")
     assert all(line.count("±") == 5 for line in lines[2:])
 
 
@@ -122,7 +124,12 @@ def test_results_are_written_with_settings_and_seeds(tmp_path: Path) -> None:
     assert record["settings"]["seeds"] == [0, 1] and record["budgets"] == [128, 64]
     assert record["settings"]["sim"]["num_train"] == 96
     assert "Synthetic model" in record["note"]
-    assert len(record["runs"]) == 8 and len(record["summary"]) == 4
+    assert len(record["runs"]) == 8 and len(record["summary"]["tuned"]) == 4
+    assert record["optimizer"] == {"name": "adam", "betas": [0.9, 0.999], "eps": 1e-8}
+    assert {(c["allocator"], c["budget"], c["lr"]) for c in record["chosen_lr"]} == {
+        (a, b, 0.3) for a in COBA for b in (128, 64)
+    }
+    assert all(r["lr"] == 0.3 and r["view"] == "tuned" for r in record["runs"])
     assert len(record["runs"][0]["history"]["heldout_accuracy"]) == 7
     md = written["markdown"].read_text()
     assert "Synthetic model" in md and "- seeds: 0, 1" in md and "| 64 (0.5 x) |" in md
@@ -154,8 +161,8 @@ def test_progress_bar_prints_plain_lines_off_a_terminal() -> None:
         bar.update(i, "x")
     bar.close()
     lines = buf.getvalue().splitlines()
-    assert lines[0] == "[..........]   1%  1/100  x"
-    assert lines[1] == "[#.........]  10%  10/100  x"  # then one line per 10 %
+    assert lines[0].startswith("[..........]   1%  1/100  x  0:00 elapsed, ETA ")
+    assert lines[1].startswith("[#.........]  10%  10/100  x  0:00 elapsed, ETA ")  # every 10 %
     assert lines[-1] == "[##########] 100%  100/100  x" and len(lines) == 11
 
 
@@ -164,12 +171,17 @@ def test_cli_simulate_writes_results(tmp_path: Path, capsys: pytest.CaptureFixtu
     argv = ["simulate", "--steps", "4", "--batch-size", "16", "--group-size", "8"]
     argv += ["--n-up", "32", "--num-train", "64", "--seeds", "0", "--out", str(out)]
     argv += ["--allocators", *COBA, "--no-plots", "--kappa", "9", "--window", "2"]
+    argv += ["--lr-grid", "0.1", "0.3", "--lr", "0.1"]
     assert cli_main(argv) == 0
     captured = capsys.readouterr()
     assert f"Table:   {out / 'results.md'}" in captured.out
     assert "kappa = 9, gamma = 10, window = 2" in captured.out
     assert "[" in captured.err and "100%" in captured.err  # the progress bar
-    assert json.loads((out / "results.json").read_text())["settings"]["window"] == 2
+    record = json.loads((out / "results.json").read_text())
+    assert record["settings"]["window"] == 2 and record["lr_grid"] == [0.1, 0.3]
+    assert {r["view"] for r in record["runs"]} == {"tuned", "same-lr"}
+    assert all(r["lr"] == 0.1 for r in record["runs"] if r["view"] == "same-lr")
+    assert "Secondary view, every allocator at lr = 0.1:" in captured.out
 
 
 def test_cli_simulate_reports_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
@@ -181,3 +193,71 @@ def test_cli_simulate_reports_bad_settings(capsys: pytest.CaptureFixture[str]) -
 def test_cli_lists_simulate() -> None:
     with pytest.raises(SystemExit):
         cli_main(["--help"])
+
+
+def test_each_pair_gets_the_lr_with_the_best_validation_score() -> None:
+    comp = simulate.run_comparison(tiny(lr_grid=(0.03, 0.3, 1.0), seeds=(0,), tune_seeds=(7, 8)))
+    for (name, budget), lr in comp.chosen_lr.items():
+        trials = [t for t in comp.tuning if t.allocator == name and t.budget == budget]
+        assert [t.lr for t in trials] == [0.03, 0.3, 1.0]
+        for t in trials:
+            assert len(t.validation_final) == 2 and t.score == pytest.approx(
+                np.mean(t.validation_final)
+            )
+        best = max(trials, key=lambda t: t.score)
+        assert lr == best.lr
+        assert all(r.lr == lr for r in comp.select(name, budget))
+
+
+def test_tuning_reads_validation_never_heldout() -> None:
+    """The search scores a tuning-seed run by its validation accuracy; held-out is not read."""
+    comp = simulate.run_comparison(tiny(lr_grid=(0.1,), seeds=(0,), tune_seeds=(5,)))
+    hist = simulate.run_simulation(
+        simulate.make_allocator("coba-paper", tiny()), steps=6, batch_size=16, budget=128,
+        seed=5, config=TINY_SIM.model_copy(update={"lr": 0.1}),
+    )  # fmt: skip
+    trial = next(t for t in comp.tuning if t.allocator == "coba-paper" and t.budget == 128)
+    assert trial.validation_final == [hist.validation_accuracy[-1]]
+    assert hist.validation_accuracy[-1] != hist.heldout_accuracy[-1]
+
+
+def test_same_lr_view_runs_everyone_at_sim_lr() -> None:
+    settings = tiny(lr_grid=(0.03, 0.3), same_lr=True, seeds=(0,),
+                    sim=TINY_SIM.model_copy(update={"lr": 0.03}))  # fmt: skip
+    comp = simulate.run_comparison(settings)
+    assert comp.views() == ["tuned", "same-lr"]
+    for name in COBA:
+        for budget in (128, 64):
+            (same,) = comp.select(name, budget, "same-lr")
+            (tuned,) = comp.select(name, budget, "tuned")
+            assert same.lr == 0.03 and tuned.lr == comp.chosen_lr[(name, budget)]
+            if tuned.lr == 0.03:
+                assert same.history is tuned.history  # identical run, reused
+    assert simulate.format_table(comp, "same-lr").count("| 0.03 |") == 4
+
+
+def test_tune_seeds_must_be_disjoint_from_seeds() -> None:
+    with pytest.raises(ValidationError, match="tune_seeds must be non-empty and disjoint"):
+        tiny(seeds=(0, 1), tune_seeds=(1,))
+
+
+# -- the numbers quoted in the docs ----------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "simulation.md"
+
+
+def _quoted(text: str, name: str) -> str:
+    start, end = f"<!-- quick-run:{name} -->", f"<!-- /quick-run:{name} -->"
+    assert start in text and end in text, f"docs/simulation.md lacks the {name} block"
+    return text.split(start, 1)[1].split(end, 1)[0].strip()
+
+
+@pytest.mark.slow
+def test_docs_quote_what_the_quick_run_produces() -> None:
+    """``coba-rl simulate --quick`` regenerates the tables quoted in docs/simulation.md."""
+    args = simulate.build_parser().parse_args(["--quick"])
+    comparison = simulate.run_comparison(simulate.settings_from_args(args))
+    text = DOCS.read_text(encoding="utf-8")
+    assert _quoted(text, "tuned") == simulate.format_table(comparison, "tuned")
+    assert _quoted(text, "same-lr") == simulate.format_table(comparison, "same-lr")
+    assert _quoted(text, "lr-search") == simulate.format_lr_search(comparison)

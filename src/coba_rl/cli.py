@@ -41,11 +41,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         add_help=False,
         help="compare allocators on a synthetic RLVR model (coba-rl simulate --help)",
     )
+    sub.add_parser(
+        "experiment",
+        add_help=False,
+        help="GRPO on a tiny transformer with each allocator (coba-rl experiment --help)",
+    )
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["simulate"]:  # its own parser, imported only when used
         from coba_rl.simulate import main as simulate_main
 
         return simulate_main(args_list[1:])
+    if args_list[:1] == ["experiment"]:
+        from coba_rl.experiment._command import main as experiment_main
+
+        return experiment_main(args_list[1:])
     args = parser.parse_args(argv)
 
     if args.command == "bench":

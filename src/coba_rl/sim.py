@@ -8,7 +8,10 @@ The model:
 
 * Prompt ``i`` has a unit feature vector ``z_i`` (``dim`` components) and a difficulty
   ``b_i``. Every feature vector loads on one shared "general skill" direction, plus a
-  random prompt-specific part, so learning on one prompt transfers to similar prompts.
+  random prompt-specific part. Learning on one prompt moves every prompt along the
+  shared direction, and along the specific parts by the cosine of the two prompts'
+  specific directions, which is often negative: prompts interfere, and a step that
+  helps one prompt can hurt another.
 * The policy has a skill vector ``theta`` and a per-prompt memorisation offset ``m_i``.
   The pass rate is ``p_i = sigmoid(<theta, z_i> + m_i - b_i)``.
 * Difficulties are drawn so that the initial pass-rate histogram looks like math RLVR at
@@ -17,13 +20,22 @@ The model:
 * One training step samples one Bernoulli reward per rollout row, computes GRPO
   advantages on the ragged groups with :func:`coba_rl.grpo.group_advantages`, and takes a
   policy-gradient step with this policy's score function
-  (``d log P(success) = (1 - p) z``, ``d log P(failure) = -p z``). A group whose rollouts
-  all agree has advantage 0 and teaches nothing, exactly as in GRPO.
-* ``theta`` moves by the batch gradient (averaged over rows, as a token-mean loss), and
-  is pulled back toward its start by ``decay`` (a stand-in for a KL penalty), which makes
-  accuracy saturate. ``m_i`` moves by the prompt's own scalar gradient: memorisation
-  helps the prompt itself, never the held-out set.
+  (``d log P(success) = (1 - p) z``, ``d log P(failure) = -p z``), plus, per rollout,
+  an isotropic noise vector of norm about ``grad_noise`` that has nothing to do with
+  success (the rest of a real rollout's log-probability gradient: the other tokens).
+  A group whose rollouts all agree has advantage 0 and teaches nothing, exactly as in
+  GRPO; the noise averages out only over many rollouts with non-zero advantage.
+* ``theta`` takes one optimiser step on the batch gradient (averaged over rows, as a
+  token-mean loss): Adam by default (``betas = (0.9, 0.999)``, ``eps = 1e-8``, as RLVR
+  trainers use), or plain SGD. Then ``theta`` is pulled back toward its start (a
+  stand-in for a KL penalty), which makes accuracy saturate: under Adam by decoupled
+  decay as in AdamW, ``theta -= lr * adam_decay * (theta - theta_0)``; under SGD by
+  the fraction ``decay`` of its distance, ``theta -= decay * (theta - theta_0)``, not
+  scaled by the learning rate. ``m_i`` moves by plain SGD on the prompt's own scalar gradient
+  under either optimiser: memorisation helps the prompt itself, never the held-out set.
 * Held-out accuracy is the mean held-out pass rate (no memorisation, no sampling noise).
+  A validation set, drawn like the held-out set and disjoint from it, serves to choose
+  learning rates.
 
 Everything is vectorised over prompts and rows, and deterministic under a seed.
 
@@ -84,17 +96,25 @@ class SimConfig(BaseModel):
       hard_logit, easy_logit: mean initial logit of the hard and easy prompts; their
         spread is ``tail_spread``. The remaining prompts get a logit uniform in
         ``[-mid_spread, mid_spread]``.
-      lr: step size of ``theta`` (the transferable skill).
-      lr_mem: step size of the per-prompt memorisation offsets ``m``.
-      decay: pull of ``theta`` back to its start per step (a KL-penalty stand-in).
+      num_val: size of the validation set (for choosing learning rates).
+      grad_noise: norm scale of the per-rollout gradient noise (see the module docstring).
+      optimizer: ``"adam"`` (default) or ``"sgd"`` for ``theta``.
+      lr: learning rate of ``theta`` (the transferable skill).
+      adam_beta1, adam_beta2, adam_eps: Adam's constants.
+      lr_mem: SGD step size of the per-prompt memorisation offsets ``m`` (either optimiser).
+      decay: SGD only: after each step, ``theta`` moves this fraction of the way back to
+        its start (a KL-penalty stand-in; not scaled by ``lr``).
+      adam_decay: Adam only: decoupled decay toward the start, as AdamW applies weight
+        decay: ``theta -= lr * adam_decay * (theta - theta_0)``. Its fixed point does not
+        depend on ``lr``, so the learning rate sets speed and noise, not the ceiling.
       ddof, eps, scale: GRPO advantage options, as in :func:`coba_rl.grpo.group_advantages`.
       per_prompt_weights: weight each row by ``G / n_i`` so each prompt counts equally.
       reward: ``"binary"`` rewards in {0, 1}, or ``"signed"`` rewards in {-1, +1}.
 
     Example:
       >>> cfg = SimConfig(num_train=512)
-      >>> cfg.num_train, cfg.dim, cfg.reward
-      (512, 12, 'binary')
+      >>> cfg.num_train, cfg.dim, cfg.reward, cfg.optimizer
+      (512, 12, 'binary', 'adam')
       >>> SimConfig(hard_share=0.8, easy_share=0.3)
       Traceback (most recent call last):
       ...
@@ -106,15 +126,22 @@ class SimConfig(BaseModel):
 
     num_train: int = Field(default=4096, ge=1)
     num_heldout: int = Field(default=2048, ge=1)
+    num_val: int = Field(default=1024, ge=1)
     dim: int = Field(default=12, ge=2)
-    shared_loading: float = Field(default=0.6, ge=0.0, le=1.0)
+    shared_loading: float = Field(default=0.4, ge=0.0, le=1.0)
     hard_share: float = Field(default=1.0 / 3.0, ge=0.0, le=1.0)
     easy_share: float = Field(default=0.1, ge=0.0, le=1.0)
     hard_logit: float = Field(default=-6.0, allow_inf_nan=False)
     easy_logit: float = Field(default=5.5, allow_inf_nan=False)
     tail_spread: float = Field(default=1.5, ge=0.0, allow_inf_nan=False)
     mid_spread: float = Field(default=4.0, ge=0.0, allow_inf_nan=False)
-    lr: float = Field(default=0.1, ge=0.0, allow_inf_nan=False)
+    grad_noise: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(default=0.3, ge=0.0, allow_inf_nan=False)
+    adam_beta1: float = Field(default=0.9, ge=0.0, lt=1.0)
+    adam_beta2: float = Field(default=0.999, ge=0.0, lt=1.0)
+    adam_eps: float = Field(default=1e-8, gt=0.0, allow_inf_nan=False)
+    adam_decay: float = Field(default=0.3, ge=0.0, allow_inf_nan=False)
     lr_mem: float = Field(default=0.01, ge=0.0, allow_inf_nan=False)
     decay: float = Field(default=0.01, ge=0.0, lt=1.0)
     ddof: int = Field(default=1, ge=0, le=1)
@@ -184,15 +211,22 @@ class RLVRSimulator:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise TypeError(f"seed must be a non-negative int, got {seed!r}")
         self.config = config if config is not None else SimConfig()
-        world_ss, order_ss, outcome_ss = np.random.SeedSequence(int(seed)).spawn(3)
+        world_ss, order_ss, outcome_ss, noise_ss, val_ss = np.random.SeedSequence(int(seed)).spawn(
+            5
+        )
         world = np.random.default_rng(world_ss)
         self._order_rng = np.random.default_rng(order_ss)
         self._outcome_rng = np.random.default_rng(outcome_ss)
+        self._noise_rng = np.random.default_rng(noise_ss)
         cfg = self.config
         self.z_train, self.b_train = self._draw_prompts(world, cfg.num_train)
         self.z_heldout, self.b_heldout = self._draw_prompts(world, cfg.num_heldout)
+        self.z_val, self.b_val = self._draw_prompts(np.random.default_rng(val_ss), cfg.num_val)
         self.theta0: FloatArray = np.zeros(cfg.dim)
         self.theta: FloatArray = self.theta0.copy()
+        self._adam_m: FloatArray = np.zeros(cfg.dim)
+        self._adam_v: FloatArray = np.zeros(cfg.dim)
+        self._adam_t = 0
         self.memo: FloatArray = np.zeros(cfg.num_train)
         self._epoch_order: IntArray = np.empty(0, dtype=np.int64)
         self._cursor = 0
@@ -242,6 +276,10 @@ class RLVRSimulator:
     def heldout_accuracy(self) -> float:
         """Mean held-out pass rate: the simulator's "benchmark"."""
         return float(self.heldout_pass_rates().mean())
+
+    def validation_accuracy(self) -> float:
+        """Mean validation pass rate (skill only), for choosing learning rates."""
+        return float(_sigmoid(self.z_val @ self.theta - self.b_val).mean())
 
     def train_accuracy(self) -> float:
         """Mean training-set pass rate (memorisation included)."""
@@ -295,12 +333,17 @@ class RLVRSimulator:
         .. math::
 
             s_i = \sum_{r \in i} w_r A_r \, \partial_{\ell} \log P(y_r), \quad
-            \theta \leftarrow \theta + \eta \frac{\sum_i s_i z_i}{R}
-                - \eta\,\lambda (\theta - \theta_0), \quad
+            g = \frac{\sum_i s_i z_i + \sum_r w_r A_r \epsilon_r}{R}, \quad
+            \theta \leftarrow \mathrm{opt}(\theta, g), \quad
+            \theta \leftarrow \theta - \lambda (\theta - \theta_0), \quad
             m_i \leftarrow m_i + \eta_m s_i
 
         where ``d/dl log P(success) = 1 - p`` and ``d/dl log P(failure) = -p`` for the
-        logit ``l``, and ``R`` is the number of rows (a token-mean-style average).
+        logit ``l``, ``epsilon_r`` is the row's gradient noise (``N(0, grad_noise**2 / dim)``
+        per component), ``R`` is the number of rows (a token-mean-style average), ``opt``
+        is one Adam (or SGD) ascent step with learning rate ``lr``, and ``lambda`` is
+        ``lr * adam_decay`` under Adam (decoupled, as AdamW) or ``decay`` under SGD (not
+        scaled by ``lr``).
 
         Args:
           row_prompt_ids: shape ``(R,)``, the prompt id of each row.
@@ -327,8 +370,22 @@ class RLVRSimulator:
         summed = np.bincount(inv.reshape(-1), weights=per_row, minlength=uniq.size)
         s: FloatArray = summed.astype(np.float64, copy=False)  # per prompt of the rows
         cfg = self.config
-        grad = self.z_train[uniq].T @ s / idx.size
-        self.theta += cfg.lr * grad - cfg.decay * (self.theta - self.theta0)
+        grad = self.z_train[uniq].T @ s
+        if cfg.grad_noise > 0:
+            eps = self._noise_rng.standard_normal((idx.size, cfg.dim))
+            grad = grad + (cfg.grad_noise / math.sqrt(cfg.dim)) * ((w * adv) @ eps)
+        grad /= idx.size
+        if cfg.optimizer == "adam":
+            self._adam_t += 1
+            b1, b2 = cfg.adam_beta1, cfg.adam_beta2
+            self._adam_m = b1 * self._adam_m + (1 - b1) * grad
+            self._adam_v = b2 * self._adam_v + (1 - b2) * grad * grad
+            m_hat = self._adam_m / (1 - b1**self._adam_t)
+            v_hat = self._adam_v / (1 - b2**self._adam_t)
+            pull = cfg.lr * cfg.adam_decay * (self.theta - self.theta0)  # as AdamW: decay first
+            self.theta += cfg.lr * m_hat / (np.sqrt(v_hat) + cfg.adam_eps) - pull
+        else:
+            self.theta += cfg.lr * grad - cfg.decay * (self.theta - self.theta0)
         self.memo[uniq] += cfg.lr_mem * s
         return s
 
@@ -393,7 +450,7 @@ class SimHistory:
     """Per-step records of one simulated run (index 0 of the accuracies is before step 1).
 
     Attributes:
-      heldout_accuracy, train_accuracy: shape ``(steps + 1,)``.
+      heldout_accuracy, validation_accuracy, train_accuracy: shape ``(steps + 1,)``.
       effective_ratio: per step, the share of rollouts in mixed-outcome groups.
       zero_variance_rollouts: per step, rollouts in groups whose rewards all agree.
       failure_rate: per step, ``1 - mean_i(k_i / n_i)`` as the trainer sees it.
@@ -404,6 +461,7 @@ class SimHistory:
     """
 
     heldout_accuracy: list[float] = field(default_factory=list)
+    validation_accuracy: list[float] = field(default_factory=list)
     train_accuracy: list[float] = field(default_factory=list)
     effective_ratio: list[float] = field(default_factory=list)
     zero_variance_rollouts: list[int] = field(default_factory=list)
@@ -439,6 +497,7 @@ def _record_step(hist: SimHistory, sim: RLVRSimulator, alloc: Allocation, out: S
     hist.counts_by_bin.append(mean.tolist())
     hist.prompts_by_bin.append(n_in.tolist())
     hist.heldout_accuracy.append(sim.heldout_accuracy())
+    hist.validation_accuracy.append(sim.validation_accuracy())
     hist.train_accuracy.append(sim.train_accuracy())
 
 
@@ -489,6 +548,7 @@ def run_simulation(
     sim = RLVRSimulator(config, seed=seed)
     hist = SimHistory()
     hist.heldout_accuracy.append(sim.heldout_accuracy())
+    hist.validation_accuracy.append(sim.validation_accuracy())
     hist.train_accuracy.append(sim.train_accuracy())
     for t in range(int(steps)):
         ids = sim.next_batch(batch_size)

@@ -4,6 +4,12 @@ Runs uniform GRPO, Knapsack-RL, CoBA-RL (paper) and CoBA-RL (release) on
 :mod:`coba_rl.sim` under the same per-step budget (and a fraction of it), over several
 seeds, and writes a JSON record, a Markdown table and PNG plots.
 
+The comparison is fair by construction: the policy trains with Adam (plain SGD is an
+option), and every (allocator, budget) gets its own learning rate, the best of a small
+grid by validation accuracy on separate tuning seeds (the validation set is disjoint
+from the held-out set). The headline table uses those tuned learning rates; a secondary
+table runs every allocator at one shared learning rate.
+
 The model is synthetic: it says where GRPO's gradient signal comes from under each
 allocation, not what a real LLM would score. Every output says so.
 """
@@ -19,7 +25,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -37,10 +43,12 @@ __all__ = [
     "Comparison",
     "SimulateSettings",
     "TextProgress",
+    "format_lr_search",
     "format_table",
     "main",
     "make_allocator",
     "run_comparison",
+    "settings_from_args",
     "summarise",
     "write_plots",
     "write_results",
@@ -68,7 +76,12 @@ class SimulateSettings(BaseModel):
       allocators: names from :data:`ALLOCATORS`.
       n_low, n_up: per-prompt bounds for every allocator.
       kappa, gamma, window: CoBA-RL constants (both variants).
-      sim: the synthetic model's constants.
+      sim: the synthetic model's constants (its ``lr`` is the shared "same lr").
+      lr_grid: learning rates tried for every (allocator, budget); ``None`` picks
+        ``(0.03, 0.1, 0.3, 1.0)`` (for Adam; pass a grid when you choose SGD).
+      tune_seeds: seeds of the learning-rate search (scored by final validation
+        accuracy, averaged over these seeds); disjoint from ``seeds``.
+      same_lr: also run every allocator at ``sim.lr`` (the secondary table).
 
     Example:
       >>> s = SimulateSettings(steps=10, seeds=(0, 1))
@@ -96,6 +109,9 @@ class SimulateSettings(BaseModel):
     gamma: float = Field(default=10.0, gt=0.0, allow_inf_nan=False)
     window: int = Field(default=1, ge=1)
     sim: SimConfig = SimConfig()
+    lr_grid: tuple[float, ...] | None = None
+    tune_seeds: tuple[int, ...] = (1000,)
+    same_lr: bool = True
 
     @field_validator("allocators")
     @classmethod
@@ -114,6 +130,13 @@ class SimulateSettings(BaseModel):
             raise ValueError(f"seeds must be non-empty, distinct and >= 0, got {list(v)}")
         return v
 
+    @field_validator("lr_grid")
+    @classmethod
+    def _grid(cls, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if v is not None and (not v or not all(math.isfinite(x) and x > 0 for x in v)):
+            raise ValueError(f"lr_grid must be non-empty and positive, got {list(v)}")
+        return None if v is None else tuple(sorted(set(v)))
+
     @field_validator("budget_fractions")
     @classmethod
     def _fractions(cls, v: tuple[float, ...]) -> tuple[float, ...]:
@@ -130,6 +153,10 @@ class SimulateSettings(BaseModel):
                 f"batch_size ({self.batch_size}) exceeds the training set "
                 f"(sim.num_train = {self.sim.num_train})"
             )
+        if not self.tune_seeds or set(self.tune_seeds) & set(self.seeds):
+            raise ValueError(
+                f"tune_seeds must be non-empty and disjoint from seeds, got {list(self.tune_seeds)}"
+            )
         for b in self.budgets():
             if not self.batch_size * self.n_low <= b <= self.batch_size * self.n_up:
                 raise ValueError(
@@ -142,6 +169,12 @@ class SimulateSettings(BaseModel):
         """The per-step budgets ``round(fraction * M * G)``, in the order of the fractions."""
         full = self.batch_size * self.group_size
         return [round(f * full) for f in self.budget_fractions]
+
+    def grid(self) -> tuple[float, ...]:
+        """The learning rates to try (``lr_grid``, or the optimiser's default grid)."""
+        if self.lr_grid is not None:
+            return self.lr_grid
+        return (0.03, 0.1, 0.3, 1.0)
 
 
 def make_allocator(name: str, settings: SimulateSettings) -> AllocatorLike:
@@ -175,9 +208,10 @@ def make_allocator(name: str, settings: SimulateSettings) -> AllocatorLike:
 
 
 class TextProgress:
-    """A plain-text progress bar on a stream (stderr by default); no dependency.
+    """A plain-text progress bar with an ETA on a stream (stderr by default); no dependency.
 
-    On a terminal the bar redraws in place; otherwise it prints a line every 10 %.
+    On a terminal the bar redraws in place; otherwise it prints a line every 10 %. The
+    ETA extrapolates the elapsed time linearly.
 
     Example:
       >>> import io
@@ -208,9 +242,11 @@ class TextProgress:
         fill = round(frac * self.width)
         bar = "#" * fill + "." * (self.width - fill)
         line = f"[{bar}] {frac * 100:3.0f}%  {done}/{self.total}  {label}"
+        elapsed = time.perf_counter() - self._start
+        if 0 < frac < 1:
+            line += f"  {_clock(elapsed)} elapsed, ETA {_clock(elapsed / frac * (1 - frac))}"
         if self._tty:
-            elapsed = time.perf_counter() - self._start
-            self.stream.write(f"\r{line}  {elapsed:5.1f}s\033[K")
+            self.stream.write(f"\r{line}\033[K")
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
@@ -222,27 +258,60 @@ class TextProgress:
             self.stream.flush()
 
 
+def _clock(seconds: float) -> str:
+    """``m:ss`` (or ``h:mm:ss``) for a duration in seconds."""
+    m, sec = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
 @dataclass
 class RunRecord:
-    """One simulated run: which allocator, budget and seed, and its history."""
+    """One simulated run: which allocator, budget, seed and learning rate, and its history.
+
+    ``view`` is ``"tuned"`` (the allocator's own tuned lr) or ``"same-lr"`` (``sim.lr``).
+    """
 
     allocator: str
     budget: int
     seed: int
     history: SimHistory
     seconds: float
+    lr: float = math.nan
+    view: str = "tuned"
+
+
+@dataclass
+class TuningRecord:
+    """One learning-rate trial: final validation accuracy per tuning seed, and its mean."""
+
+    allocator: str
+    budget: int
+    lr: float
+    validation_final: list[float]
+    score: float
 
 
 @dataclass
 class Comparison:
-    """All runs of one comparison, with its settings."""
+    """All runs of one comparison, with its settings and learning-rate search."""
 
     settings: SimulateSettings
     runs: list[RunRecord]
+    tuning: list[TuningRecord] = field(default_factory=list)
+    chosen_lr: dict[tuple[str, int], float] = field(default_factory=dict)
 
-    def select(self, allocator: str, budget: int) -> list[RunRecord]:
-        """The runs of one (allocator, budget) pair, in seed order."""
-        return [r for r in self.runs if r.allocator == allocator and r.budget == budget]
+    def select(self, allocator: str, budget: int, view: str = "tuned") -> list[RunRecord]:
+        """The runs of one (allocator, budget) pair in one view, in seed order."""
+        return [
+            r
+            for r in self.runs
+            if r.allocator == allocator and r.budget == budget and r.view == view
+        ]
+
+    def views(self) -> list[str]:
+        """The views that ran: ``"tuned"`` and, if asked for, ``"same-lr"``."""
+        return [v for v in ("tuned", "same-lr") if any(r.view == v for r in self.runs)]
 
     def allocators(self) -> list[str]:
         """Allocators that ran, in :data:`ALLOCATORS` order."""
@@ -253,7 +322,14 @@ class Comparison:
 def run_comparison(
     settings: SimulateSettings, progress: Callable[[int, int, str], None] | None = None
 ) -> Comparison:
-    """Run every (allocator, budget, seed) of ``settings`` on the synthetic model.
+    """Tune each (allocator, budget)'s learning rate, then run every seed with it.
+
+    1. For every (allocator, budget) and every lr of :meth:`SimulateSettings.grid`, run the
+       tuning seeds and score the lr by the mean final *validation* accuracy; the best
+       wins (ties keep the smaller lr).
+    2. Run every evaluation seed with the chosen lr (view ``"tuned"``).
+    3. With ``same_lr``, run every evaluation seed at ``sim.lr`` too (view ``"same-lr"``;
+       a run whose chosen lr is ``sim.lr`` is reused, since it is identical).
 
     Args:
       settings: what to run.
@@ -261,37 +337,81 @@ def run_comparison(
 
     Example:
       >>> s = SimulateSettings(steps=3, batch_size=16, seeds=(0,), allocators=("coba-paper",),
-      ...                      sim=SimConfig(num_train=64, num_heldout=32))
+      ...                      lr_grid=(0.1, 0.3), sim=SimConfig(num_train=64, num_heldout=32))
       >>> c = run_comparison(s)
-      >>> [(r.allocator, r.budget, r.seed) for r in c.runs]
-      [('coba-paper', 256, 0), ('coba-paper', 128, 0)]
+      >>> sorted(c.chosen_lr.values()) <= [0.3, 0.3] and len(c.tuning) == 4
+      True
+      >>> [(r.budget, r.view) for r in c.runs]
+      [(256, 'tuned'), (128, 'tuned'), (256, 'same-lr'), (128, 'same-lr')]
+      >>> all(r.lr == c.chosen_lr[("coba-paper", r.budget)] for r in c.runs if r.view == "tuned")
+      True
 
     Complexity: O(runs * steps) simulator steps; each a few milliseconds at M = 256.
     """
-    names = list(settings.allocators)
-    jobs = [(b, a, s) for b in settings.budgets() for a in names for s in settings.seeds]
-    total = len(jobs) * settings.steps
-    runs: list[RunRecord] = []
-    for j, (budget, name, seed) in enumerate(jobs):
-        label = f"{name} B={budget} seed={seed}"
-        base = j * settings.steps
+    s = settings
+    names = list(s.allocators)
+    grid = s.grid()
+    pairs = [(b, a) for b in s.budgets() for a in names]
+    n_same = 0
+    if s.same_lr:
+        n_same = len(pairs) * len(s.seeds)
+    total = len(pairs) * len(grid) * len(s.tune_seeds) + len(pairs) * len(s.seeds) + n_same
+    total *= s.steps
+    done = 0
 
-        def tick(step: int, base: int = base, label: str = label) -> None:
-            if progress is not None and (step % 10 == 0 or step == settings.steps):
+    def one(name: str, budget: int, seed: int, lr: float, label: str) -> tuple[SimHistory, float]:
+        nonlocal done
+        base = done
+
+        def tick(step: int) -> None:
+            if progress is not None and (step % 10 == 0 or step == s.steps):
                 progress(base + step, total, label)
 
         t0 = time.perf_counter()
         hist = run_simulation(
-            make_allocator(name, settings),
-            steps=settings.steps,
-            batch_size=settings.batch_size,
+            make_allocator(name, s),
+            steps=s.steps,
+            batch_size=s.batch_size,
             budget=budget,
             seed=seed,
-            config=settings.sim,
+            config=s.sim.model_copy(update={"lr": lr}),
             progress=tick,
         )
-        runs.append(RunRecord(name, budget, seed, hist, time.perf_counter() - t0))
-    return Comparison(settings=settings, runs=runs)
+        done += s.steps
+        return hist, time.perf_counter() - t0
+
+    comparison = Comparison(settings=s, runs=[])
+    for budget, name in pairs:
+        best: tuple[float, float] | None = None
+        for lr in grid:
+            finals = [
+                one(name, budget, seed, lr, f"lr search {name} B={budget} lr={lr:g}")[
+                    0
+                ].validation_accuracy[-1]
+                for seed in s.tune_seeds
+            ]
+            score = float(np.mean(finals))
+            comparison.tuning.append(TuningRecord(name, budget, lr, finals, score))
+            if best is None or score > best[0]:
+                best = (score, lr)
+        assert best is not None
+        comparison.chosen_lr[(name, budget)] = best[1]
+    for view in ("tuned", "same-lr") if s.same_lr else ("tuned",):
+        for budget, name in pairs:
+            lr = comparison.chosen_lr[(name, budget)] if view == "tuned" else s.sim.lr
+            for seed in s.seeds:
+                if view == "same-lr" and lr == comparison.chosen_lr[(name, budget)]:
+                    twin = next(r for r in comparison.select(name, budget) if r.seed == seed)
+                    comparison.runs.append(
+                        RunRecord(name, budget, seed, twin.history, 0.0, lr, view)
+                    )
+                    done += s.steps
+                    continue
+                hist, sec = one(name, budget, seed, lr, f"{view} {name} B={budget} seed={seed}")
+                comparison.runs.append(RunRecord(name, budget, seed, hist, sec, lr, view))
+    if progress is not None:
+        progress(total, total, "done")
+    return comparison
 
 
 # -- summarising -----------------------------------------------------------------------
@@ -302,10 +422,10 @@ def _mean_std(x: Sequence[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
-def summarise(comparison: Comparison) -> list[dict[str, Any]]:
-    """One row per (budget, allocator): means and standard deviations over seeds.
+def summarise(comparison: Comparison, view: str = "tuned") -> list[dict[str, Any]]:
+    """One row per (budget, allocator) of one view: means and standard deviations over seeds.
 
-    Keys: ``budget``, ``allocator``, ``seeds``, ``heldout_start``, ``heldout_final``
+    Keys: ``budget``, ``allocator``, ``lr``, ``seeds``, ``heldout_start``, ``heldout_final``
     (mean, std), ``heldout_gain`` (mean, std), ``train_final`` (mean, std),
     ``effective_ratio`` (mean over steps; mean, std over seeds) and
     ``zero_variance_per_step`` (mean, std).
@@ -313,7 +433,7 @@ def summarise(comparison: Comparison) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for budget in comparison.settings.budgets():
         for name in comparison.allocators():
-            runs = comparison.select(name, budget)
+            runs = comparison.select(name, budget, view)
             if not runs:
                 continue
             start = [r.history.heldout_accuracy[0] for r in runs]
@@ -322,6 +442,7 @@ def summarise(comparison: Comparison) -> list[dict[str, Any]]:
                 {
                     "budget": budget,
                     "allocator": name,
+                    "lr": runs[0].lr,
                     "seeds": [r.seed for r in runs],
                     "heldout_start": float(np.mean(start)),
                     "heldout_final": _mean_std(final),
@@ -338,26 +459,27 @@ def summarise(comparison: Comparison) -> list[dict[str, Any]]:
     return rows
 
 
-def format_table(comparison: Comparison) -> str:
-    """The Markdown comparison table (accuracies in percent, mean ± std over seeds).
+def format_table(comparison: Comparison, view: str = "tuned") -> str:
+    """The Markdown comparison table of one view (accuracies in percent, mean ± std over seeds).
 
     Example:
       >>> s = SimulateSettings(steps=2, batch_size=16, seeds=(0,), allocators=("coba-paper",),
-      ...                      budget_fractions=(1.0,), sim=SimConfig(num_train=64, num_heldout=32))
+      ...                      budget_fractions=(1.0,), lr_grid=(0.01,),
+      ...                      sim=SimConfig(num_train=64, num_heldout=32))
       >>> print(format_table(run_comparison(s)).splitlines()[0])
-      | budget | allocator | held-out acc. (%) | gain (points) | effective-gradient ratio | ...
+      | budget | allocator | lr | held-out acc. (%) | gain (points) | effective-gradient ratio | ...
     """
     s = comparison.settings
     full = s.batch_size * s.group_size
     lines = [
-        "| budget | allocator | held-out acc. (%) | gain (points) | effective-gradient ratio "
+        "| budget | allocator | lr | held-out acc. (%) | gain (points) | effective-gradient ratio "
         "| zero-variance rollouts / step | train acc. (%) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for row in summarise(comparison):
+    for row in summarise(comparison, view):
         frac = row["budget"] / full
         lines.append(
-            f"| {row['budget']} ({frac:g} x) | {row['allocator']} "
+            f"| {row['budget']} ({frac:g} x) | {row['allocator']} | {row['lr']:g} "
             f"| {_pm(row['heldout_final'], 100, 2)} | {_pm(row['heldout_gain'], 100, 2)} "
             f"| {_pm(row['effective_ratio'], 1, 3)} "
             f"| {_pm(row['zero_variance_per_step'], 1, 0)} "
@@ -382,8 +504,35 @@ def _settings_text(s: SimulateSettings) -> str:
         f"- seeds: {', '.join(map(str, s.seeds))}\n"
         f"- bounds: [n_low, n_up] = [{s.n_low}, {s.n_up}]; CoBA-RL kappa = {s.kappa:g}, "
         f"gamma = {s.gamma:g}, window = {s.window}\n"
+        f"- optimiser: {_optimizer_text(s.sim)}; learning rate per (allocator, budget) from "
+        f"{', '.join(f'{x:g}' for x in s.grid())} by final validation accuracy on tuning "
+        f"seeds {', '.join(map(str, s.tune_seeds))}; same-lr view: {s.sim.lr:g}\n"
         f"- model: {sim}"
     )
+
+
+def _optimizer_text(cfg: SimConfig) -> str:
+    if cfg.optimizer == "adam":
+        return f"Adam (betas {cfg.adam_beta1:g}, {cfg.adam_beta2:g}; eps {cfg.adam_eps:g})"
+    return "plain SGD"
+
+
+def format_lr_search(comparison: Comparison) -> str:
+    """The Markdown table of the learning-rate search: mean final validation accuracy (%)
+    of every (allocator, budget) at every learning rate of the grid, and the one chosen."""
+    lines = [
+        "| budget | allocator | "
+        + " | ".join(f"lr {lr:g}" for lr in comparison.settings.grid())
+        + " | chosen |"
+    ]
+    lines.append("|---|---|" + "---|" * (len(comparison.settings.grid()) + 1))
+    for (name, budget), lr in comparison.chosen_lr.items():
+        scores = {
+            t.lr: t.score for t in comparison.tuning if t.allocator == name and t.budget == budget
+        }
+        cells = " | ".join(f"{scores[x] * 100:.2f}" for x in comparison.settings.grid())
+        lines.append(f"| {budget} | {name} | {cells} | {lr:g} |")
+    return "\n".join(lines)
 
 
 def write_results(
@@ -410,13 +559,28 @@ def write_results(
         },
         "settings": s.model_dump(mode="json"),
         "budgets": s.budgets(),
+        "optimizer": {
+            "name": s.sim.optimizer,
+            **(
+                {"betas": [s.sim.adam_beta1, s.sim.adam_beta2], "eps": s.sim.adam_eps}
+                if s.sim.optimizer == "adam"
+                else {}
+            ),
+        },
+        "lr_grid": list(s.grid()),
+        "chosen_lr": [
+            {"allocator": a, "budget": b, "lr": lr} for (a, b), lr in comparison.chosen_lr.items()
+        ],
+        "tuning": [t.__dict__ for t in comparison.tuning],
         "pass_rate_bins": list(PASS_RATE_BINS),
-        "summary": summarise(comparison),
+        "summary": {v: summarise(comparison, v) for v in comparison.views()},
         "runs": [
             {
                 "allocator": r.allocator,
                 "budget": r.budget,
                 "seed": r.seed,
+                "lr": r.lr,
+                "view": r.view,
                 "seconds": r.seconds,
                 "history": r.history.as_dict(),
             }
@@ -436,10 +600,23 @@ def write_results(
         "",
         _settings_text(s),
         "",
-        "## Results (final step; mean ± std over seeds)",
+        "## Results, each allocator at its tuned learning rate (final step; mean ± std over seeds)",
         "",
-        format_table(comparison),
+        format_table(comparison, "tuned"),
         "",
+        "## Learning-rate search (mean final validation accuracy, %)",
+        "",
+        format_lr_search(comparison),
+        "",
+    ]
+    if "same-lr" in comparison.views():
+        md += [
+            f"## Secondary view: every allocator at the same learning rate ({s.sim.lr:g})",
+            "",
+            format_table(comparison, "same-lr"),
+            "",
+        ]
+    md += [
         "Effective-gradient ratio: the share of rollouts in groups with mixed outcomes "
         "(0 < k < n), averaged over steps. Zero-variance rollouts: rollouts in groups whose "
         "rewards all agree (they get advantage 0 and teach nothing), per step.",
@@ -675,11 +852,81 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-prompt-weights", action="store_true", help="weight rows by G / n_i in the loss"
     )
     p.add_argument(
-        "--quick", action="store_true", help="a short run: 150 steps, 3 seeds (a few seconds)"
+        "--optimizer", choices=("adam", "sgd"), default=d.sim.optimizer, help="optimiser of theta"
+    )
+    p.add_argument(
+        "--lr-grid",
+        type=float,
+        nargs="+",
+        default=None,
+        help="learning rates tried per allocator and budget (default: 0.03 0.1 0.3 1)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="the shared lr of the same-lr view (default: 0.3, uniform GRPO's tuned lr)",
+    )
+    p.add_argument(
+        "--tune-seeds",
+        type=int,
+        nargs="+",
+        default=list(d.tune_seeds),
+        help="seeds of the learning-rate search (disjoint from --seeds)",
+    )
+    p.add_argument("--no-same-lr", action="store_true", help="skip the same-lr secondary view")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short run: 60 steps, 3 seeds, M = 32, 512 training prompts",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def settings_from_args(args: argparse.Namespace) -> SimulateSettings:
+    """The :class:`SimulateSettings` of parsed ``coba-rl simulate`` arguments.
+
+    ``--quick`` caps the run at 60 steps, the first 3 seeds, M = 32 and 512 training,
+    256 validation and 256 held-out prompts.
+
+    Raises:
+      UsageError: inconsistent settings, named as options.
+    """
+    steps, seeds = args.steps, tuple(args.seeds)
+    batch_size, num_train = args.batch_size, args.num_train
+    sizes: dict[str, int] = {}
+    if args.quick:
+        sizes = {"num_heldout": 256, "num_val": 256}
+        steps, seeds = min(steps, 60), seeds[:3]
+        batch_size, num_train = min(batch_size, 32), min(num_train, 512)
+    return validated(
+        SimulateSettings,
+        {
+            "steps": steps,
+            "batch_size": batch_size,
+            "group_size": args.group_size,
+            "budget_fractions": tuple(args.budget_fractions),
+            "seeds": seeds,
+            "allocators": tuple(args.allocators),
+            "n_low": args.n_low,
+            "n_up": args.n_up,
+            "kappa": args.kappa,
+            "gamma": args.gamma,
+            "window": args.window,
+            "lr_grid": tuple(args.lr_grid) if args.lr_grid else None,
+            "tune_seeds": tuple(args.tune_seeds),
+            "same_lr": not args.no_same_lr,
+            "sim": {
+                "num_train": num_train,
+                "per_prompt_weights": args.per_prompt_weights,
+                "optimizer": args.optimizer,
+                "lr": args.lr if args.lr is not None else SimConfig().lr,
+                **sizes,
+            },
+        },
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -694,26 +941,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    steps, seeds = args.steps, tuple(args.seeds)
-    if args.quick:
-        steps, seeds = min(steps, 150), seeds[:3]
-    settings = validated(
-        SimulateSettings,
-        {
-            "steps": steps,
-            "batch_size": args.batch_size,
-            "group_size": args.group_size,
-            "budget_fractions": tuple(args.budget_fractions),
-            "seeds": seeds,
-            "allocators": tuple(args.allocators),
-            "n_low": args.n_low,
-            "n_up": args.n_up,
-            "kappa": args.kappa,
-            "gamma": args.gamma,
-            "window": args.window,
-            "sim": {"num_train": args.num_train, "per_prompt_weights": args.per_prompt_weights},
-        },
-    )
+    settings = settings_from_args(args)
     check_output_dir(args.out)
     bar = None if args.quiet else TextProgress(1)
 
@@ -729,7 +957,11 @@ def _run(args: argparse.Namespace) -> int:
     print(SYNTHETIC_NOTE)
     print(_settings_text(settings))
     print()
-    print(format_table(comparison))
+    print("Each allocator at its tuned learning rate:")
+    print(format_table(comparison, "tuned"))
+    if "same-lr" in comparison.views():
+        print(f"\nSecondary view, every allocator at lr = {settings.sim.lr:g}:")
+        print(format_table(comparison, "same-lr"))
     print(f"\nTable:   {written['markdown']}")
     print(f"Data:    {written['json']}")
     pngs = [str(p) for p in written.values() if p.suffix == ".png"]
