@@ -8,17 +8,18 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from coba_rl._cli import CommandParser, UsageError, check_output_dir, run_guarded, validated
 from coba_rl.experiment.settings import ExperimentSettings, preset
 
 __all__ = ["build_parser", "main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> CommandParser:
     """The argument parser of ``coba-rl experiment``."""
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="coba-rl experiment",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train a tiny transformer from scratch on CPU on a generated addition "
         "task with GRPO (Adam, token-mean loss), once per allocator: uniform, Knapsack-RL, "
         "CoBA-RL paper and release at the same rollout budget, CoBA-RL at half of it; each "
@@ -26,16 +27,24 @@ def build_parser() -> argparse.ArgumentParser:
         "results.json, results.md and plots. Needs the [experiment] extra (torch).",
     )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="a short run (about 5 minutes)")
+    mode.add_argument(
+        "--quick", action="store_true", help="a short run: 1 seed, 40 steps (a few minutes)"
+    )
     mode.add_argument(
         "--smoke", action="store_true", help="a tiny end-to-end check of the loop (about 1 minute)"
     )
-    p.add_argument("--out", default=os.path.join("results", "experiment"), help="output folder")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the seeds")
-    p.add_argument("--steps", type=int, default=None, help="override the GRPO steps per run")
     p.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: 1; tiny model)"
+        "--out",
+        default=os.path.join("results", "experiment"),
+        help="output folder; created and checked for writing before any training",
     )
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; 0 with --quick)"
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="GRPO steps per run (default: 100; 40 with --quick)"
+    )
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the model is tiny)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
@@ -46,23 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_out(out: Path) -> None:
-    """Fail before any work if ``out`` cannot be created or written."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-check"
-        probe.write_text("", encoding="utf-8")
-        probe.unlink()
-    except OSError as exc:
-        raise SystemExit(
-            f"coba-rl experiment: error: cannot write to {out}: {exc.strerror}"
-        ) from None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``coba-rl experiment``; print the table and where the results are."""
+    """Run ``coba-rl experiment``; print the table and where the results are.
+
+    Bad options, inconsistent settings, a missing torch and an output folder that cannot
+    be written are reported on one line with exit status 2, before any training.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run_guarded(parser.prog, lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     from coba_rl.experiment.report import format_table, write_markdown, write_plots
 
@@ -71,25 +75,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             record = json.loads(src.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            parser.error(f"cannot read {src}: {exc}")
+            raise UsageError(f"cannot read {src}: {exc}") from None
         plots = [] if args.no_plots else write_plots(record, out)
         print(write_markdown(record, out / "results.md", plots))
         return 0
-    overrides = dict(preset("smoke" if args.smoke else "quick" if args.quick else "full"))
-    for key in ("seeds", "steps", "threads"):
-        value = getattr(args, key)
-        if value is not None:
-            overrides[key] = tuple(value) if key == "seeds" else value
-    try:
-        settings = ExperimentSettings(**overrides)  # type: ignore[arg-type]
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        msg = "; ".join(e["msg"] for e in exc.errors()) if hasattr(exc, "errors") else str(exc)
-        parser.error(msg)
+    values: dict[str, Any] = dict(
+        preset("smoke" if args.smoke else "quick" if args.quick else "full")
+    )
+    values["threads"] = args.threads
+    if args.seeds is not None:
+        values["seeds"] = tuple(args.seeds)
+        if args.quick or args.smoke:
+            values["tune_seed"] = args.seeds[0]
+    if args.steps is not None:
+        values["steps"] = args.steps
+    settings = validated(ExperimentSettings, values)
     try:
         import torch  # noqa: F401
     except ImportError:
-        parser.error("needs torch: pip install 'coba-rl[experiment]'")
-    _check_out(out)
+        raise UsageError("needs torch: pip install 'coba-rl[experiment]'") from None
+    check_output_dir(out)
 
     from coba_rl.experiment.run import run_experiment
     from coba_rl.simulate import TextProgress
