@@ -78,7 +78,7 @@ def test_settings_reject_bad_values_and_presets_are_valid() -> None:
 
 torch = pytest.importorskip("torch")
 
-from coba_rl.experiment.policy import (  # noqa: E402
+from coba_rl.experiment._policy import (  # noqa: E402
     PolicyConfig,
     TinyTransformer,
     encode_prompts,
@@ -121,7 +121,7 @@ def test_grpo_loss_is_token_mean_and_zero_for_zero_advantages() -> None:
                    generator=torch.Generator().manual_seed(1))  # fmt: skip
     assert grpo_loss(net, out, torch.zeros(4)).item() == 0.0
     adv = torch.tensor([1.0, -1.0, 0.5, 0.0])
-    from coba_rl.experiment.policy import _response_logprobs
+    from coba_rl.experiment._policy import _response_logprobs
 
     logp = _response_logprobs(net, out)
     want = -(adv[:, None] * logp * out.response_mask).sum() / out.response_mask.sum()
@@ -131,7 +131,7 @@ def test_grpo_loss_is_token_mean_and_zero_for_zero_advantages() -> None:
 def test_grpo_on_a_single_prompt_raises_its_pass_rate() -> None:
     """The loop's own gradient: reward-weighted updates make the rewarded answer likelier."""
     import coba_rl
-    from coba_rl.experiment.loop import run_grpo
+    from coba_rl.experiment._loop import run_grpo
 
     net = TinyTransformer(SMALL, seed=3)
     weights = {k: v.clone() for k, v in net.state_dict().items()}

@@ -7,9 +7,9 @@ per-prompt rollout counts of uniform GRPO, Knapsack-RL and CoBA-RL (paper and re
 Each (allocator, budget) gets its learning rate from the same small grid on a
 validation split, and every comparison runs over several seeds.
 
-Install with ``pip install 'coba-rl[experiment]'``. The task and settings modules do not
-need torch; :mod:`~coba_rl.experiment.policy`, :mod:`~coba_rl.experiment.loop` and
-:mod:`~coba_rl.experiment.run` do.
+Install with ``pip install 'coba-rl[experiment]'``. The public modules here (the task,
+the settings and the report) do not need torch; the policy, the training loop and the
+runner (private modules, used by the command) do.
 """
 
 from __future__ import annotations

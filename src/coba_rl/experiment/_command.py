@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -28,7 +29,7 @@ def build_parser() -> CommandParser:
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
-        "--quick", action="store_true", help="a short run: 1 seed, 40 steps (a few minutes)"
+        "--quick", action="store_true", help="a short run: 1 seed, 48 steps (a few minutes)"
     )
     mode.add_argument(
         "--smoke", action="store_true", help="a tiny end-to-end check of the loop (about 1 minute)"
@@ -42,7 +43,7 @@ def build_parser() -> CommandParser:
         "--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; 0 with --quick)"
     )
     p.add_argument(
-        "--steps", type=int, default=None, help="GRPO steps per run (default: 100; 40 with --quick)"
+        "--steps", type=int, default=None, help="GRPO steps per run (default: 100; 48 with --quick)"
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (the model is tiny)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -90,13 +91,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         values["steps"] = args.steps
     settings = validated(ExperimentSettings, values)
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise UsageError("needs torch: pip install 'coba-rl[experiment]'") from None
+    if importlib.util.find_spec("torch") is None:
+        raise UsageError("needs torch: pip install 'coba-rl[experiment]'")
     check_output_dir(out)
 
-    from coba_rl.experiment.run import run_experiment
+    from coba_rl.experiment._run import run_experiment
     from coba_rl.simulate import TextProgress
 
     bar = None if args.quiet else TextProgress(1)

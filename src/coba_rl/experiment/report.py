@@ -1,7 +1,7 @@
 """Summaries, the Markdown report and the plots of an experiment record (no torch needed).
 
 Everything here reads the JSON-ready record that
-:func:`coba_rl.experiment.run.run_experiment` returns (``results.json``), so plots and
+:func:`coba_rl.experiment._run.run_experiment` returns (``results.json``), so plots and
 tables can be redrawn from a saved run.
 """
 

@@ -43,7 +43,7 @@ class ExperimentSettings(BaseModel):
 
     seeds: tuple[int, ...] = (0, 1, 2)
     tune_seed: int = Field(100, ge=0)
-    num_train: int = Field(512, ge=8)
+    num_train: int = Field(256, ge=8)
     num_val: int = Field(256, ge=1)
     num_heldout: int = Field(512, ge=1)
     data_seed: int = Field(0, ge=0)
@@ -55,9 +55,9 @@ class ExperimentSettings(BaseModel):
     n_up: int = Field(32, ge=2)
     steps: int = Field(100, ge=1)
     eval_every: int = Field(10, ge=1)
-    lr_grid: tuple[float, ...] = (3e-4, 1e-3)
-    tune_steps: int = Field(50, ge=1)
-    sft_steps: int = Field(500, ge=0)
+    lr_grid: tuple[float, ...] = (1e-4, 3e-4, 1e-3)
+    tune_steps: int = Field(40, ge=1)
+    sft_steps: int = Field(600, ge=0)
     sft_batch: int = Field(64, ge=1)
     sft_lr: float = Field(3e-3, gt=0.0)
     d_model: int = Field(32, ge=8)
@@ -134,7 +134,14 @@ def preset(name: str) -> dict[str, object]:
     if name == "full":
         return {}
     if name == "quick":
-        return {"seeds": (0,), "tune_seed": 0, "steps": 40, "tune_steps": 20, "eval_every": 10}
+        return {
+            "seeds": (0,),
+            "tune_seed": 0,
+            "steps": 48,
+            "tune_steps": 16,
+            "eval_every": 8,
+            "lr_grid": (3e-4, 1e-3),
+        }
     if name == "smoke":
         return {
             "seeds": (0,),

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 import coba_rl
-from coba_rl.experiment.loop import GRPORun, describe_pass_rates, run_grpo, warm_start
-from coba_rl.experiment.policy import PolicyConfig
+from coba_rl.experiment._loop import GRPORun, describe_pass_rates, run_grpo, warm_start
+from coba_rl.experiment._policy import PolicyConfig
 from coba_rl.experiment.settings import ExperimentSettings
 from coba_rl.experiment.task import ArithmeticTask, make_splits
 from coba_rl.sim import AllocatorLike
@@ -136,7 +136,7 @@ def run_experiment(
     for seed in warm_seeds:
         weights[seed] = warm_start(
             task,
-            train,
+            [*val, *heldout],
             seed=seed,
             steps=s.sft_steps,
             batch_size=s.sft_batch,

@@ -2,6 +2,7 @@
 
 One GRPO step, as a verl or TRL trainer runs it with per-prompt counts:
 
+0. (before) a supervised warm start on freshly generated problems (:func:`warm_start`);
 1. the next ``M`` prompts of a seeded epoch shuffle (``drop_last``);
 2. ``allocator.allocate(ids, B)`` gives the rollout count ``n_i`` of each prompt;
 3. rows laid out with :func:`coba_rl.grpo.expand`, and every row sampled
@@ -19,14 +20,14 @@ token budgets can be computed from the same loop.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from coba_rl.experiment.policy import (
+from coba_rl.experiment._policy import (
     PolicyConfig,
     TinyTransformer,
     encode_prompts,
@@ -51,7 +52,7 @@ def accuracy(net: TinyTransformer, task: ArithmeticTask, problems: Sequence[Prob
 
 def warm_start(
     task: ArithmeticTask,
-    train: Sequence[Problem],
+    exclude: Collection[Problem],
     *,
     seed: int,
     steps: int,
@@ -62,14 +63,19 @@ def warm_start(
 ) -> dict[str, torch.Tensor]:
     """Train a fresh policy by supervised learning on reference answers; return its weights.
 
-    Batches are drawn uniformly with replacement from ``train`` (Adam, constant ``lr``).
+    Every batch is freshly generated (a supervised set separate from the RL prompts, as
+    in practice), never containing a problem of ``exclude`` (the validation and held-out
+    prompts). Adam, constant ``lr``.
     """
     net = TinyTransformer(policy, seed=seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
+    banned = set(exclude)
     for s in range(steps):
-        idx = rng.integers(0, len(train), batch_size)
-        loss = sft_loss(net, task, [train[int(i)] for i in idx])
+        batch: list[Problem] = []
+        while len(batch) < batch_size:
+            batch.extend(p for p in task.sample(rng, batch_size - len(batch)) if p not in banned)
+        loss = sft_loss(net, task, batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
