@@ -43,7 +43,7 @@ def build_parser() -> CommandParser:
         "--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; 0 with --quick)"
     )
     p.add_argument(
-        "--steps", type=int, default=None, help="GRPO steps per run (default: 100; 48 with --quick)"
+        "--steps", type=int, default=None, help="GRPO steps per run (default: 120; 48 with --quick)"
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (the model is tiny)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

@@ -53,11 +53,11 @@ class ExperimentSettings(BaseModel):
     allocators: tuple[str, ...] = ALLOCATORS
     n_low: int = Field(2, ge=2)
     n_up: int = Field(32, ge=2)
-    steps: int = Field(100, ge=1)
+    steps: int = Field(120, ge=1)
     eval_every: int = Field(10, ge=1)
     lr_grid: tuple[float, ...] = (1e-4, 3e-4, 1e-3)
     tune_steps: int = Field(40, ge=1)
-    sft_steps: int = Field(600, ge=0)
+    sft_steps: int = Field(700, ge=0)
     sft_batch: int = Field(64, ge=1)
     sft_lr: float = Field(3e-3, gt=0.0)
     d_model: int = Field(32, ge=8)
