@@ -1,31 +1,31 @@
 """A procedurally generated, exactly verifiable arithmetic task with graded difficulty.
 
-A prompt is a sum of two or three non-negative integers, each zero-padded to the width
-of its level, ``"047+305="``; the answer is
-the sum written **least-significant digit first** (``"253"`` for 352), then an end
-token. Writing the answer in reverse lets a small causal transformer produce each digit
-after the digits it depends on (the carry flows left to right), as in studies of
-arithmetic in small transformers (Lee et al., "Teaching Arithmetic to Small
-Transformers", 2023). The verifier is exact: a response earns reward 1 if and only if
-its digits before the first end token equal the reversed sum.
+A prompt is a sum of two or three non-negative integers; the answer is the sum. Every
+number is written **least significant digit first**, and the operands are zero-padded
+to the width of their level: ``47 + 305`` is the prompt ``"740+503="`` and the answer
+``"253"`` (352), then an end token. Written this way, each answer digit comes after the
+digits it depends on (the carry flows forward), as in studies of arithmetic in small
+transformers (Lee et al., "Teaching Arithmetic to Small Transformers", 2023). The
+verifier is exact: a response earns reward 1 if and only if its tokens up to the first
+end token are the answer; a response without an end token is wrong.
 
 Difficulty grows with the number of operands and their length. :data:`LEVELS` lists the
 four levels as ``(operands, max_digits)``; an operand of level ``(k, d)`` is uniform on
-``[0, 10**d - 1]``.
+``[0, base**d - 1]`` (base 10 by default).
 
 Tokens: ``PAD = 0``, ``BOS = 1``, ``EOS = 2``, ``"+" = 3``, ``"=" = 4``, digits
 ``"0".."9" = 5..14``.
 
 Example:
-  >>> import numpy as np
   >>> task = ArithmeticTask()
-  >>> p = task.sample(np.random.default_rng(0), 3)
   >>> task.prompt_text((47, 305)), task.prompt_text((3, 0, 9))
-  ('047+305=', '3+0+9=')
-  >>> task.answer_tokens((47, 305))
+  ('740+503=', '3+0+9=')
+  >>> task.answer_tokens((47, 305))  # "253", then the end token
   [7, 10, 8, 2]
   >>> task.verify((47, 305), [7, 10, 8, 2]), task.verify((47, 305), [7, 10, 8, 5, 2])
   (1.0, 0.0)
+  >>> ArithmeticTask(levels=((2, 3),), base=2).prompt_text((6, 1))  # 110 + 001, reversed
+  '011+100='
 """
 
 from __future__ import annotations
@@ -64,10 +64,17 @@ class ArithmeticTask:
 
     Attributes:
       levels: the difficulty levels to draw from, uniformly.
+      base: the number base (2 to 10).
     """
 
     levels: tuple[tuple[int, int], ...] = LEVELS
     base: int = 10
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.base <= 10:
+            raise ValueError(f"base must be in [2, 10], got {self.base}")
+        if not self.levels or any(k < 1 or d < 1 for k, d in self.levels):
+            raise ValueError(f"levels must be non-empty (operands, digits) >= 1, got {self.levels}")
 
     @property
     def max_prompt_len(self) -> int:
