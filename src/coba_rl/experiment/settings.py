@@ -55,7 +55,7 @@ class ExperimentSettings(BaseModel):
     n_up: int = Field(32, ge=2)
     steps: int = Field(120, ge=1)
     eval_every: int = Field(10, ge=1)
-    lr_grid: tuple[float, ...] = (1e-4, 3e-4, 1e-3)
+    lr_grid: tuple[float, ...] = (3e-5, 1e-4, 3e-4)
     tune_steps: int = Field(40, ge=1)
     sft_steps: int = Field(700, ge=0)
     sft_batch: int = Field(64, ge=1)
