@@ -56,11 +56,21 @@ def _effective(run: dict[str, Any]) -> float:
 
 def summarise(record: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (budget, allocator): held-out accuracy start, final, gain, mean over
-    the run, tokens and rollouts, the effective-rollout share; mean and std over seeds."""
+    the run, tokens and rollouts, the effective-rollout share; mean and std over seeds.
+
+    ``vs_uniform`` is the final accuracy minus uniform GRPO's at the full budget on the
+    same seed (same warm start), mean and std over seeds: the paired comparison.
+    """
     rows: list[dict[str, Any]] = []
-    for name, budget in _configs(record):
+    configs = _configs(record)
+    full = max(b for _, b in configs)
+    uniform = {r["seed"]: r["heldout_accuracy"][-1] for r in _select(record, "uniform", full)}
+    for name, budget in configs:
         runs = _select(record, name, budget)
         acc = [r["heldout_accuracy"] for r in runs]
+        paired = [
+            r["heldout_accuracy"][-1] - uniform[r["seed"]] for r in runs if r["seed"] in uniform
+        ]
         rows.append(
             {
                 "allocator": name,
@@ -74,6 +84,7 @@ def summarise(record: dict[str, Any]) -> list[dict[str, Any]]:
                 "tokens": _ms([float(r["tokens"][-1]) for r in runs]),
                 "rollouts": int(runs[0]["rollouts"][-1]),
                 "effective_ratio": _ms([_effective(r) for r in runs]),
+                "vs_uniform": _ms(paired) if len(paired) == len(runs) else None,
             }
         )
     return rows
@@ -87,14 +98,17 @@ def format_table(record: dict[str, Any]) -> str:
     """The Markdown results table (accuracies in percent, mean ± std over seeds)."""
     lines = [
         "| budget | allocator | lr | held-out start (%) | held-out final (%) | gain (points) "
-        "| mean over run (%) | effective rollouts | tokens generated |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| final vs uniform, same seed (points) | mean over run (%) | effective rollouts "
+        "| tokens generated |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summarise(record):
         lines.append(
             f"| {row['budget']} | {row['allocator']} | {row['lr']:g} "
             f"| {_pm(row['heldout_start'])} | {_pm(row['heldout_final'])} "
-            f"| {_pm(row['heldout_gain'])} | {_pm(row['heldout_mean'])} "
+            f"| {_pm(row['heldout_gain'])} "
+            f"| {_pm(row['vs_uniform']) if row['vs_uniform'] is not None else 'n/a'} "
+            f"| {_pm(row['heldout_mean'])} "
             f"| {_pm(row['effective_ratio'], 1, 3)} | {row['tokens'][0]:,.0f} |"
         )
     return "\n".join(lines)
@@ -191,7 +205,10 @@ def write_plots(record: dict[str, Any], out_dir: Path) -> list[Path]:
     configs = _configs(record)
     full = max(b for _, b in configs)
     written: list[Path] = []
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
+    fig, all_axes = plt.subplots(1, 4, figsize=(19, 4.2))
+    axes = all_axes[:3]
+    ax_d = all_axes[3]
+    base = {r["seed"]: np.array(r["heldout_accuracy"]) for r in _select(record, "uniform", full)}
     for name, budget in configs:
         runs = _select(record, name, budget)
         acc = np.array([r["heldout_accuracy"] for r in runs]) * 100
@@ -206,10 +223,24 @@ def write_plots(record: dict[str, Any], out_dir: Path) -> list[Path]:
         for ax, x in zip(axes, xs, strict=True):
             ax.plot(x, mean, style, color=_COLORS.get(name, "k"), label=label, lw=1.5)
             ax.fill_between(x, mean - std, mean + std, color=_COLORS.get(name, "k"), alpha=0.15)
+        if (
+            base
+            and all(r["seed"] in base for r in runs)
+            and not (name == "uniform" and budget == full)
+        ):
+            diff = np.array([np.array(r["heldout_accuracy"]) - base[r["seed"]] for r in runs]) * 100
+            dm, ds = diff.mean(axis=0), diff.std(axis=0)
+            ax_d.plot(xs[0], dm, style, color=_COLORS.get(name, "k"), label=label, lw=1.5)
+            ax_d.fill_between(xs[0], dm - ds, dm + ds, color=_COLORS.get(name, "k"), alpha=0.12)
     for ax, xl in zip(axes, ("GRPO step", "rollouts generated", "tokens generated"), strict=True):
         ax.set_xlabel(xl)
         ax.grid(alpha=0.3)
+        ax.set_ylim(axes[0].get_ylim())
     axes[0].set_ylabel("held-out accuracy (%)")
+    ax_d.axhline(0.0, color=_COLORS["uniform"], lw=1.0)
+    ax_d.set_xlabel("GRPO step")
+    ax_d.set_ylabel(f"minus uniform B={full}, same seed (points)")
+    ax_d.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="lower right")
     seeds = sorted({r["seed"] for r in record["runs"]})
     fig.suptitle(f"Tiny transformer, GRPO + Adam: held-out accuracy, mean ± std over seeds {seeds}")
@@ -222,7 +253,13 @@ def write_plots(record: dict[str, Any], out_dir: Path) -> list[Path]:
     full_cfgs = [c for c in configs if c[1] == full]
     n_up = int(record["settings"]["n_up"])
     edges = np.unique(np.round(np.geomspace(1, n_up + 1, 9)).astype(int))
-    fig, axes = plt.subplots(1, len(full_cfgs), figsize=(3.6 * len(full_cfgs), 3.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(full_cfgs),
+        figsize=(3.4 * len(full_cfgs) + 1.2, 3.6),
+        squeeze=False,
+        layout="constrained",
+    )
     image = None
     for ax, (name, budget) in zip(axes[0], full_cfgs, strict=True):
         runs = _select(record, name, budget)
@@ -233,6 +270,7 @@ def write_plots(record: dict[str, Any], out_dir: Path) -> list[Path]:
                 hist[:, t] += np.histogram(s["counts"], bins=edges)[0]
         hist /= np.maximum(hist.sum(axis=0, keepdims=True), 1)
         image = ax.imshow(hist, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=1,
+                          interpolation="nearest",
                           extent=(0.5, steps + 0.5, -0.5, len(edges) - 1.5))  # fmt: skip
         ax.set_yticks(range(len(edges) - 1))
         ax.set_yticklabels([f"{lo}-{hi - 1}" for lo, hi in itertools.pairwise(edges)],
