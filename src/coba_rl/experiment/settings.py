@@ -140,7 +140,7 @@ def preset(name: str) -> dict[str, object]:
             "steps": 48,
             "tune_steps": 16,
             "eval_every": 8,
-            "lr_grid": (3e-4, 1e-3),
+            "lr_grid": (1e-4, 3e-4),
         }
     if name == "smoke":
         return {
