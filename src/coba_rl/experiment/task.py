@@ -37,6 +37,7 @@ import numpy as np
 
 __all__ = [
     "BOS",
+    "DIGIT0",
     "EOS",
     "EQUALS",
     "LEVELS",
@@ -48,7 +49,19 @@ __all__ = [
     "make_splits",
 ]
 
-PAD, BOS, EOS, PLUS, EQUALS, DIGIT0 = 0, 1, 2, 3, 4, 5
+#: Padding token: left of short prompts and after a response's end; never attended.
+PAD = 0
+#: First token of every prompt.
+BOS = 1
+#: End of a response.
+EOS = 2
+#: The ``"+"`` between operands.
+PLUS = 3
+#: The ``"="`` that ends a prompt.
+EQUALS = 4
+#: Token of the digit ``"0"``; digit ``d`` is ``DIGIT0 + d``.
+DIGIT0 = 5
+#: Number of token ids.
 VOCAB_SIZE = 15
 
 #: Difficulty levels, easiest first: (number of operands, maximum digits per operand).
