@@ -54,12 +54,12 @@ class PolicyConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    d_model: int = Field(64, ge=8)
-    n_heads: int = Field(4, ge=1)
-    n_layers: int = Field(2, ge=1)
-    d_mlp: int = Field(256, ge=8)
-    max_len: int = Field(8, ge=4)
-    vocab_size: int = Field(VOCAB_SIZE, ge=VOCAB_SIZE)
+    d_model: int = Field(default=64, ge=8)
+    n_heads: int = Field(default=4, ge=1)
+    n_layers: int = Field(default=2, ge=1)
+    d_mlp: int = Field(default=256, ge=8)
+    max_len: int = Field(default=8, ge=4)
+    vocab_size: int = Field(default=VOCAB_SIZE, ge=VOCAB_SIZE)
 
 
 class _Block(nn.Module):

@@ -7,7 +7,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ NOTE = (
 def make_allocator(name: str, s: ExperimentSettings) -> AllocatorLike:
     """A fresh allocator called ``name`` with the bounds of ``s`` (window 1, paper constants)."""
     if name in ("coba-paper", "coba-release"):
-        variant = "paper" if name == "coba-paper" else "release"
+        variant: Literal["paper", "release"] = "paper" if name == "coba-paper" else "release"
         return coba_rl.CoBAAllocator(
             coba_rl.CoBAConfig(variant=variant, n_low=s.n_low, n_up=s.n_up)
         )
