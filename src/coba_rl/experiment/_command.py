@@ -29,7 +29,7 @@ def build_parser() -> CommandParser:
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
-        "--quick", action="store_true", help="a short run: 1 seed, 48 steps (a few minutes)"
+        "--quick", action="store_true", help="a short run: 1 seed, 48 steps (about 2 minutes)"
     )
     mode.add_argument(
         "--smoke", action="store_true", help="a tiny end-to-end check of the loop (about 1 minute)"

@@ -125,7 +125,7 @@ class ExperimentSettings(BaseModel):
 
 
 def preset(name: str) -> dict[str, object]:
-    """Overrides of the ``"full"`` (none), ``"quick"`` (about 5 min) and ``"smoke"`` presets.
+    """Overrides of the ``"full"`` (none), ``"quick"`` (a few minutes) and ``"smoke"`` presets.
 
     Example:
       >>> preset("smoke")["steps"]
