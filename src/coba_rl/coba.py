@@ -15,9 +15,9 @@ from numpy.typing import NDArray
 
 from coba_rl._validation import check_budget, check_config, check_instance, even_split
 from coba_rl.config import CoBAConfig
-from coba_rl.solvers import _greedy_extra_grouped, _running_min
+from coba_rl.solvers import _capability_extra
 from coba_rl.types import Allocation, BatchStats, _owned
-from coba_rl.value import _adaptive_tau, _unique_gains, beta_shape
+from coba_rl.value import _adaptive_tau, beta_shape
 
 __all__ = ["allocate", "initial_shape"]
 
@@ -76,7 +76,7 @@ def allocate(
       >>> a.counts.tolist(), int(a.counts.sum())
       ([2, 14, 2, 14], 32)
 
-    Complexity: O(M (n_up - n_low)) for the paper variant, whatever the budget.
+    Complexity: O(M log M) time and O(M) memory, whatever the budget and ``n_up``.
 
     Reference: arXiv 2602.03048, Algorithm 1; [Rules: the paper variant][rules-paper-variant]
     and [the release variant][rules-release-variant].
@@ -149,10 +149,14 @@ def _tau(p: FloatArray, cfg: CoBAConfig) -> float:
 def _greedy_counts(
     p: FloatArray, spare: int, cfg: CoBAConfig, alpha: float, beta: float
 ) -> tuple[IntArray, float]:
-    """Algorithm 1 on pass rates ``p`` with ``spare`` units above ``n_low`` (capped)."""
+    """Algorithm 1 on pass rates ``p`` with ``spare`` units above ``n_low`` (capped).
+
+    The threshold solver: the counts of :func:`coba_rl.solvers.greedy_heap` on the gain
+    table, in O(M log M) time and O(M) memory without building the table.
+    """
     tau = _tau(p, cfg)
-    gains_u, inverse = _unique_gains(p, alpha, beta, tau, cfg.n_low, cfg.n_up, cfg.smoothing)
-    return cfg.n_low + _greedy_extra_grouped(_running_min(gains_u), inverse, spare), tau
+    extra = _capability_extra(p, alpha, beta, tau, cfg.n_low, cfg.n_up, cfg.smoothing, spare)
+    return cfg.n_low + extra, tau
 
 
 def _paper_counts(

@@ -13,6 +13,8 @@ where ``V_i`` is given through its marginal-gain table ``gains`` of shape
 * :func:`greedy_heap` is Algorithm 1 of the CoBA-RL paper, literally (a binary heap).
 * :func:`greedy` returns **identical** counts without a per-unit loop.
 * :func:`dp` is the exact dynamic program, the reference for the objective value.
+* :func:`capability_greedy` returns the counts of :func:`greedy_heap` on the table of
+  :func:`coba_rl.value.marginal_gains`, without building that table: O(M) memory.
 
 When every row of ``gains`` is non-increasing the greedy is optimal, so all three reach
 the same objective ([Rules: exact reference][rules-dp]).
@@ -25,9 +27,10 @@ import heapq
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from coba_rl._validation import as_real_array, check_bounds
+from coba_rl._validation import as_real_array, check_bounds, check_real
+from coba_rl.value import _beta_pdf_distinct, _unique_gains
 
-__all__ = ["dp", "greedy", "greedy_heap", "objective"]
+__all__ = ["capability_greedy", "dp", "greedy", "greedy_heap", "objective"]
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -280,3 +283,384 @@ def dp(gains: ArrayLike, budget: int, n_low: int, n_up: int) -> IntArray:
         counts[i] = n_low + x
         b -= x
     return counts
+
+
+# -- The threshold solver: Algorithm 1 on the capability value, without the gain table ------
+#
+# Row u of the table (one distinct clipped pass rate p, density C = f(p)) is, in floating
+# point, g(j) = V(n_low + j + 1) - V(n_low + j) with V(n) = (1 - exp(((-n) / tau) p (1 - p))) C,
+# and :func:`greedy` hands out the top R entries of the row-wise running minimum ("keys").
+#
+# * The number of keys above a threshold ``lam`` is the index of the first *gain* <= lam
+#   (a running minimum drops to lam exactly where the first gain does). So each row is
+#   settled by locating its first crossing; no prefix minimum over earlier columns is needed.
+# * In exact arithmetic g is the non-increasing geometric sequence
+#   C e^{-k (n_low + j)} (1 - e^{-k}), k = p (1 - p) / tau, and the floating-point gain is
+#   within GAIN_ERROR * C of it: three roundings in the exponent move exp by at most
+#   1.2 ulp (x e^{-x} <= 1/e), exp itself is within a few ulp, and 1 - E, the product
+#   with C and the difference add one rounding each, so |error| <= (7.4 u + 2 rho) C,
+#   u = 2^-53, rho = exp's relative error. GAIN_ERROR = 2^-36 leaves room for an exp
+#   thousands of ulp off. Hence a float gain at column c above lam + 2 GAIN_ERROR C proves
+#   that every float gain at columns <= c is above lam (the exact row is non-increasing):
+#   columns left of c need never be computed.
+# * The closed form places every row's crossing of a threshold; the exact float gains are
+#   computed only in a band of columns around it, starting at a column that carries the
+#   proof above. A row whose proof fails, or whose band misses the crossing, is computed
+#   in full, so the result never depends on the closed form being accurate, only fast.
+# * The R-th largest key is bracketed by [lam_lo, lam_hi] from the closed form, the bracket
+#   is verified with the exact counts, and the keys inside it (O(M) of them) are searched.
+
+#: Bound on |float gain - exact gain| relative to the row's density C (see above).
+GAIN_ERROR = 2.0**-36
+#: Absolute part of that bound (products that round in the subnormal range).
+_GAIN_ERROR_ABS = 2.0**-1000
+#: Band entries evaluated at once: bounds the solver's temporary memory (about 30 B each).
+_BAND_CHUNK = 1 << 18
+#: Bracket widenings tried before falling back to the table.
+_MAX_TRIES = 8
+
+
+def capability_greedy(
+    pass_rates: ArrayLike,
+    alpha: float,
+    beta: float,
+    tau: float,
+    budget: int,
+    n_low: int,
+    n_up: int,
+    smoothing: float = 0.01,
+) -> IntArray:
+    """Algorithm 1 on the capability value, with O(M) memory: no gain table.
+
+    Returns exactly ``greedy_heap(marginal_gains(pass_rates, alpha, beta, tau, n_low, n_up,
+    smoothing), budget, n_low, n_up)``: the same floating-point gains decide, ties go to
+    the lowest prompt index and rows whose float differences rise by an ulp are handled
+    as the heap handles them. The table is never built: the closed form of the gains
+    (a geometric sequence per prompt) locates the threshold, and exact gains are computed
+    only in a narrow band of columns around each prompt's crossing of it.
+
+    Args:
+      pass_rates: shape ``(M,)``, finite.
+      alpha, beta: the Beta shape.
+      tau: saturation scale, positive.
+      budget: the total ``B``, with ``M * n_low <= B <= M * n_up``.
+      n_low, n_up: per-prompt bounds.
+      smoothing: the clip applied to pass rates.
+
+    Returns:
+      int64 counts of shape ``(M,)`` summing to ``budget``.
+
+    Raises:
+      ValueError: non-finite or non-1-D pass rates, bad bounds, an infeasible budget.
+      TypeError: a non-integer budget or non-numeric arguments.
+
+    Example:
+      >>> from coba_rl.value import marginal_gains
+      >>> p = [0.1, 0.5, 0.5, 0.9]
+      >>> capability_greedy(p, 3.0, 3.0, 4.0, budget=24, n_low=2, n_up=16).tolist()
+      [5, 7, 7, 5]
+      >>> g = marginal_gains(p, 3.0, 3.0, 4.0, n_low=2, n_up=16)
+      >>> greedy_heap(g, budget=24, n_low=2, n_up=16).tolist()
+      [5, 7, 7, 5]
+
+    Complexity: O(M log M) time (the sort of the distinct pass rates; the rest is
+    O(M + U b) with U distinct rates and b the band width, a few columns) and O(M) memory,
+    independent of ``n_up - n_low``. Degenerate inputs whose threshold sits at the level of
+    floating-point noise (the budget within noise of every prompt's cap) fall back to the
+    table, O(U (n_up - n_low)).
+
+    Reference: arXiv 2602.03048, Algorithm 1 and eq. 9.
+    """
+    n_low, n_up = check_bounds(n_low, n_up)
+    p = as_real_array(pass_rates, "pass_rates")
+    if p.ndim != 1:
+        raise ValueError(f"pass_rates must be 1-D, got shape {p.shape}")
+    if not np.isfinite(p).all():
+        raise ValueError("pass_rates must be finite (found NaN or inf)")
+    alpha, beta = check_real(alpha, "alpha"), check_real(beta, "beta")
+    tau = check_real(tau, "tau", lo=np.finfo(np.float64).tiny)
+    smoothing = check_real(smoothing, "smoothing", 0.0, 0.5)
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
+        raise TypeError(f"budget must be an int, got {type(budget).__name__}")
+    m = p.size
+    if not m * n_low <= budget <= m * n_up:
+        raise ValueError(
+            f"budget must lie in [M * n_low, M * n_up] = [{m * n_low}, {m * n_up}], got {budget}"
+        )
+    extra = _capability_extra(p, alpha, beta, tau, n_low, n_up, smoothing, int(budget) - m * n_low)
+    return n_low + extra
+
+
+def _capability_extra(
+    p: FloatArray,
+    alpha: float,
+    beta: float,
+    tau: float,
+    n_low: int,
+    n_up: int,
+    smoothing: float,
+    spare: int,
+) -> IntArray:
+    """Units above ``n_low`` per prompt for :func:`capability_greedy` (validated arguments).
+
+    The hot path of ``allocate``. Complexity: O(M log M) time, O(M) memory.
+    """
+    m, k_cols = p.size, n_up - n_low
+    if spare <= 0 or k_cols == 0:
+        return np.zeros(m, dtype=np.int64)
+    if spare >= m * k_cols:
+        return np.full(m, k_cols, dtype=np.int64)
+    uniq, inverse = np.unique(np.clip(p, smoothing, 1.0 - smoothing), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    weight = np.bincount(inverse, minlength=uniq.size)
+    rows = _GeometricRows(uniq, _beta_pdf_distinct(uniq, alpha, beta), tau, n_low, k_cols)
+    found = rows.select(weight, spare)
+    if found is None:
+        # The threshold is at floating-point noise level: rank the table itself.
+        gains_u, inv = _unique_gains(p, alpha, beta, tau, n_low, n_up, smoothing)
+        return _greedy_extra_grouped(_running_min(gains_u), inv, spare)
+    above, equal = found
+    return _split_ties(above[inverse], equal[inverse], spare)
+
+
+def _weighted_kth_largest(vals: FloatArray, wts: IntArray, k: int) -> float:
+    """The ``k``-th largest of ``vals``, each counted ``wts`` times (``1 <= k <= sum``).
+
+    Complexity: O(n) expected (pivot on the median, keep one side).
+    """
+    while vals.size > 64:
+        pivot = np.partition(vals, vals.size // 2)[vals.size // 2]
+        gt = vals > pivot
+        n_gt = int(wts[gt].sum())
+        if n_gt >= k:
+            vals, wts = vals[gt], wts[gt]
+            continue
+        eq = vals == pivot
+        n_eq = int(wts[eq].sum())
+        if n_gt + n_eq >= k:
+            return float(pivot)
+        k -= n_gt + n_eq
+        lt = ~(gt | eq)
+        vals, wts = vals[lt], wts[lt]
+    order = np.argsort(-vals, kind="stable")
+    cum = np.cumsum(wts[order])
+    return float(vals[order[int(np.searchsorted(cum, k))]])
+
+
+class _GeometricRows:
+    """The distinct rows of the gain table, evaluated only where asked.
+
+    Holds O(U) arrays for U distinct clipped pass rates.
+    """
+
+    def __init__(self, p_s: FloatArray, pdf: FloatArray, tau: float, n_low: int, k: int):
+        self.p_s, self.pdf, self.tau, self.n_low, self.k = p_s, pdf, tau, n_low, k
+        self.om = 1 - p_s
+        with np.errstate(all="ignore"):
+            rate = p_s * self.om / tau
+            # Rows whose float gains are all exactly 0: p_s in {0, 1} or a zero density.
+            self.active = (rate > 0) & (pdf > 0) & np.isfinite(rate)
+            self.rate = np.where(self.active, rate, 1.0)
+            # log of the exact first gain C e^{-k n_low} (1 - e^{-k}).
+            self.log_a = np.where(
+                self.active,
+                np.log(np.where(self.active, pdf, 1.0))
+                - self.rate * n_low
+                + np.log(-np.expm1(-self.rate)),
+                -np.inf,
+            )
+        self.err = pdf * GAIN_ERROR + _GAIN_ERROR_ABS
+
+    # -- closed form ------------------------------------------------------------------------
+
+    def relaxed_threshold(self, weight: IntArray, spare: int) -> tuple[float, float] | None:
+        """``(t0, d)``: log-threshold where the continuous count equals ``spare``, and the
+        shift of ``t`` that lowers it by 1.5x the weight of the rows crossing there.
+
+        The count ``sum_u w_u clip((log_a_u - t) / k_u, 0, K)`` is piecewise linear in
+        ``t``; its breakpoints are sorted once. Complexity: O(U log U).
+        """
+        act = np.flatnonzero(self.active & np.isfinite(self.log_a))
+        if act.size == 0:
+            return None
+        slope = weight[act] / self.rate[act]
+        top = self.log_a[act]
+        bottom = top - self.k * self.rate[act]
+        ts = np.concatenate([top, bottom])
+        ds = np.concatenate([slope, -slope])
+        order = np.argsort(-ts, kind="stable")
+        ts, ds = ts[order], ds[order]
+        run = np.cumsum(ds)
+        level = np.concatenate([[0.0], np.cumsum(run[:-1] * (ts[:-1] - ts[1:]))])
+        i = int(np.searchsorted(level, spare))
+        if i >= ts.size or i == 0 or not np.isfinite(level[-1]):
+            return None
+        s = run[i - 1]
+        t0 = float(ts[i - 1] - (spare - level[i - 1]) / s) if s > 0 else float(ts[i])
+        lin = (top > t0) & (bottom < t0)
+        w_lin = float(weight[act][lin].sum())
+        s_lin = float(slope[lin].sum())
+        if w_lin > 0 and s_lin > 0:
+            d = 1.5 * w_lin / s_lin
+        else:
+            d = float(self.rate[act].min())
+        return t0, d
+
+    # -- exact float gains in bands --------------------------------------------------------
+
+    def _band_gains(
+        self, rows: IntArray, start: IntArray, width: IntArray
+    ) -> tuple[FloatArray, IntArray, IntArray]:
+        """Float gains of ``rows`` at columns ``start .. start + width - 1``, flat.
+
+        The same arithmetic, element for element, as :func:`coba_rl.value.marginal_gains`.
+        Returns the gains, the segment of each entry and each segment's offset.
+        """
+        seg = np.repeat(np.arange(rows.size), width)
+        off = np.cumsum(width) - width
+        r = rows[seg]
+        n = (np.arange(seg.size) - off[seg] + start[seg] + self.n_low).astype(np.float64)
+        ps, om, pdf = self.p_s[r], self.om[r], self.pdf[r]
+        with np.errstate(over="ignore", under="ignore"):
+            v0 = (1 - np.exp(-n / self.tau * ps * om)) * pdf
+            v1 = (1 - np.exp(-(n + 1) / self.tau * ps * om)) * pdf
+        return v1 - v0, seg, off
+
+    def scan(
+        self, rows: IntArray, start: IntArray, stop: IntArray, lam_lo: float, lam_hi: float
+    ) -> tuple[IntArray, IntArray, NDArray[np.bool_], FloatArray, IntArray]:
+        """Settle ``rows`` on columns ``start .. stop`` (inclusive) against the bracket.
+
+        Returns per row ``a`` (keys > lam_hi), ``b`` (keys >= lam_lo), whether the band
+        proves both (``ok``), and the keys in [lam_lo, lam_hi] with their row.
+        Complexity: O(sum of widths).
+        """
+        width = stop - start + 1
+        g, seg, off = self._band_gains(rows, start, width)
+        first = g[off]
+        # Segmented running minimum (rises are rare ulp-level blips: few passes).
+        if g.size > 1:
+            same = seg[1:] == seg[:-1]
+            while True:
+                rise = np.flatnonzero((g[1:] > g[:-1]) & same) + 1
+                if rise.size == 0:
+                    break
+                g[rise] = g[rise - 1]
+        a = start + np.add.reduceat((g > lam_hi).astype(np.int64), off)
+        b = start + np.add.reduceat((g >= lam_lo).astype(np.int64), off)
+        err = self.err[rows]
+        proof_left = (start == 0) | (first > lam_hi + 2 * err)
+        proof_right = (stop == self.k - 1) | (b <= stop)
+        ok = proof_left & proof_right
+        inside = (g <= lam_hi) & (g >= lam_lo) & ok[seg]
+        return a, b, ok, g[inside], rows[seg[inside]]
+
+    def select(self, weight: IntArray, spare: int) -> tuple[IntArray, IntArray] | None:
+        """Per row: keys strictly above the ``spare``-th largest key, and keys equal to it.
+
+        ``None`` when the closed form cannot bracket the threshold (it sits at the level
+        of floating-point noise); the caller then ranks the table. Complexity: O(U b)
+        time and O(U + chunk) memory.
+        """
+        relaxed = self.relaxed_threshold(weight, spare)
+        if relaxed is None:
+            return None
+        t0, d = relaxed
+        d_lo = 0.1 * d + 1e-12 * (1.0 + abs(t0))
+        u = self.p_s.size
+        act = np.flatnonzero(self.active)
+        for _ in range(_MAX_TRIES):
+            lam_hi = float(np.exp(t0 + d))
+            lam_lo = float(np.exp(t0 - d_lo))
+            res = self._settle(act, lam_lo, lam_hi)
+            if res is None:
+                return None
+            a, b, vals, vrows = res
+            # Rows whose float gains are all 0 (inactive) settle without evaluation.
+            idle = ~self.active
+            a[idle] = np.where(0.0 > lam_hi, self.k, 0)
+            b[idle] = np.where(0.0 >= lam_lo, self.k, 0)
+            n_above = int(weight @ a)
+            n_within = int(weight @ b)
+            if n_above >= spare:
+                d *= 4.0
+                continue
+            if n_within < spare:
+                d_lo *= 4.0
+                continue
+            spans = np.ones(vals.size, dtype=np.int64)
+            if lam_lo <= 0.0 <= lam_hi and idle.any():
+                zero_rows = np.flatnonzero(idle)
+                vals = np.concatenate([vals, np.zeros(zero_rows.size)])
+                vrows = np.concatenate([vrows, zero_rows])
+                spans = np.concatenate([spans, np.full(zero_rows.size, self.k, dtype=np.int64)])
+            lam = _weighted_kth_largest(vals, weight[vrows] * spans, spare - n_above)
+            above = a + np.bincount(vrows, weights=spans * (vals > lam), minlength=u).astype(
+                np.int64
+            )
+            equal = np.bincount(vrows, weights=spans * (vals == lam), minlength=u).astype(
+                np.int64
+            )
+            return above, equal
+        return None
+
+    def _settle(
+        self, act: IntArray, lam_lo: float, lam_hi: float
+    ) -> tuple[IntArray, IntArray, FloatArray, IntArray] | None:
+        """``a``, ``b`` for every row and the keys in the bracket, in bounded chunks."""
+        u, k = self.p_s.size, self.k
+        a = np.zeros(u, dtype=np.int64)
+        b = np.zeros(u, dtype=np.int64)
+        if act.size == 0:
+            return a, b, np.empty(0), np.empty(0, dtype=np.int64)
+        err = self.err[act]
+        start = self.exact_above_rows(act, lam_hi + 3 * err) - 2
+        stop = self.exact_above_rows(act, lam_lo - 3 * err) + 1
+        np.clip(start, 0, k - 1, out=start)
+        np.clip(stop, start, k - 1, out=stop)
+        vals: list[FloatArray] = []
+        vrows: list[IntArray] = []
+        redo: list[IntArray] = []
+        for lo, hi in _chunks(stop - start + 1):
+            rows = act[lo:hi]
+            ca, cb, ok, v, vr = self.scan(rows, start[lo:hi], stop[lo:hi], lam_lo, lam_hi)
+            a[rows], b[rows] = ca, cb
+            vals.append(v)
+            vrows.append(vr)
+            redo.append(rows[~ok])
+        again = np.concatenate(redo)
+        if again.size:
+            # The band could not prove its answer for these rows: compute them in full.
+            zero = np.zeros(again.size, dtype=np.int64)
+            full = np.full(again.size, k - 1, dtype=np.int64)
+            for lo, hi in _chunks(full - zero + 1):
+                rows = again[lo:hi]
+                ca, cb, ok, v, vr = self.scan(rows, zero[lo:hi], full[lo:hi], lam_lo, lam_hi)
+                if not ok.all():  # pragma: no cover - a full row always proves itself
+                    return None
+                a[rows], b[rows] = ca, cb
+                vals.append(v)
+                vrows.append(vr)
+        return a, b, np.concatenate(vals), np.concatenate(vrows)
+
+    def exact_above_rows(self, rows: IntArray, lam: FloatArray) -> IntArray:
+        """:meth:`exact_above` restricted to ``rows`` (thresholds aligned with ``rows``)."""
+        with np.errstate(all="ignore"):
+            x = np.ceil((self.log_a[rows] - np.log(np.where(lam > 0, lam, 1.0))) / self.rate[rows])
+        x = np.nan_to_num(x, nan=0.0, posinf=self.k, neginf=0.0)
+        out = np.clip(x, 0, self.k).astype(np.int64)
+        out[lam <= 0] = self.k
+        return out
+
+
+def _chunks(width: IntArray) -> list[tuple[int, int]]:
+    """Consecutive index ranges of ``width`` whose sums stay near :data:`_BAND_CHUNK`."""
+    n = width.size
+    if n == 0:
+        return []
+    total = int(width.sum())
+    if total <= _BAND_CHUNK:
+        return [(0, n)]
+    ends = np.searchsorted(np.cumsum(width), np.arange(_BAND_CHUNK, total, _BAND_CHUNK))
+    cuts = sorted({0, n, *(int(e) + 1 for e in ends if 0 < int(e) + 1 < n)})
+    return list(zip(cuts[:-1], cuts[1:], strict=False))
