@@ -23,6 +23,8 @@ the same objective ([Rules: exact reference][rules-dp]).
 from __future__ import annotations
 
 import heapq
+import itertools
+import math
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -413,8 +415,9 @@ def _capability_extra(
     uniq, inverse = np.unique(np.clip(p, smoothing, 1.0 - smoothing), return_inverse=True)
     inverse = inverse.reshape(-1)
     weight = np.bincount(inverse, minlength=uniq.size)
-    rows = _GeometricRows(uniq, _beta_pdf_distinct(uniq, alpha, beta), tau, n_low, k_cols)
-    found = rows.select(weight, spare)
+    pdf = _beta_pdf_distinct(uniq, alpha, beta)
+    with np.errstate(all="ignore"):
+        found = _GeometricRows(uniq, pdf, tau, n_low, k_cols).select(weight, spare)
     if found is None:
         # The threshold is at floating-point noise level: rank the table itself.
         gains_u, inv = _unique_gains(p, alpha, beta, tau, n_low, n_up, smoothing)
@@ -426,9 +429,9 @@ def _capability_extra(
 def _weighted_kth_largest(vals: FloatArray, wts: IntArray, k: int) -> float:
     """The ``k``-th largest of ``vals``, each counted ``wts`` times (``1 <= k <= sum``).
 
-    Complexity: O(n) expected (pivot on the median, keep one side).
+    Complexity: O(n) expected (pivot on the median, keep one side; a sort below 4096).
     """
-    while vals.size > 64:
+    while vals.size > 4096:
         pivot = np.partition(vals, vals.size // 2)[vals.size // 2]
         gt = vals > pivot
         n_gt = int(wts[gt].sum())
@@ -442,7 +445,7 @@ def _weighted_kth_largest(vals: FloatArray, wts: IntArray, k: int) -> float:
         k -= n_gt + n_eq
         lt = ~(gt | eq)
         vals, wts = vals[lt], wts[lt]
-    order = np.argsort(-vals, kind="stable")
+    order = np.argsort(vals)[::-1]
     cum = np.cumsum(wts[order])
     return float(vals[order[int(np.searchsorted(cum, k))]])
 
@@ -450,25 +453,24 @@ def _weighted_kth_largest(vals: FloatArray, wts: IntArray, k: int) -> float:
 class _GeometricRows:
     """The distinct rows of the gain table, evaluated only where asked.
 
-    Holds O(U) arrays for U distinct clipped pass rates.
+    Holds O(U) arrays for U distinct clipped pass rates. Call under
+    ``np.errstate(all="ignore")`` (logs of 0 and overflowing exponentials are expected).
     """
 
     def __init__(self, p_s: FloatArray, pdf: FloatArray, tau: float, n_low: int, k: int):
         self.p_s, self.pdf, self.tau, self.n_low, self.k = p_s, pdf, tau, n_low, k
         self.om = 1 - p_s
-        with np.errstate(all="ignore"):
-            rate = p_s * self.om / tau
-            # Rows whose float gains are all exactly 0: p_s in {0, 1} or a zero density.
-            self.active = (rate > 0) & (pdf > 0) & np.isfinite(rate)
-            self.rate = np.where(self.active, rate, 1.0)
-            # log of the exact first gain C e^{-k n_low} (1 - e^{-k}).
-            self.log_a = np.where(
-                self.active,
-                np.log(np.where(self.active, pdf, 1.0))
-                - self.rate * n_low
-                + np.log(-np.expm1(-self.rate)),
-                -np.inf,
-            )
+        rate = p_s * self.om / tau
+        # Rows whose float gains are all exactly 0: p_s in {0, 1} or a zero density.
+        active = (rate > 0) & (pdf > 0) & (rate < np.inf)
+        self.all_active = bool(active.all())
+        self.active = active
+        if not self.all_active:
+            rate = np.where(active, rate, 1.0)
+        self.rate = rate
+        # log of the exact first gain C e^{-k n_low} (1 - e^{-k}).
+        log_a = np.log(pdf) - rate * n_low + np.log(-np.expm1(-rate))
+        self.log_a = log_a if self.all_active else np.where(active, log_a, -np.inf)
         self.err = pdf * GAIN_ERROR + _GAIN_ERROR_ABS
 
     # -- closed form ------------------------------------------------------------------------
@@ -480,51 +482,67 @@ class _GeometricRows:
         The count ``sum_u w_u clip((log_a_u - t) / k_u, 0, K)`` is piecewise linear in
         ``t``; its breakpoints are sorted once. Complexity: O(U log U).
         """
-        act = np.flatnonzero(self.active & np.isfinite(self.log_a))
-        if act.size == 0:
-            return None
-        slope = weight[act] / self.rate[act]
-        top = self.log_a[act]
-        bottom = top - self.k * self.rate[act]
+        if self.all_active:
+            top, rate, w = self.log_a, self.rate, weight
+        else:
+            act = np.flatnonzero(self.active)
+            if act.size == 0:
+                return None
+            top, rate, w = self.log_a[act], self.rate[act], weight[act]
+        slope = w / rate
+        bottom = top - self.k * rate
         ts = np.concatenate([top, bottom])
         ds = np.concatenate([slope, -slope])
-        order = np.argsort(-ts, kind="stable")
+        order = np.argsort(ts)[::-1]
         ts, ds = ts[order], ds[order]
         run = np.cumsum(ds)
-        level = np.concatenate([[0.0], np.cumsum(run[:-1] * (ts[:-1] - ts[1:]))])
-        i = int(np.searchsorted(level, spare))
-        if i >= ts.size or i == 0 or not np.isfinite(level[-1]):
+        level = np.cumsum(run[:-1] * (ts[:-1] - ts[1:]))
+        i = int(np.searchsorted(level, spare)) + 1  # level[j] is the count at ts[j + 1]
+        if i >= ts.size or not np.isfinite(level[-1]):
             return None
-        s = run[i - 1]
-        t0 = float(ts[i - 1] - (spare - level[i - 1]) / s) if s > 0 else float(ts[i])
+        done = float(level[i - 2]) if i >= 2 else 0.0
+        s = float(run[i - 1])
+        t0 = float(ts[i - 1]) - (spare - done) / s if s > 0 else float(ts[i])
         lin = (top > t0) & (bottom < t0)
-        w_lin = float(weight[act][lin].sum())
-        s_lin = float(slope[lin].sum())
-        if w_lin > 0 and s_lin > 0:
-            d = 1.5 * w_lin / s_lin
-        else:
-            d = float(self.rate[act].min())
+        w_lin = float(w @ lin)
+        s_lin = float(slope @ lin)
+        d = 1.5 * w_lin / s_lin if w_lin > 0 and s_lin > 0 else float(rate.min())
         return t0, d
+
+    def first_columns(
+        self, rows: IntArray, lam_lo: float, lam_hi: float
+    ) -> tuple[IntArray, IntArray]:
+        """Band of each row: from two columns left of the exact crossing of
+        ``lam_hi + 3 err`` to one column right of that of ``lam_lo - 3 err``."""
+        err3 = 3.0 * self.err[rows]
+        lam = np.stack([lam_hi + err3, lam_lo - err3])
+        x = np.ceil((self.log_a[rows] - np.log(np.where(lam > 0, lam, 1.0))) / self.rate[rows])
+        x[lam <= 0] = np.inf
+        x = np.nan_to_num(x, nan=0.0, posinf=self.k, neginf=0.0)
+        start = np.minimum(np.maximum(x[0] - 2, 0), self.k - 1).astype(np.int64)
+        stop = np.minimum(np.maximum(x[1] + 1, start), self.k - 1).astype(np.int64)
+        return start, stop
 
     # -- exact float gains in bands --------------------------------------------------------
 
     def _band_gains(
         self, rows: IntArray, start: IntArray, width: IntArray
-    ) -> tuple[FloatArray, IntArray, IntArray]:
+    ) -> tuple[FloatArray, IntArray]:
         """Float gains of ``rows`` at columns ``start .. start + width - 1``, flat.
 
-        The same arithmetic, element for element, as :func:`coba_rl.value.marginal_gains`.
-        Returns the gains, the segment of each entry and each segment's offset.
+        The same arithmetic, element for element, as :func:`coba_rl.value.marginal_gains`:
+        ``V(n) = (1 - exp(((-n) / tau) p (1 - p))) C`` and ``V(n + 1) - V(n)``.
+        Returns the gains and each segment's offset.
         """
-        seg = np.repeat(np.arange(rows.size), width)
         off = np.cumsum(width) - width
-        r = rows[seg]
-        n = (np.arange(seg.size) - off[seg] + start[seg] + self.n_low).astype(np.float64)
-        ps, om, pdf = self.p_s[r], self.om[r], self.pdf[r]
-        with np.errstate(over="ignore", under="ignore"):
-            v0 = (1 - np.exp(-n / self.tau * ps * om)) * pdf
-            v1 = (1 - np.exp(-(n + 1) / self.tau * ps * om)) * pdf
-        return v1 - v0, seg, off
+        n = np.repeat((start + self.n_low - off).astype(np.float64), width)
+        n += np.arange(n.size)
+        ps = np.repeat(self.p_s[rows], width)
+        om = np.repeat(self.om[rows], width)
+        pdf = np.repeat(self.pdf[rows], width)
+        v0 = (1 - np.exp(-n / self.tau * ps * om)) * pdf
+        v1 = (1 - np.exp(-(n + 1) / self.tau * ps * om)) * pdf
+        return v1 - v0, off
 
     def scan(
         self, rows: IntArray, start: IntArray, stop: IntArray, lam_lo: float, lam_hi: float
@@ -536,24 +554,32 @@ class _GeometricRows:
         Complexity: O(sum of widths).
         """
         width = stop - start + 1
-        g, seg, off = self._band_gains(rows, start, width)
+        g, off = self._band_gains(rows, start, width)
         first = g[off]
         # Segmented running minimum (rises are rare ulp-level blips: few passes).
-        if g.size > 1:
-            same = seg[1:] == seg[:-1]
-            while True:
-                rise = np.flatnonzero((g[1:] > g[:-1]) & same) + 1
-                if rise.size == 0:
-                    break
+        rise = np.flatnonzero(g[1:] > g[:-1]) + 1
+        if rise.size:
+            new_seg = np.zeros(g.size, dtype=bool)
+            new_seg[off] = True
+            rise = rise[~new_seg[rise]]
+            while rise.size:
+                # Lowering g[j] can only make g[j + 1] rise: check the successors.
                 g[rise] = g[rise - 1]
-        a = start + np.add.reduceat((g > lam_hi).astype(np.int64), off)
-        b = start + np.add.reduceat((g >= lam_lo).astype(np.int64), off)
-        err = self.err[rows]
-        proof_left = (start == 0) | (first > lam_hi + 2 * err)
-        proof_right = (stop == self.k - 1) | (b <= stop)
-        ok = proof_left & proof_right
-        inside = (g <= lam_hi) & (g >= lam_lo) & ok[seg]
-        return a, b, ok, g[inside], rows[seg[inside]]
+                nxt = rise + 1
+                nxt = nxt[nxt < g.size]
+                nxt = nxt[~new_seg[nxt]]
+                rise = nxt[g[nxt] > g[nxt - 1]]
+        above = g > lam_hi
+        within = g >= lam_lo
+        a = start + np.add.reduceat(above, off, dtype=np.int64)
+        b = start + np.add.reduceat(within, off, dtype=np.int64)
+        ok = ((start == 0) | (first > lam_hi + 2 * self.err[rows])) & (
+            (stop == self.k - 1) | (b <= stop)
+        )
+        inside = within & ~above
+        if not ok.all():
+            inside &= np.repeat(ok, width)
+        return a, b, ok, g[inside], np.repeat(rows, width)[inside]
 
     def select(self, weight: IntArray, spare: int) -> tuple[IntArray, IntArray] | None:
         """Per row: keys strictly above the ``spare``-th largest key, and keys equal to it.
@@ -568,56 +594,50 @@ class _GeometricRows:
         t0, d = relaxed
         d_lo = 0.1 * d + 1e-12 * (1.0 + abs(t0))
         u = self.p_s.size
-        act = np.flatnonzero(self.active)
+        act = np.arange(u) if self.all_active else np.flatnonzero(self.active)
         for _ in range(_MAX_TRIES):
-            lam_hi = float(np.exp(t0 + d))
-            lam_lo = float(np.exp(t0 - d_lo))
-            res = self._settle(act, lam_lo, lam_hi)
-            if res is None:
-                return None
-            a, b, vals, vrows = res
-            # Rows whose float gains are all 0 (inactive) settle without evaluation.
-            idle = ~self.active
-            a[idle] = np.where(0.0 > lam_hi, self.k, 0)
-            b[idle] = np.where(0.0 >= lam_lo, self.k, 0)
+            lam_hi = math.exp(min(t0 + d, 709.0))
+            lam_lo = math.exp(max(t0 - d_lo, -746.0))
+            a, b, vals, vrows = self._settle(act, lam_lo, lam_hi)
+            spans = None
+            if not self.all_active:
+                # Rows whose float gains are all 0 settle without evaluation.
+                idle = np.flatnonzero(~self.active)
+                a[idle] = self.k if lam_hi < 0.0 else 0
+                b[idle] = self.k if lam_lo <= 0.0 else 0
+                if lam_lo <= 0.0 <= lam_hi:
+                    vals = np.concatenate([vals, np.zeros(idle.size)])
+                    spans = np.concatenate(
+                        [np.ones(vrows.size, dtype=np.int64), np.full(idle.size, self.k)]
+                    )
+                    vrows = np.concatenate([vrows, idle])
             n_above = int(weight @ a)
-            n_within = int(weight @ b)
             if n_above >= spare:
                 d *= 4.0
                 continue
-            if n_within < spare:
+            if int(weight @ b) < spare:
                 d_lo *= 4.0
                 continue
-            spans = np.ones(vals.size, dtype=np.int64)
-            if lam_lo <= 0.0 <= lam_hi and idle.any():
-                zero_rows = np.flatnonzero(idle)
-                vals = np.concatenate([vals, np.zeros(zero_rows.size)])
-                vrows = np.concatenate([vrows, zero_rows])
-                spans = np.concatenate([spans, np.full(zero_rows.size, self.k, dtype=np.int64)])
-            lam = _weighted_kth_largest(vals, weight[vrows] * spans, spare - n_above)
-            above = a + np.bincount(vrows, weights=spans * (vals > lam), minlength=u).astype(
-                np.int64
-            )
-            equal = np.bincount(vrows, weights=spans * (vals == lam), minlength=u).astype(
-                np.int64
-            )
+            wts = weight[vrows] if spans is None else weight[vrows] * spans
+            lam = _weighted_kth_largest(vals, wts, spare - n_above)
+            gt, eq = vals > lam, vals == lam
+            if spans is not None:
+                gt, eq = gt * spans, eq * spans
+            above = a + np.bincount(vrows, weights=gt, minlength=u).astype(np.int64)
+            equal = np.bincount(vrows, weights=eq, minlength=u).astype(np.int64)
             return above, equal
         return None
 
     def _settle(
         self, act: IntArray, lam_lo: float, lam_hi: float
-    ) -> tuple[IntArray, IntArray, FloatArray, IntArray] | None:
+    ) -> tuple[IntArray, IntArray, FloatArray, IntArray]:
         """``a``, ``b`` for every row and the keys in the bracket, in bounded chunks."""
         u, k = self.p_s.size, self.k
         a = np.zeros(u, dtype=np.int64)
         b = np.zeros(u, dtype=np.int64)
         if act.size == 0:
             return a, b, np.empty(0), np.empty(0, dtype=np.int64)
-        err = self.err[act]
-        start = self.exact_above_rows(act, lam_hi + 3 * err) - 2
-        stop = self.exact_above_rows(act, lam_lo - 3 * err) + 1
-        np.clip(start, 0, k - 1, out=start)
-        np.clip(stop, start, k - 1, out=stop)
+        start, stop = self.first_columns(act, lam_lo, lam_hi)
         vals: list[FloatArray] = []
         vrows: list[IntArray] = []
         redo: list[IntArray] = []
@@ -627,40 +647,31 @@ class _GeometricRows:
             a[rows], b[rows] = ca, cb
             vals.append(v)
             vrows.append(vr)
-            redo.append(rows[~ok])
-        again = np.concatenate(redo)
-        if again.size:
+            if not ok.all():
+                redo.append(rows[~ok])
+        if redo:
             # The band could not prove its answer for these rows: compute them in full.
+            again = np.concatenate(redo)
             zero = np.zeros(again.size, dtype=np.int64)
             full = np.full(again.size, k - 1, dtype=np.int64)
-            for lo, hi in _chunks(full - zero + 1):
+            for lo, hi in _chunks(full + 1):
                 rows = again[lo:hi]
-                ca, cb, ok, v, vr = self.scan(rows, zero[lo:hi], full[lo:hi], lam_lo, lam_hi)
-                if not ok.all():  # pragma: no cover - a full row always proves itself
-                    return None
-                a[rows], b[rows] = ca, cb
+                ca, cb, _, v, vr = self.scan(rows, zero[lo:hi], full[lo:hi], lam_lo, lam_hi)
+                a[rows], b[rows] = ca, cb  # a full row always proves itself
                 vals.append(v)
                 vrows.append(vr)
+        if len(vals) == 1:
+            return a, b, vals[0], vrows[0]
         return a, b, np.concatenate(vals), np.concatenate(vrows)
-
-    def exact_above_rows(self, rows: IntArray, lam: FloatArray) -> IntArray:
-        """:meth:`exact_above` restricted to ``rows`` (thresholds aligned with ``rows``)."""
-        with np.errstate(all="ignore"):
-            x = np.ceil((self.log_a[rows] - np.log(np.where(lam > 0, lam, 1.0))) / self.rate[rows])
-        x = np.nan_to_num(x, nan=0.0, posinf=self.k, neginf=0.0)
-        out = np.clip(x, 0, self.k).astype(np.int64)
-        out[lam <= 0] = self.k
-        return out
 
 
 def _chunks(width: IntArray) -> list[tuple[int, int]]:
     """Consecutive index ranges of ``width`` whose sums stay near :data:`_BAND_CHUNK`."""
     n = width.size
-    if n == 0:
-        return []
-    total = int(width.sum())
+    cum = np.cumsum(width)
+    total = int(cum[-1])
     if total <= _BAND_CHUNK:
         return [(0, n)]
-    ends = np.searchsorted(np.cumsum(width), np.arange(_BAND_CHUNK, total, _BAND_CHUNK))
+    ends = np.searchsorted(cum, np.arange(_BAND_CHUNK, total, _BAND_CHUNK))
     cuts = sorted({0, n, *(int(e) + 1 for e in ends if 0 < int(e) + 1 < n)})
-    return list(zip(cuts[:-1], cuts[1:], strict=False))
+    return list(itertools.pairwise(cuts))

@@ -1,0 +1,332 @@
+"""The threshold solver equals the heap on the gain table it never builds.
+
+:func:`coba_rl.solvers.capability_greedy` must return, bit for bit, the counts of
+:func:`coba_rl.solvers.greedy_heap` on ``marginal_gains(...)``: on grid, continuous and
+tie-heavy pass rates, on rows whose float differences rise by an ulp, and at extreme
+kappa and tau. The expected counts always come from the literal heap on the full table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tracemalloc
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import coba_rl.solvers as solvers
+from coba_rl import BatchStats, CoBAConfig, allocate
+from coba_rl.solvers import capability_greedy, greedy, greedy_heap
+from coba_rl.value import (
+    _beta_pdf_scalar_path,
+    _beta_pdf_vector,
+    _vector_pdf_is_exact,
+    beta_shape,
+    marginal_gains,
+)
+from conftest import DATA
+
+grid_rates = st.integers(0, 16).map(lambda k: k / 16)
+tie_rates = st.sampled_from([0.25, 0.5, 0.75])
+any_rates = st.floats(0.0, 1.0, allow_nan=False)
+# k / n with n varying, as a tracker reports after different numbers of rollouts.
+kn_rates = st.tuples(st.integers(1, 128), st.integers(0, 128)).map(lambda t: min(t[1], t[0]) / t[0])
+
+
+@st.composite
+def problem(
+    draw: st.DrawFn,
+    rates: st.SearchStrategy[float],
+    max_m: int = 40,
+    max_k: int = 140,
+    kappa: st.SearchStrategy[float] | None = None,
+    tau: st.SearchStrategy[float] | None = None,
+) -> tuple[Any, ...]:
+    kappa = kappa if kappa is not None else st.floats(2.5, 60.0)
+    tau = tau if tau is not None else st.floats(0.5, 20.0)
+    m = draw(st.integers(1, max_m))
+    p = draw(st.lists(rates, min_size=m, max_size=m))
+    n_low = draw(st.integers(1, 4))
+    n_up = n_low + draw(st.integers(0, max_k))
+    a, b = beta_shape(draw(st.floats(0.0, 1.0)), draw(kappa))
+    budget = draw(st.integers(m * n_low, m * n_up))
+    smoothing = draw(st.sampled_from([0.01, 0.0, 0.1]))
+    return p, float(a), float(b), draw(tau), budget, n_low, n_up, smoothing
+
+
+def _same_as_heap(args: tuple[Any, ...]) -> None:
+    p, a, b, tau, budget, n_low, n_up, s = args
+    table = marginal_gains(p, a, b, tau, n_low, n_up, s)
+    expected = greedy_heap(table, budget, n_low, n_up)
+    got = capability_greedy(p, a, b, tau, budget, n_low, n_up, s)
+    np.testing.assert_array_equal(got, expected)
+    assert got.dtype == np.int64
+
+
+@settings(max_examples=150)
+@given(problem(grid_rates))
+def test_grid_rates_equal_heap(args: tuple[Any, ...]) -> None:
+    _same_as_heap(args)
+
+
+@settings(max_examples=150)
+@given(problem(tie_rates, max_m=60))
+def test_tie_heavy_rates_equal_heap(args: tuple[Any, ...]) -> None:
+    _same_as_heap(args)
+
+
+@settings(max_examples=150)
+@given(problem(any_rates))
+def test_continuous_rates_equal_heap(args: tuple[Any, ...]) -> None:
+    _same_as_heap(args)
+
+
+@settings(max_examples=100)
+@given(problem(kn_rates))
+def test_k_over_n_rates_equal_heap(args: tuple[Any, ...]) -> None:
+    _same_as_heap(args)
+
+
+@settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
+@given(problem(st.one_of(grid_rates, any_rates), max_m=12, kappa=st.floats(200.0, 1070.0)))
+def test_extreme_kappa_equal_heap(args: tuple[Any, ...]) -> None:
+    # Densities from ~0 (floored) to huge: rows whose scales differ by many orders.
+    _same_as_heap(args)
+
+
+@settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    problem(
+        st.one_of(grid_rates, any_rates),
+        max_m=12,
+        max_k=300,
+        tau=st.sampled_from([1e-3, 0.05, 1e3, 1e6]),
+    )
+)
+def test_extreme_tau_equal_heap(args: tuple[Any, ...]) -> None:
+    # Tiny tau: rows saturate (gains underflow to exact zeros); huge tau: nearly flat rows.
+    _same_as_heap(args)
+
+
+def _rising_rows(p: list[float], tau: float, n_up: int) -> int:
+    g = marginal_gains(p, 9.0, 2.0, tau, 2, n_up)
+    return int(np.count_nonzero(g[:, 1:] > g[:, :-1]))
+
+
+# Rows that decay to the float noise floor: their differences rise by an ulp here and there.
+ULP_RATES = [0.5, 0.3, 0.45, 0.5, 0.2]
+
+
+def test_ulp_rising_rows_exist_in_the_fixture() -> None:
+    assert _rising_rows(ULP_RATES, 3.0, 700) >= 10
+
+
+@settings(max_examples=120)
+@given(st.integers(5 * 2, 5 * 700), st.permutations(ULP_RATES))
+def test_ulp_rising_rows_equal_heap(budget: int, p: list[float]) -> None:
+    _same_as_heap((p, 9.0, 2.0, 3.0, budget, 2, 700, 0.01))
+
+
+def test_ulp_rising_rows_settled_by_the_band(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Budgets whose threshold lies among the rising entries, but above exact zero, must be
+    # settled by the band (not by the table fallback) and still equal the heap.
+    table = marginal_gains(ULP_RATES, 9.0, 2.0, 3.0, 2, 700)
+    settled = []
+    real_select = solvers._GeometricRows.select
+
+    def spy(self: Any, weight: Any, spare: int) -> Any:
+        out = real_select(self, weight, spare)
+        settled.append(out is not None)
+        return out
+
+    monkeypatch.setattr(solvers._GeometricRows, "select", spy)
+    rising = np.flatnonzero((table[:, 1:] > table[:, :-1]).any(axis=0))
+    for col in rising[:8]:
+        budget = 5 * 2 + int((table > table[:, col + 1].max()).sum()) + 1
+        expected = greedy_heap(table, budget, 2, 700)
+        np.testing.assert_array_equal(
+            capability_greedy(ULP_RATES, 9.0, 2.0, 3.0, budget, 2, 700), expected
+        )
+    assert sum(settled) >= 4, settled
+
+
+def test_many_seeded_batches_equal_table_greedy() -> None:
+    # A broader sweep than hypothesis runs: 300 seeded batches of every kind, bounds up to
+    # [4, 1004], budgets from the floor to the cap. greedy (table) equals greedy_heap
+    # (tests/test_solvers.py); it is used here because the heap is slow on big tables.
+    rng = np.random.default_rng(12)
+    for it in range(300):
+        m = int(rng.integers(1, 200))
+        n_low = int(rng.integers(1, 5))
+        n_up = n_low + int(rng.choice([1, 16, 126, 1000]))
+        kind = it % 4
+        if kind == 0:
+            p = rng.integers(0, 17, m) / 16
+        elif kind == 1:
+            p = rng.random(m)
+        elif kind == 2:
+            p = rng.choice([0.25, 0.5, 0.75], m)
+        else:
+            n = rng.integers(1, 129, m)
+            p = rng.binomial(n, rng.random(m)) / n
+        a, b = beta_shape(float(rng.random()), float(rng.choice([3.0, 11.0, 100.0])))
+        tau = float(rng.choice([3.0, 7.5, 12.0]))
+        budget = int(rng.integers(m * n_low, m * n_up + 1))
+        table = marginal_gains(p, float(a), float(b), tau, n_low, n_up)
+        expected = greedy(table, budget, n_low, n_up)
+        got = capability_greedy(p, float(a), float(b), tau, budget, n_low, n_up)
+        assert np.array_equal(got, expected), (it, m, n_low, n_up, budget)
+
+
+def test_wrong_closed_form_is_caught_by_the_proofs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The band's start and stop come from the closed form; if it were wrong, the proof
+    # columns must catch it and the rows be computed in full. Sabotage it both ways.
+    rng = np.random.default_rng(3)
+    p = rng.random(300)
+    table = marginal_gains(p, 9.0, 2.0, 6.0, 2, 128)
+    expected = greedy_heap(table, 300 * 16, 2, 128)
+    real = solvers._GeometricRows.first_columns
+
+    def too_far_right(self: Any, rows: Any, lo: float, hi: float) -> Any:
+        start, stop = real(self, rows, lo, hi)
+        return np.minimum(start + 7, self.k - 1), np.minimum(stop + 7, self.k - 1)
+
+    def too_far_left(self: Any, rows: Any, lo: float, hi: float) -> Any:
+        start, stop = real(self, rows, lo, hi)
+        return np.maximum(start - 7, 0), np.maximum(stop - 9, np.maximum(start - 7, 0))
+
+    for wrong in (too_far_right, too_far_left):
+        monkeypatch.setattr(solvers._GeometricRows, "first_columns", wrong)
+        np.testing.assert_array_equal(
+            capability_greedy(p, 9.0, 2.0, 6.0, 300 * 16, 2, 128), expected
+        )
+
+
+def test_bad_bracket_is_widened(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A relaxed threshold far off must be corrected by widening, not trusted.
+    rng = np.random.default_rng(4)
+    p = rng.random(200)
+    expected = greedy_heap(marginal_gains(p, 3.0, 8.0, 5.0, 2, 64), 200 * 10, 2, 64)
+    real = solvers._GeometricRows.relaxed_threshold
+    for shift in (-0.5, 0.5):
+
+        def off(self: Any, w: Any, spare: int, shift: float = shift) -> Any:
+            t0, d = real(self, w, spare)
+            return t0 + shift, d / 100
+
+        monkeypatch.setattr(solvers._GeometricRows, "relaxed_threshold", off)
+        np.testing.assert_array_equal(
+            capability_greedy(p, 3.0, 8.0, 5.0, 200 * 10, 2, 64), expected
+        )
+
+
+def test_ties_go_to_the_lowest_prompt_index() -> None:
+    p = [0.5] * 5
+    # Every prompt has the same row: the heap gives the spare unit to prompt 0 first.
+    assert capability_greedy(p, 3.0, 3.0, 4.0, 5 * 2 + 3, 2, 10).tolist() == [3, 3, 3, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [(0 + 6, [2, 2, 2]), (3 * 9, [9, 9, 9])],
+)
+def test_floor_and_cap(budget: int, expected: list[int]) -> None:
+    assert capability_greedy([0.1, 0.5, 0.9], 3.0, 3.0, 4.0, budget, 2, 9).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"budget": 100}, ValueError, "budget must lie in"),
+        ({"budget": 8.0}, TypeError, "budget must be an int"),
+        ({"pass_rates": [0.5, float("nan")]}, ValueError, "finite"),
+        ({"pass_rates": [[0.5]]}, ValueError, "1-D"),
+        ({"tau": 0.0}, ValueError, "tau"),
+        ({"n_low": 5, "n_up": 2}, ValueError, "n_low <= n_up"),
+    ],
+)
+def test_bad_input(kwargs: dict[str, Any], exc: type[Exception], match: str) -> None:
+    args: dict[str, Any] = {
+        "pass_rates": [0.5, 0.25],
+        "alpha": 3.0,
+        "beta": 3.0,
+        "tau": 4.0,
+        "budget": 8,
+        "n_low": 2,
+        "n_up": 9,
+    }
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        capability_greedy(**args)
+
+
+def test_memory_is_independent_of_n_up() -> None:
+    # 4096 distinct rates and n_up = 65,536: the table would take 4096 * 65534 * 8 B = 2.1 GB.
+    rng = np.random.default_rng(5)
+    p = rng.random(4096)
+    tracemalloc.start()
+    try:
+        capability_greedy(p, 9.0, 2.0, 6.0, 16 * 4096, 2, 65536)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20e6, peak
+
+
+def test_allocate_uses_the_threshold_solver(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Both variants go through it (the release variant for its explore bucket).
+    calls = []
+    real = solvers._capability_extra
+
+    def spy(*args: Any) -> Any:
+        calls.append(args[-1])
+        return real(*args)
+
+    import coba_rl.coba as coba
+
+    monkeypatch.setattr(coba, "_capability_extra", spy)
+    stats = BatchStats(pass_rates=[0.1, 0.5, 0.7, 0.0, 1.0], failure_rate=0.4)
+    for variant in ("paper", "release"):
+        allocate(stats, 40, CoBAConfig(variant=variant))
+    assert len(calls) == 2
+
+
+# -- the vectorised Beta density -------------------------------------------------------------
+
+
+def _conformance_shapes_and_rates() -> list[tuple[float, float, list[float]]]:
+    out = []
+    for name in ("coba_paper.jsonl", "coba_release.jsonl"):
+        with open(DATA / "conformance" / name, encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                vec = json.loads(line)
+                a, b = vec.get("expected_alpha"), vec.get("expected_beta")
+                if a is None or b is None or math.isnan(a):
+                    continue
+                rates = [r for r in vec["pass_rates"] if r is not None and not math.isnan(r)]
+                out.append((float(a), float(b), rates))
+    return out
+
+
+def test_vector_density_equals_scalar_on_conformance_inputs() -> None:
+    cases = _conformance_shapes_and_rates()
+    assert len(cases) >= 20
+    for a, b, rates in cases:
+        for s in (0.0, 0.01):
+            q = np.clip(np.asarray([*rates, 0.0, 1.0, 0.5], dtype=np.float64), s, 1 - s)
+            np.testing.assert_array_equal(_beta_pdf_vector(q, a, b), _beta_pdf_scalar_path(q, a, b))
+
+
+def test_vector_density_equals_scalar_on_random_rates() -> None:
+    # 2 * 10^5 rates here; benchmarks/density_bit_identity.py runs 10^7 (too slow for CI).
+    rng = np.random.default_rng(6)
+    q = np.concatenate([rng.random(10**5), rng.random(10**5) ** 8, np.arange(1, 1025) / 1024])
+    assert _vector_pdf_is_exact()
+    for a, b in [(9.0, 2.0), (1.0, 10.0), (5.5, 5.5), (1.0, 1.0), (900.0, 170.0)]:
+        np.testing.assert_array_equal(_beta_pdf_vector(q, a, b), _beta_pdf_scalar_path(q, a, b))
