@@ -360,10 +360,10 @@ def capability_greedy(
       >>> from coba_rl.value import marginal_gains
       >>> p = [0.1, 0.5, 0.5, 0.9]
       >>> capability_greedy(p, 3.0, 3.0, 4.0, budget=24, n_low=2, n_up=16).tolist()
-      [5, 7, 7, 5]
+      [2, 10, 10, 2]
       >>> g = marginal_gains(p, 3.0, 3.0, 4.0, n_low=2, n_up=16)
       >>> greedy_heap(g, budget=24, n_low=2, n_up=16).tolist()
-      [5, 7, 7, 5]
+      [2, 10, 10, 2]
 
     Complexity: O(M log M) time (the sort of the distinct pass rates; the rest is
     O(M + U b) with U distinct rates and b the band width, a few columns) and O(M) memory,
