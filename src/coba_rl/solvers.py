@@ -320,6 +320,8 @@ _GAIN_ERROR_ABS = 2.0**-1000
 _BAND_CHUNK = 1 << 18
 #: Bracket widenings tried before falling back to the table.
 _MAX_TRIES = 8
+#: Rows up to which the relaxed threshold sorts every breakpoint (above: sample + Newton).
+_SORT_ROWS = 1 << 14
 
 
 def capability_greedy(
@@ -412,9 +414,15 @@ def _capability_extra(
         return np.zeros(m, dtype=np.int64)
     if spare >= m * k_cols:
         return np.full(m, k_cols, dtype=np.int64)
-    uniq, inverse = np.unique(np.clip(p, smoothing, 1.0 - smoothing), return_inverse=True)
-    inverse = inverse.reshape(-1)
-    weight = np.bincount(inverse, minlength=uniq.size)
+    q = np.clip(p, smoothing, 1.0 - smoothing)
+    if _mostly_distinct(q):
+        # Sorting a million distinct rates costs more than it saves: one row per prompt
+        # (equal rates get equal rows, so ties still split in prompt order).
+        uniq, inverse, weight = q, np.arange(m), np.ones(m, dtype=np.int64)
+    else:
+        uniq, inverse = np.unique(q, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        weight = np.bincount(inverse, minlength=uniq.size)
     pdf = _beta_pdf_distinct(uniq, alpha, beta)
     with np.errstate(all="ignore"):
         found = _GeometricRows(uniq, pdf, tau, n_low, k_cols).select(weight, spare)
@@ -424,6 +432,21 @@ def _capability_extra(
         return _greedy_extra_grouped(_running_min(gains_u), inv, spare)
     above, equal = found
     return _split_ties(above[inverse], equal[inverse], spare)
+
+
+#: Batches above this size are checked for mostly distinct rates before deduplicating.
+_DEDUP_CHECK = 1 << 16
+
+
+def _mostly_distinct(q: FloatArray) -> bool:
+    """Whether a strided sample of 4096 rates of a large batch is over 90% distinct.
+
+    Complexity: O(1) (a sort of 4096 values); ``False`` below :data:`_DEDUP_CHECK`.
+    """
+    if q.size <= _DEDUP_CHECK:
+        return False
+    sample = q[:: q.size // 4096]
+    return bool(np.unique(sample).size > 0.9 * sample.size)
 
 
 def _weighted_kth_largest(vals: FloatArray, wts: IntArray, k: int) -> float:
@@ -472,15 +495,19 @@ class _GeometricRows:
         log_a = np.log(pdf) - rate * n_low + np.log(-np.expm1(-rate))
         self.log_a = log_a if self.all_active else np.where(active, log_a, -np.inf)
         self.err = pdf * GAIN_ERROR + _GAIN_ERROR_ABS
+        self.inv_rate = 1.0 / rate
+        self.err_cols = self.err * self.inv_rate  # the error bound, in log-threshold columns
 
     # -- closed form ------------------------------------------------------------------------
 
-    def relaxed_threshold(self, weight: IntArray, spare: int) -> tuple[float, float] | None:
-        """``(t0, d)``: log-threshold where the continuous count equals ``spare``, and the
-        shift of ``t`` that lowers it by 1.5x the weight of the rows crossing there.
+    def relaxed_threshold(self, weight: IntArray, spare: int) -> tuple[float, float, float] | None:
+        """``(t, d_hi, d_lo)``: a log-threshold where about ``spare`` exact gains lie above
+        ``exp(t)``, and the bracket ``[t - d_lo, t + d_hi]`` to try first.
 
-        The count ``sum_u w_u clip((log_a_u - t) / k_u, 0, K)`` is piecewise linear in
-        ``t``; its breakpoints are sorted once. Complexity: O(U log U).
+        The count ``S(t) = sum_u w_u clip((log_a_u - t) / k_u, 0, K)`` is piecewise linear
+        in ``t``. Up to :data:`_SORT_ROWS` rows its breakpoints are sorted; above, a strided
+        sample of the rows (they are sorted by pass rate) gives the start and Newton steps
+        on the integer count finish. Complexity: O(U log U) up to that size, O(U) above.
         """
         if self.all_active:
             top, rate, w = self.log_a, self.rate, weight
@@ -489,38 +516,69 @@ class _GeometricRows:
             if act.size == 0:
                 return None
             top, rate, w = self.log_a[act], self.rate[act], weight[act]
-        slope = w / rate
-        bottom = top - self.k * rate
-        ts = np.concatenate([top, bottom])
-        ds = np.concatenate([slope, -slope])
-        order = np.argsort(ts)[::-1]
-        ts, ds = ts[order], ds[order]
-        run = np.cumsum(ds)
-        level = np.cumsum(run[:-1] * (ts[:-1] - ts[1:]))
-        i = int(np.searchsorted(level, spare)) + 1  # level[j] is the count at ts[j + 1]
-        if i >= ts.size or not np.isfinite(level[-1]):
+        inv = self.inv_rate if self.all_active else self.inv_rate[act]
+        if top.size <= _SORT_ROWS:
+            t0 = _relaxed_root(top, rate, w, self.k, spare)
+        else:
+            step = -(-top.size // _SORT_ROWS)
+            w_sub = w[::step]
+            scale = float(w.sum()) / float(w_sub.sum())
+            t0 = _relaxed_root(top[::step], rate[::step], w_sub, self.k, spare / scale)
+        if t0 is None or not math.isfinite(t0):
             return None
-        done = float(level[i - 2]) if i >= 2 else 0.0
-        s = float(run[i - 1])
-        t0 = float(ts[i - 1]) - (spare - done) / s if s > 0 else float(ts[i])
-        lin = (top > t0) & (bottom < t0)
-        w_lin = float(w @ lin)
-        s_lin = float(slope @ lin)
-        d = 1.5 * w_lin / s_lin if w_lin > 0 and s_lin > 0 else float(rate.min())
-        return t0, d
+        # Newton steps on the integer count (entries above exp(t)). What is left after them
+        # is of the order of the spread of a sum of fractional parts, sqrt(sum w^2), plus
+        # the last step's own error (the count's slope is not quite s_lin): the bracket is
+        # three spreads and 5% of the last step, each side.
+        spread = 0.0
+        for _ in range(3):
+            x = (top - t0) * inv
+            lin = (x > 0) & (x < self.k)
+            wl = w * lin
+            s_lin = float(wl @ inv)
+            if s_lin <= 0:
+                d = float(rate.min())
+                return t0, d, 0.05 * d
+            miss = float(w @ np.minimum(np.ceil(np.maximum(x, 0)), self.k)) - spare
+            t0 += miss / s_lin
+            spread = 3.0 * math.sqrt(float(wl @ wl)) + 3.0
+            if abs(miss) <= spread:
+                break
+        d = (spread + 0.05 * abs(miss)) / s_lin
+        return t0, d, d
 
     def first_columns(
         self, rows: IntArray, lam_lo: float, lam_hi: float
     ) -> tuple[IntArray, IntArray]:
-        """Band of each row: from two columns left of the exact crossing of
-        ``lam_hi + 3 err`` to one column right of that of ``lam_lo - 3 err``."""
-        err3 = 3.0 * self.err[rows]
-        lam = np.stack([lam_hi + err3, lam_lo - err3])
-        x = np.ceil((self.log_a[rows] - np.log(np.where(lam > 0, lam, 1.0))) / self.rate[rows])
-        x[lam <= 0] = np.inf
-        x = np.nan_to_num(x, nan=0.0, posinf=self.k, neginf=0.0)
-        start = np.minimum(np.maximum(x[0] - 2, 0), self.k - 1).astype(np.int64)
-        stop = np.minimum(np.maximum(x[1] + 1, start), self.k - 1).astype(np.int64)
+        """Band of each row, from the closed form: from the last column whose exact gain
+        exceeds ``lam_hi + 3 err`` (its float gain proves every column left of it) to the
+        first whose exact gain is at most ``lam_lo - 3 err`` (its float gain is below
+        ``lam_lo``). A wrong guess costs time, never exactness: :meth:`scan` checks both.
+
+        ``log(lam + e) <= log(lam) + e / lam`` and ``-log(1 - e) <= e / (1 - e)`` widen the
+        band (never narrow it) without a logarithm per row.
+        """
+        whole = rows.size == self.p_s.size  # every row: no gathers
+        inv_rate = self.inv_rate if whole else self.inv_rate[rows]
+        log_a = self.log_a if whole else self.log_a[rows]
+        err_cols = self.err_cols if whole else self.err_cols[rows]
+        if lam_hi > 0:
+            x_hi = (log_a - math.log(lam_hi)) * inv_rate
+            x_hi -= (3.0 / lam_hi) * err_cols
+            start = np.minimum(np.maximum(np.ceil(x_hi) - 1, 0), self.k - 1).astype(np.int64)
+        else:
+            start = np.zeros(rows.size, dtype=np.int64)
+        eps_max = 3.0 * float(self.err.max()) / lam_lo if lam_lo > 0 else math.inf
+        if eps_max < 0.5:
+            x_lo = (log_a - math.log(lam_lo)) * inv_rate
+            x_lo += (3.0 / lam_lo / (1.0 - eps_max)) * err_cols
+        elif lam_lo > 0:
+            eps = 3.0 * self.err[rows] / lam_lo
+            x_lo = (log_a - math.log(lam_lo)) * inv_rate + (eps / (1 - eps)) * inv_rate
+            x_lo[eps >= 1] = self.k
+        else:
+            x_lo = np.full(rows.size, float(self.k))
+        stop = np.minimum(np.maximum(np.ceil(x_lo), start), self.k - 1).astype(np.int64)
         return start, stop
 
     # -- exact float gains in bands --------------------------------------------------------
@@ -531,18 +589,19 @@ class _GeometricRows:
         """Float gains of ``rows`` at columns ``start .. start + width - 1``, flat.
 
         The same arithmetic, element for element, as :func:`coba_rl.value.marginal_gains`:
-        ``V(n) = (1 - exp(((-n) / tau) p (1 - p))) C`` and ``V(n + 1) - V(n)``.
-        Returns the gains and each segment's offset.
+        ``V(n) = (1 - exp(((-n) / tau) p (1 - p))) C`` at ``width + 1`` values of ``n`` per
+        row, then ``V(n + 1) - V(n)``. Returns the gains and each segment's offset.
         """
-        off = np.cumsum(width) - width
-        n = np.repeat((start + self.n_low - off).astype(np.float64), width)
+        n_vals = width + 1
+        off_v = np.cumsum(n_vals) - n_vals
+        n = np.repeat((start + self.n_low - off_v).astype(np.float64), n_vals)
         n += np.arange(n.size)
-        ps = np.repeat(self.p_s[rows], width)
-        om = np.repeat(self.om[rows], width)
-        pdf = np.repeat(self.pdf[rows], width)
-        v0 = (1 - np.exp(-n / self.tau * ps * om)) * pdf
-        v1 = (1 - np.exp(-(n + 1) / self.tau * ps * om)) * pdf
-        return v1 - v0, off
+        ps = np.repeat(self.p_s[rows], n_vals)
+        om = np.repeat(self.om[rows], n_vals)
+        v = (1 - np.exp(-n / self.tau * ps * om)) * np.repeat(self.pdf[rows], n_vals)
+        # Drop the differences across two rows (last value of a row, first of the next).
+        g = np.delete(v[1:] - v[:-1], off_v[1:] - 1)
+        return g, off_v - np.arange(rows.size)
 
     def scan(
         self, rows: IntArray, start: IntArray, stop: IntArray, lam_lo: float, lam_hi: float
@@ -591,13 +650,13 @@ class _GeometricRows:
         relaxed = self.relaxed_threshold(weight, spare)
         if relaxed is None:
             return None
-        t0, d = relaxed
-        d_lo = 0.1 * d + 1e-12 * (1.0 + abs(t0))
+        t0, d, d_lo = relaxed
+        d_lo += 1e-12 * (1.0 + abs(t0))
         u = self.p_s.size
         act = np.arange(u) if self.all_active else np.flatnonzero(self.active)
         for _ in range(_MAX_TRIES):
-            lam_hi = math.exp(min(t0 + d, 709.0))
-            lam_lo = math.exp(max(t0 - d_lo, -746.0))
+            lam_hi = math.exp(min(max(t0 + d, -746.0), 709.0))
+            lam_lo = math.exp(min(max(t0 - d_lo, -746.0), 709.0))
             a, b, vals, vrows = self._settle(act, lam_lo, lam_hi)
             spans = None
             if not self.all_active:
@@ -663,6 +722,28 @@ class _GeometricRows:
         if len(vals) == 1:
             return a, b, vals[0], vrows[0]
         return a, b, np.concatenate(vals), np.concatenate(vrows)
+
+
+def _relaxed_root(
+    top: FloatArray, rate: FloatArray, w: IntArray | FloatArray, k: int, spare: float
+) -> float | None:
+    """Root of ``sum w clip((top - t) / rate, 0, k) = spare`` by sorting its breakpoints.
+
+    ``None`` if ``spare`` is not below the total. Complexity: O(n log n).
+    """
+    slope = w / rate
+    ts = np.concatenate([top, top - k * rate])
+    ds = np.concatenate([slope, -slope])
+    order = np.argsort(ts)[::-1]
+    ts, ds = ts[order], ds[order]
+    run = np.cumsum(ds)
+    level = np.cumsum(run[:-1] * (ts[:-1] - ts[1:]))  # level[j]: the count at ts[j + 1]
+    i = int(np.searchsorted(level, spare)) + 1
+    if i >= ts.size or not np.isfinite(level[-1]):
+        return None
+    done = float(level[i - 2]) if i >= 2 else 0.0
+    s = float(run[i - 1])
+    return float(ts[i - 1]) - (spare - done) / s if s > 0 else float(ts[i])
 
 
 def _chunks(width: IntArray) -> list[tuple[int, int]]:

@@ -9,9 +9,9 @@ from numpy.typing import NDArray
 
 __all__ = ["BATCH_KINDS", "BatchKind", "paper_batch"]
 
-BatchKind = Literal["grid", "continuous", "tie-heavy"]
-#: Every batch kind :func:`paper_batch` draws.
-BATCH_KINDS: tuple[BatchKind, ...] = ("grid", "continuous", "tie-heavy")
+BatchKind = Literal["realistic", "grid", "continuous", "tie-heavy"]
+#: Every batch kind :func:`paper_batch` draws; the first is the headline case.
+BATCH_KINDS: tuple[BatchKind, ...] = ("realistic", "grid", "continuous", "tie-heavy")
 
 #: Share of prompts the policy never solves / always solves (early math RLVR).
 UNSOLVED_SHARE = 0.33
@@ -27,19 +27,25 @@ def paper_batch(
 
         q_i \sim \mathrm{Beta}(0.6, 0.9), \qquad
         p_i = \begin{cases} 0 & \text{w.p. } 0.33 \\ 1 & \text{w.p. } 0.067 \\
+              k_i / n_i,\ k_i \sim \mathrm{Bin}(n_i, q_i) & \text{(realistic) otherwise} \\
               k_i / G,\ k_i \sim \mathrm{Bin}(G, q_i) & \text{(grid) otherwise} \\
               q_i & \text{(continuous) otherwise} \end{cases}
 
-    ``grid`` rates are what a tracker reports after ``group`` rollouts per prompt (at
-    most ``group + 1`` distinct values); ``continuous`` rates are all distinct (a window
-    of several appearances, or smoothed estimates); ``tie-heavy`` puts every prompt on
-    0.25, 0.5 or 0.75, so nearly every marginal gain ties with thousands of others.
+    ``realistic`` rates are what a CoBA-RL run reports: the rollout counts ``n_i`` are
+    those of an actual :func:`coba_rl.allocate` call (B = ``group`` M, bounds [2, 128],
+    on the grid rates of an earlier step), so ``n_i`` varies from prompt to prompt and
+    the batch holds many distinct rates ``k / n``. ``grid`` rates are what a tracker
+    reports after ``group`` rollouts per prompt (at most ``group + 1`` distinct values);
+    ``continuous`` rates are all distinct (a window of several appearances, or smoothed
+    estimates); ``tie-heavy`` puts every prompt on 0.25, 0.5 or 0.75, so nearly every
+    marginal gain ties with thousands of others.
 
     Args:
       rng: the random generator (the only source of randomness).
       m: number of prompts ``M``.
-      group: the grid's denominator ``G``.
-      kind: ``"grid"``, ``"continuous"`` or ``"tie-heavy"``.
+      group: the grid's denominator ``G`` (and the mean rollouts per prompt of the
+        realistic kind's allocation).
+      kind: ``"realistic"``, ``"grid"``, ``"continuous"`` or ``"tie-heavy"``.
 
     Returns:
       Pass rates of shape ``(m,)`` in [0, 1].
@@ -58,11 +64,29 @@ def paper_batch(
     """
     if kind == "tie-heavy":
         return rng.choice(np.array([0.25, 0.5, 0.75]), size=m)
-    if kind not in ("grid", "continuous"):
+    if kind not in BATCH_KINDS:
         raise ValueError(f"kind must be one of {BATCH_KINDS}, got {kind!r}")
     latent = rng.beta(0.6, 0.9, size=m)
-    rates = rng.binomial(group, latent) / group if kind == "grid" else latent
     zero = rng.random(m) < UNSOLVED_SHARE
     one = ~zero & (rng.random(m) < SOLVED_SHARE)
+    if kind == "realistic":
+        latent[zero], latent[one] = 0.0, 1.0
+        return _realistic(rng, latent, group)
+    rates = rng.binomial(group, latent) / group if kind == "grid" else latent
     rates[zero], rates[one] = 0.0, 1.0
     return np.asarray(rates, dtype=np.float64)
+
+
+def _realistic(
+    rng: np.random.Generator, latent: NDArray[np.float64], group: int
+) -> NDArray[np.float64]:
+    """``k_i / n_i`` with ``n_i`` from a CoBA-RL allocation of the previous step's grid rates."""
+    from coba_rl.coba import allocate
+    from coba_rl.config import CoBAConfig
+    from coba_rl.types import BatchStats
+
+    m = latent.size
+    previous = rng.binomial(group, latent) / group
+    stats = BatchStats(pass_rates=previous, failure_rate=0.6)
+    n = allocate(stats, group * m, CoBAConfig(n_low=2, n_up=128)).counts
+    return np.asarray(rng.binomial(n, latent) / n, dtype=np.float64)

@@ -1,7 +1,7 @@
 """How allocation cost grows: time and peak memory of every path over M and over the bounds.
 
-The size sweep runs M from 64 to 65,536 at B = 16 M and [n_low, n_up] = [2, 128], on grid
-and continuous pass rates. A path whose time, extrapolated from the previous size, would
+The size sweep runs M from 64 to 65,536 at B = 16 M and [n_low, n_up] = [2, 128], on realistic,
+grid and continuous pass rates. A path whose time, extrapolated from the previous size, would
 pass the cap is skipped at that size and above (the DP grows as M^2 and stops early). The
 bounds sweep holds M fixed and grows n_up, to see the cost in ``n_up - n_low``.
 """
@@ -142,7 +142,7 @@ def _run_point(
 
 def run_size_sweep(
     sizes: Sequence[int] = SWEEP_SIZES,
-    kinds: Sequence[BatchKind] = ("grid", "continuous"),
+    kinds: Sequence[BatchKind] = ("realistic", "grid", "continuous"),
     paths: Sequence[str] = SWEEP_PATHS,
     n_low: int = 2,
     n_up: int = 128,
@@ -196,7 +196,7 @@ def run_size_sweep(
 def run_bounds_sweep(
     m: int = 16384,
     n_ups: Sequence[int] = (32, 64, 128, 256, 512),
-    kinds: Sequence[BatchKind] = ("grid", "continuous"),
+    kinds: Sequence[BatchKind] = ("realistic", "grid", "continuous"),
     paths: Sequence[str] = ("allocate", "greedy (table)"),
     n_low: int = 2,
     reps: int = 5,
