@@ -215,8 +215,8 @@ def test_bad_bracket_is_widened(monkeypatch: pytest.MonkeyPatch) -> None:
     for shift in (-0.5, 0.5):
 
         def off(self: Any, w: Any, spare: int, shift: float = shift) -> Any:
-            t0, d = real(self, w, spare)
-            return t0 + shift, d / 100
+            t0, d, d_lo = real(self, w, spare)
+            return t0 + shift, d / 100, d_lo / 100
 
         monkeypatch.setattr(solvers._GeometricRows, "relaxed_threshold", off)
         np.testing.assert_array_equal(
