@@ -30,6 +30,13 @@ from coba_rl.value import (
 )
 from conftest import DATA
 
+
+@pytest.fixture(autouse=True)
+def _band_path_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small tables are ranked whole in production; these tests exercise the band path.
+    monkeypatch.setattr(solvers, "_SMALL_TABLE", 0)
+
+
 grid_rates = st.integers(0, 16).map(lambda k: k / 16)
 tie_rates = st.sampled_from([0.25, 0.5, 0.75])
 any_rates = st.floats(0.0, 1.0, allow_nan=False)
@@ -222,6 +229,32 @@ def test_bad_bracket_is_widened(monkeypatch: pytest.MonkeyPatch) -> None:
         np.testing.assert_array_equal(
             capability_greedy(p, 3.0, 8.0, 5.0, 200 * 10, 2, 64), expected
         )
+
+
+@pytest.mark.parametrize("small_table", [0, 1 << 12, 1 << 30])
+@pytest.mark.parametrize("kind", ["grid", "continuous", "tie"])
+def test_every_route_equals_the_heap(
+    monkeypatch: pytest.MonkeyPatch, small_table: int, kind: str
+) -> None:
+    # The small-table route, the band route, the sampled relaxed threshold and the
+    # undeduplicated rows (a mostly distinct large batch) give the heap's counts.
+    monkeypatch.setattr(solvers, "_SMALL_TABLE", small_table)
+    monkeypatch.setattr(solvers, "_SORT_ROWS", 64)
+    monkeypatch.setattr(solvers, "_DEDUP_CHECK", 512)
+    rng = np.random.default_rng(7)
+    m = 5000
+    p = {
+        "grid": rng.integers(0, 17, m) / 16,
+        "continuous": rng.random(m),
+        "tie": rng.choice([0.25, 0.5, 0.75], m),
+    }[kind]
+    if kind == "continuous":
+        p[:50] = p[50:100]  # a few exact repeats among distinct rates
+    for budget in (m * 2 + 1, m * 16, m * 40):
+        table = marginal_gains(p, 6.7, 4.3, 9.0, 2, 64)
+        expected = greedy(table, budget, 2, 64)
+        got = capability_greedy(p, 6.7, 4.3, 9.0, budget, 2, 64)
+        np.testing.assert_array_equal(got, expected)
 
 
 def test_ties_go_to_the_lowest_prompt_index() -> None:

@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from coba_rl._validation import as_real_array, check_bounds, check_real
-from coba_rl.value import _beta_pdf_distinct, _unique_gains
+from coba_rl.value import _beta_pdf_distinct, _saturation, _unique_gains
 
 __all__ = ["capability_greedy", "dp", "greedy", "greedy_heap", "objective"]
 
@@ -414,7 +414,7 @@ def _capability_extra(
         return np.zeros(m, dtype=np.int64)
     if spare >= m * k_cols:
         return np.full(m, k_cols, dtype=np.int64)
-    q = np.clip(p, smoothing, 1.0 - smoothing)
+    q = np.minimum(np.maximum(p, smoothing), 1.0 - smoothing)
     if _mostly_distinct(q):
         # Sorting a million distinct rates costs more than it saves: one row per prompt
         # (equal rates get equal rows, so ties still split in prompt order).
@@ -423,6 +423,9 @@ def _capability_extra(
         uniq, inverse = np.unique(q, return_inverse=True)
         inverse = inverse.reshape(-1)
         weight = np.bincount(inverse, minlength=uniq.size)
+    if uniq.size * k_cols <= _SMALL_TABLE:
+        # A table this small (a grid batch: at most G + 1 rows) is cheaper to rank whole.
+        return _small_table_extra(uniq, inverse, alpha, beta, tau, n_low, n_up, spare)
     pdf = _beta_pdf_distinct(uniq, alpha, beta)
     with np.errstate(all="ignore"):
         found = _GeometricRows(uniq, pdf, tau, n_low, k_cols).select(weight, spare)
@@ -432,6 +435,29 @@ def _capability_extra(
         return _greedy_extra_grouped(_running_min(gains_u), inv, spare)
     above, equal = found
     return _split_ties(above[inverse], equal[inverse], spare)
+
+
+#: Gain tables up to this many entries are built and ranked whole (bounded memory).
+_SMALL_TABLE = 1 << 12
+
+
+def _small_table_extra(
+    p_s: FloatArray,
+    inverse: IntArray,
+    alpha: float,
+    beta: float,
+    tau: float,
+    n_low: int,
+    n_up: int,
+    spare: int,
+) -> IntArray:
+    """:func:`greedy` on the table of the distinct clipped rates ``p_s`` (at most
+    :data:`_SMALL_TABLE` gains). Complexity: O(U (n_up - n_low) + M)."""
+    n = np.arange(n_low, n_up + 1, dtype=np.float64)
+    values = (
+        _saturation(n[None, :], p_s[:, None], tau) * _beta_pdf_distinct(p_s, alpha, beta)[:, None]
+    )
+    return _greedy_extra_grouped(_running_min(values[:, 1:] - values[:, :-1]), inverse, spare)
 
 
 #: Batches above this size are checked for mostly distinct rates before deduplicating.

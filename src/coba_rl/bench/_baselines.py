@@ -115,13 +115,15 @@ def plain_heap(
     """
     tau = adaptive_tau(pass_rates, cfg.tau_min, cfg.tau_max, cfg.var_max, cfg.smoothing)
     s = cfg.smoothing
-    log_b = math.log(math.exp(math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta)))
+    lgamma_terms = math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta)
 
     def value(p: float, n: int) -> float:
+        # Per call the same work as reference_heap's value function, in Python floats.
         ps = min(max(p, s), 1.0 - s)
         q = min(max(ps, 1e-10), 1.0 - 1e-10)
+        log_pdf = (alpha - 1) * math.log(q) + (beta - 1) * math.log(1 - q)
         try:
-            pdf = math.exp((alpha - 1) * math.log(q) + (beta - 1) * math.log(1 - q) - log_b)
+            pdf = math.exp(log_pdf - math.log(math.exp(lgamma_terms)))
         except OverflowError:
             pdf = 1e-10
         return (1 - math.exp(-n / tau * ps * (1 - ps))) * pdf

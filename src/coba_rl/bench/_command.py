@@ -1,8 +1,9 @@
 """``coba-rl bench``: every stage, its progress on stderr, its results in files.
 
 Stages: the paper's Table 4 setting, the sweep over M, the sweep over n_up, the tracker's
-throughput and persistence. ``--quick`` keeps every stage but lowers the repetitions and
-the caps so that the whole run takes well under a minute.
+throughput and persistence, and allocation at scale (10^6 distinct rates; n_up = 65,536).
+``--quick`` keeps every stage but lowers the repetitions and the caps. ``--check`` makes
+a missed target an error (exit status 1), as a disagreement between paths always is.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from typing import Any
 from coba_rl._cli import UsageError, check_output_dir
 from coba_rl.bench._machine import machine_info
 from coba_rl.bench._paper import PAPER_SETTING, PAPER_TABLE4, format_paper_table, run_paper_setting
-from coba_rl.bench._report import PLOT_NAME, format_markdown, plot_sweep, update_docs, write_results
+from coba_rl.bench._report import (
+    PLOT_NAME,
+    format_markdown,
+    plot_sweep,
+    targets_missed,
+    update_docs,
+    write_results,
+)
+from coba_rl.bench._scale import run_scale
 from coba_rl.bench._sweep import SWEEP_SIZES, growth_exponents, run_bounds_sweep, run_size_sweep
 from coba_rl.bench._throughput import TRACKER_SIZES, run_persistence, run_tracker_throughput
 
@@ -40,6 +49,7 @@ class BenchSettings:
     tracker_sizes: tuple[int, ...]
     seed: int = 0
     command: str = "coba-rl bench"
+    scale_reps: int = 3
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> BenchSettings:
@@ -57,6 +67,7 @@ class BenchSettings:
             tracker_sizes=tuple(args.tracker_sizes) if args.tracker_sizes else TRACKER_SIZES,
             seed=args.seed,
             command=_command(args),
+            scale_reps=1 if quick else 3,
         )
 
 
@@ -142,6 +153,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "to DOC's figures/ folder (default: no DOC)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit with status 1 when a target is missed, not only when paths disagree",
+    )
 
 
 def _progress(quiet: bool) -> Callable[[str], None]:
@@ -188,6 +204,7 @@ def run_all(settings: BenchSettings, progress: Callable[[str], None]) -> dict[st
         settings.tracker_sizes, seed=settings.seed, progress=progress
     )
     persistence = run_persistence(largest, progress=progress)
+    scale = run_scale(reps=settings.scale_reps, progress=progress)
     checks = (
         [c.counts_identical and c.dp_objective_equal for c in cases]
         + [q.counts_identical and q.dp_objective_equal is not False for q in sweep + bounds]
@@ -224,11 +241,14 @@ def run_all(settings: BenchSettings, progress: Callable[[str], None]) -> dict[st
             "growth_in_k": growth_exponents(bounds, axis=lambda q: q.n_up - q.n_low),
         },
         "tracker": {"throughput": throughput, "persistence": persistence},
+        "scale": scale,
     }
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``coba-rl bench`` from parsed options; exit status 1 if any check failed.
+    """Run ``coba-rl bench`` from parsed options.
+
+    Exit status 1 if paths disagree, or (with ``--check``) if any target is missed.
 
     Raises:
       UsageError: the results folder cannot be written or ``--update-docs`` names no file;
@@ -255,4 +275,6 @@ def run(args: argparse.Namespace) -> int:
     print(markdown)
     for kind, path in files.items():
         print(f"wrote {kind}: {path}")
-    return 0 if results["ok"] else 1
+    if not results["ok"]:
+        return 1
+    return 1 if args.check and targets_missed(results) else 0
