@@ -25,6 +25,14 @@ from coba_rl.cli import main
 TINY = ["--sizes", "16,32", "--tracker-sizes", "160,320", "--reps", "1", "--cap", "5"]
 
 
+@pytest.fixture(autouse=True)
+def _small_scale_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The scale stage allocates 10^6 prompts; the plumbing tests use tiny cases.
+    from coba_rl.bench import _scale
+
+    monkeypatch.setattr(_scale, "SCALE_CASES", (("distinct", 200, 128), ("wide bounds", 64, 4096)))
+
+
 # -- inputs and the paper's heap ---------------------------------------------------------
 
 
@@ -34,9 +42,12 @@ def test_reference_heap_equals_allocate(kind: str) -> None:
     cfg = coba_rl.CoBAConfig(n_low=2, n_up=40)
     for _ in range(3):
         p = bench.paper_batch(rng, m=50, kind=kind)  # type: ignore[arg-type]
-        a = coba_rl.allocate(coba_rl.BatchStats(pass_rates=p, failure_rate=0.35), 700, cfg)
+        stats = coba_rl.BatchStats(pass_rates=p, failure_rate=0.35)
+        a = coba_rl.allocate(stats, 700, cfg)
         ref = bench.reference_heap(p, 700, cfg, a.alpha, a.beta)
         np.testing.assert_array_equal(ref, a.counts)
+        np.testing.assert_array_equal(bench.plain_heap(p, 700, cfg, a.alpha, a.beta), ref)
+        np.testing.assert_array_equal(bench.table_allocate(stats, 700, cfg).counts, ref)
 
 
 def test_paper_batch_kinds() -> None:
@@ -50,6 +61,18 @@ def test_paper_batch_kinds() -> None:
     assert set(ties.tolist()) == {0.25, 0.5, 0.75}
 
 
+def test_realistic_batch_is_k_over_varying_n() -> None:
+    # k / n_i with n_i from an allocation: denominators vary, so rates fall off the
+    # 1/16 grid, and there are far more distinct rates than on the grid.
+    rng = np.random.default_rng(1)
+    real = bench.paper_batch(rng, m=2000, kind="realistic")
+    assert ((real >= 0) & (real <= 1)).all()
+    assert not np.array_equal(real * 16, np.round(real * 16))
+    assert np.unique(real).size > 3 * 17
+    assert (real == 0.0).mean() > 0.25  # the unsolved third stays unsolved
+    assert bench.BATCH_KINDS[0] == "realistic"  # the headline case
+
+
 def test_paper_batch_rejects_unknown_kind() -> None:
     with pytest.raises(ValueError, match="kind must be one of"):
         bench.paper_batch(np.random.default_rng(0), m=4, kind="uniform")  # type: ignore[arg-type]
@@ -60,12 +83,14 @@ def test_paper_batch_rejects_unknown_kind() -> None:
 
 def test_paper_setting_tiny_paths_agree() -> None:
     results = bench.run_paper_setting(reps=2, dp_reps=1, m=24, budget=24 * 16, n_up=40)
-    assert [r.case for r in results] == ["grid", "continuous", "tie-heavy"]
+    assert [r.case for r in results] == ["realistic", "grid", "continuous", "tie-heavy"]
     for r in results:
         assert r.counts_identical and r.dp_objective_equal
         assert set(r.times) == {
             "allocate",
+            "allocate (table)",
             "reference heap",
+            "plain heap",
             "heap (table)",
             "greedy (table)",
             "dp",
@@ -73,6 +98,23 @@ def test_paper_setting_tiny_paths_agree() -> None:
         assert len(r.times["dp"]) == 1 and len(r.times["allocate"]) == 2
     table = bench.format_paper_table(results)
     assert "| grid | dp |" in table and "| 115.05 s |" in table and "| 928x |" in table
+    assert "| plain-Python heap / allocate |" in table
+
+
+def test_scale_stage_records_time_memory_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = bench.run_scale(cases=(("distinct", 300, 128), ("wide bounds", 64, 4096)), reps=1)
+    assert [r["case"] for r in rows] == ["distinct", "wide bounds"]
+    assert rows[0]["distinct"] == 300 and rows[1]["n_up"] == 4096
+    assert all(r["error"] is None and r["peak_bytes"] > 0 and r["median_s"] > 0 for r in rows)
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError
+
+    from coba_rl.bench import _scale
+
+    monkeypatch.setattr(_scale, "allocate", out_of_memory)
+    (row,) = bench.run_scale(cases=(("wide bounds", 64, 4096),), reps=1)
+    assert row["error"] == "MemoryError" and row["median_s"] is None
 
 
 def test_size_sweep_cap_skips_larger_sizes() -> None:
@@ -89,6 +131,8 @@ def test_size_sweep_cap_skips_larger_sizes() -> None:
 def test_size_sweep_paths_agree_and_trace_memory() -> None:
     points = bench.run_size_sweep(sizes=(16, 48), cap_s=60.0, reps=2, memory_cap_s=60.0)
     assert [(q.kind, q.m) for q in points] == [
+        ("realistic", 16),
+        ("realistic", 48),
         ("grid", 16),
         ("grid", 48),
         ("continuous", 16),
@@ -160,32 +204,112 @@ def test_estimate_seconds_extrapolates() -> None:
 # -- targets and files ---------------------------------------------------------------------
 
 
-def _case(name: str, ref_s: float, alloc_s: float) -> dict[str, Any]:
+def _case(name: str, ref_s: float, alloc_s: float, plain_s: float | None = None) -> dict[str, Any]:
     paths = {"reference heap": {"median": ref_s}, "allocate": {"median": alloc_s}}
+    if plain_s is not None:
+        paths["plain heap"] = {"median": plain_s}
     return {"case": name, "paths": paths}
 
 
-def test_targets_score_the_paper_cases_only() -> None:
+def test_targets_apply_to_every_batch_kind() -> None:
+    # A target is met only when every case reaches it; a slow case is never left out.
     cases = [
-        _case("grid", 1.0, 0.005),
-        _case("continuous", 1.0, 0.02),
-        _case("tie-heavy", 1.0, 0.001),
+        _case("realistic", 1.0, 0.0005),
+        _case("grid", 1.0, 0.0002),
+        _case("continuous", 1.0, 0.002),
+        _case("tie-heavy", 1.0, 0.0001),
     ]
+    row = report.targets({"paper_setting": {"cases": cases}})[0]
+    assert row["met"] is False
+    assert "500x (continuous)" in row["measured"] and "2000x (realistic)" in row["measured"]
+    cases[2] = _case("continuous", 1.0, 0.0009)
+    assert report.targets({"paper_setting": {"cases": cases}})[0]["met"] is True
+
+
+def test_plain_heap_target() -> None:
+    cases = [_case("realistic", 1.0, 0.0002, plain_s=0.2), _case("grid", 1.0, 0.0002, 0.05)]
     rows = report.targets({"paper_setting": {"cases": cases}})
-    assert rows[0]["met"] is True  # 200x and 1000x; continuous (50x) is shown, not scored
-    assert "50x (continuous)" in rows[0]["measured"]
-    cases[0] = _case("grid", 1.0, 0.02)
-    assert report.targets({"paper_setting": {"cases": cases}})[0]["met"] is False
+    plain = next(r for r in rows if "plain-Python" in r["target"])
+    assert plain["met"] is False and "250x (grid)" in plain["measured"]
+
+
+def _results_with(**parts: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"ok": True}
+    base.update(parts)
+    return base
+
+
+def test_summary_names_the_missed_targets_and_never_claims_all_passed() -> None:
+    row = {"rollouts_per_step": 10**6, "median_s_new_ids": 0.3, "median_s_seen_ids": 0.1}
+    row["rollouts_per_s"] = 5e6
+    per = {"tracked_prompts": 10**6, "save_s": 2.5, "load_s": 0.5}
+    scale = [
+        {
+            "case": "distinct",
+            "m": 10**6,
+            "n_up": 128,
+            "distinct": 10**6,
+            "median_s": 0.5,
+            "min_s": 0.4,
+            "peak_bytes": 400e6,
+            "error": None,
+        },
+        {
+            "case": "wide bounds",
+            "m": 4096,
+            "n_up": 65536,
+            "distinct": 4096,
+            "median_s": None,
+            "min_s": None,
+            "peak_bytes": None,
+            "error": "MemoryError",
+        },
+    ]
+    results = _results_with(
+        tracker={"throughput": [row], "persistence": per},
+        scale=scale,
+        sweep={"points": [], "growth_in_m": {}},
+    )
+    rows = report.targets(results)
+    assert [r["met"] for r in rows] == [None, False, False, False, False]
+    lines = report.summary_lines(results)
+    missed = lines[0]
+    assert missed.startswith("Targets missed: ") and "save and load" in missed
+    assert "tracker update" in missed
+    assert "300 MB" in missed and "100 MB" in missed
+    assert "not measured" in lines[1] and "M = 65,536" in lines[1]
+    assert "all passed" in lines[-1]
+    assert len(report.targets_missed(results)) == 4
+    md_lines = "\n".join(lines)
+    assert "All checks passed: yes" not in md_lines
+
+
+def test_unmeasured_targets_are_not_missed() -> None:
+    results = _results_with(
+        tracker={
+            "throughput": [
+                {
+                    "rollouts_per_step": 1000,
+                    "median_s_new_ids": 9.0,
+                    "median_s_seen_ids": 9.0,
+                    "rollouts_per_s": 1.0,
+                }
+            ],
+            "persistence": {"tracked_prompts": 1000, "save_s": 9.0, "load_s": 9.0},
+        }
+    )
+    assert report.targets_missed(results) == []
+    assert [r["met"] for r in report.targets(results)] == [None, None]
 
 
 def test_targets_tracker_and_growth() -> None:
     row = {"rollouts_per_step": 10**6, "median_s_new_ids": 0.3, "median_s_seen_ids": 0.1}
     row["rollouts_per_s"] = 5e6
     results = {
-        "sweep": {"growth_in_m": {"grid": {"allocate": 1.5}}},
+        "sweep": {"growth_in_m": {"grid": {"allocate": 1.5}}, "points": []},
         "tracker": {"throughput": [row]},
     }
-    growth, tracker = report.targets(results)
+    _, growth, tracker = report.targets(results)
     assert growth["met"] is False and "1.50 (grid, in M)" in growth["measured"]
     assert tracker["met"] is False and "0.300 s" in tracker["measured"]
 
@@ -238,7 +362,7 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         "coba-rl bench --quick --reps 1 --cap 5 --sizes 16,32 --tracker-sizes 160,320"
     )
     cases = results["paper_setting"]["cases"]
-    assert [c["case"] for c in cases] == ["grid", "continuous", "tie-heavy"]
+    assert [c["case"] for c in cases] == ["realistic", "grid", "continuous", "tie-heavy"]
     assert all(c["counts_identical"] and c["dp_objective_equal"] for c in cases)
     assert sorted({q["m"] for q in results["sweep"]["points"]}) == [16, 32]
     assert all(q["counts_identical"] for q in results["sweep"]["points"])
@@ -256,6 +380,27 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         assert "skipping the plot" in out
     else:
         assert (tmp_path / "r" / report.PLOT_NAME).stat().st_size > 0
+
+
+def test_check_fails_on_a_missed_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real tiny run, then the same results with a save time over its 2 s target.
+    code, _, _ = _run_cli(["--quick", *TINY, "--quiet", "--out", str(tmp_path / "a")], capsys)
+    assert code == 0
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    results["tracker"]["persistence"].update(tracked_prompts=10**6, save_s=3.0, load_s=0.1)
+    from coba_rl.bench import _command
+
+    monkeypatch.setattr(_command, "run_all", lambda settings, progress: results)
+    out = str(tmp_path / "b")
+    assert _run_cli([*TINY, "--quiet", "--out", out], capsys)[0] == 0
+    code, stdout, _ = _run_cli([*TINY, "--quiet", "--check", "--out", out], capsys)
+    assert code == 1
+    assert "Targets missed:" in stdout and "save and load at 10^6 prompts" in stdout
+    assert "| 3.00 s" not in stdout or "NO" in stdout
+    results["ok"] = False
+    assert _run_cli([*TINY, "--quiet", "--out", out], capsys)[0] == 1
 
 
 def test_cli_without_matplotlib_and_quiet(

@@ -34,12 +34,14 @@ ROLLOUTS_PER_PROMPT = 16
 
 
 def run_scale(
-    cases: tuple[tuple[str, int, int], ...] = SCALE_CASES,
+    cases: tuple[tuple[str, int, int], ...] | None = None,
     reps: int = 3,
     seed: int = 2,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Time ``allocate`` ``reps`` times per case and trace its peak memory once.
+
+    ``cases`` defaults to :data:`SCALE_CASES`.
 
     Returns:
       One JSON-ready dict per case: ``case``, ``m``, ``n_up``, ``budget``, ``distinct``,
@@ -50,7 +52,7 @@ def run_scale(
     """
     rng = np.random.default_rng(seed)
     rows = []
-    for name, m, n_up in cases:
+    for name, m, n_up in cases if cases is not None else SCALE_CASES:
         # Every rate distinct: the latent Beta(0.6, 0.9) rates, without the masses at 0 and 1.
         p = rng.beta(0.6, 0.9, size=m)
         stats = BatchStats(pass_rates=p, failure_rate=0.6)
