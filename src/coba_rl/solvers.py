@@ -504,6 +504,7 @@ class _GeometricRows:
 
     Holds O(U) arrays for U distinct clipped pass rates. Call under
     ``np.errstate(all="ignore")`` (logs of 0 and overflowing exponentials are expected).
+    Construction: O(U) time and memory.
     """
 
     def __init__(self, p_s: FloatArray, pdf: FloatArray, tau: float, n_low: int, k: int):
@@ -582,7 +583,7 @@ class _GeometricRows:
         ``lam_lo``). A wrong guess costs time, never exactness: :meth:`scan` checks both.
 
         ``log(lam + e) <= log(lam) + e / lam`` and ``-log(1 - e) <= e / (1 - e)`` widen the
-        band (never narrow it) without a logarithm per row.
+        band (never narrow it) without a logarithm per row. Complexity: O(len(rows)).
         """
         whole = rows.size == self.p_s.size  # every row: no gathers
         inv_rate = self.inv_rate if whole else self.inv_rate[rows]
@@ -617,6 +618,7 @@ class _GeometricRows:
         The same arithmetic, element for element, as :func:`coba_rl.value.marginal_gains`:
         ``V(n) = (1 - exp(((-n) / tau) p (1 - p))) C`` at ``width + 1`` values of ``n`` per
         row, then ``V(n + 1) - V(n)``. Returns the gains and each segment's offset.
+        Complexity: O(sum of widths) time and memory.
         """
         n_vals = width + 1
         off_v = np.cumsum(n_vals) - n_vals
@@ -716,7 +718,11 @@ class _GeometricRows:
     def _settle(
         self, act: IntArray, lam_lo: float, lam_hi: float
     ) -> tuple[IntArray, IntArray, FloatArray, IntArray]:
-        """``a``, ``b`` for every row and the keys in the bracket, in bounded chunks."""
+        """``a``, ``b`` for every row and the keys in the bracket, in bounded chunks.
+
+        Complexity: O(U + sum of band widths) time; O(U + :data:`_BAND_CHUNK`) memory
+        besides the keys in the bracket.
+        """
         u, k = self.p_s.size, self.k
         a = np.zeros(u, dtype=np.int64)
         b = np.zeros(u, dtype=np.int64)
@@ -773,7 +779,10 @@ def _relaxed_root(
 
 
 def _chunks(width: IntArray) -> list[tuple[int, int]]:
-    """Consecutive index ranges of ``width`` whose sums stay near :data:`_BAND_CHUNK`."""
+    """Consecutive index ranges of ``width`` whose sums stay near :data:`_BAND_CHUNK`.
+
+    Complexity: O(len(width)).
+    """
     n = width.size
     cum = np.cumsum(width)
     total = int(cum[-1])

@@ -80,7 +80,10 @@ def paper_batch(
 def _realistic(
     rng: np.random.Generator, latent: NDArray[np.float64], group: int
 ) -> NDArray[np.float64]:
-    """``k_i / n_i`` with ``n_i`` from a CoBA-RL allocation of the previous step's grid rates."""
+    """``k_i / n_i`` with ``n_i`` from a CoBA-RL allocation of the previous step's grid rates.
+
+    Complexity: one :func:`coba_rl.allocate` call, O(M log M).
+    """
     from coba_rl.coba import allocate
     from coba_rl.config import CoBAConfig
     from coba_rl.types import BatchStats
