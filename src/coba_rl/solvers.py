@@ -414,18 +414,21 @@ def _capability_extra(
         return np.zeros(m, dtype=np.int64)
     if spare >= m * k_cols:
         return np.full(m, k_cols, dtype=np.int64)
-    q = np.minimum(np.maximum(p, smoothing), 1.0 - smoothing)
-    if _mostly_distinct(q):
+    if _mostly_distinct(p):
         # Sorting a million distinct rates costs more than it saves: one row per prompt
         # (equal rates get equal rows, so ties still split in prompt order).
-        uniq, inverse, weight = q, np.arange(m), np.ones(m, dtype=np.int64)
+        uniq = np.minimum(np.maximum(p, smoothing), 1.0 - smoothing)
+        inverse, weight = np.arange(m), np.ones(m, dtype=np.int64)
     else:
-        uniq, inverse = np.unique(q, return_inverse=True)
-        inverse = inverse.reshape(-1)
+        # A sort and a search: cheaper than np.unique's argsort when rates repeat. Rows
+        # of rates that clip to the same value are equal rows: harmless.
+        raw = np.unique(p)
+        inverse = np.searchsorted(raw, p)
+        uniq = np.minimum(np.maximum(raw, smoothing), 1.0 - smoothing)
+        if uniq.size * k_cols <= _SMALL_TABLE:
+            # A table this small (a grid batch: at most G + 1 rows) is cheaper to rank whole.
+            return _small_table_extra(uniq, inverse, alpha, beta, tau, n_low, n_up, spare)
         weight = np.bincount(inverse, minlength=uniq.size)
-    if uniq.size * k_cols <= _SMALL_TABLE:
-        # A table this small (a grid batch: at most G + 1 rows) is cheaper to rank whole.
-        return _small_table_extra(uniq, inverse, alpha, beta, tau, n_low, n_up, spare)
     pdf = _beta_pdf_distinct(uniq, alpha, beta)
     with np.errstate(all="ignore"):
         found = _GeometricRows(uniq, pdf, tau, n_low, k_cols).select(weight, spare)
@@ -558,17 +561,19 @@ class _GeometricRows:
         # the last step's own error (the count's slope is not quite s_lin): the bracket is
         # three spreads and 5% of the last step, each side.
         spread = 0.0
+        # Products and sums, not ``@``: a BLAS dot may spin up threads, which costs
+        # milliseconds on a loaded machine for a few thousand terms.
         for _ in range(3):
             x = (top - t0) * inv
             lin = (x > 0) & (x < self.k)
             wl = w * lin
-            s_lin = float(wl @ inv)
+            s_lin = float((wl * inv).sum())
             if s_lin <= 0:
                 d = float(rate.min())
                 return t0, d, 0.05 * d
-            miss = float(w @ np.minimum(np.ceil(np.maximum(x, 0)), self.k)) - spare
+            miss = float((w * np.minimum(np.ceil(np.maximum(x, 0)), self.k)).sum()) - spare
             t0 += miss / s_lin
-            spread = 3.0 * math.sqrt(float(wl @ wl)) + 3.0
+            spread = 3.0 * math.sqrt(float((wl * wl).sum())) + 3.0
             if abs(miss) <= spread:
                 break
         d = (spread + 0.05 * abs(miss)) / s_lin
@@ -698,11 +703,11 @@ class _GeometricRows:
                         [np.ones(vrows.size, dtype=np.int64), np.full(idle.size, self.k)]
                     )
                     vrows = np.concatenate([vrows, idle])
-            n_above = int(weight @ a)
+            n_above = int((weight * a).sum())
             if n_above >= spare:
                 d *= 4.0
                 continue
-            if int(weight @ b) < spare:
+            if int((weight * b).sum()) < spare:
                 d_lo *= 4.0
                 continue
             wts = weight[vrows] if spans is None else weight[vrows] * spans
