@@ -536,7 +536,7 @@ class _GeometricRows:
 
         The count ``S(t) = sum_u w_u clip((log_a_u - t) / k_u, 0, K)`` is piecewise linear
         in ``t``. Up to :data:`_SORT_ROWS` rows its breakpoints are sorted; above, a strided
-        sample of the rows (they are sorted by pass rate) gives the start and Newton steps
+        sample of the rows gives the start and Newton steps
         on the integer count finish. Complexity: O(U log U) up to that size, O(U) above.
         """
         if self.all_active:
@@ -649,11 +649,12 @@ class _GeometricRows:
         g, off = self._band_gains(rows, start, width)
         first = g[off]
         # Segmented running minimum (rises are rare ulp-level blips: few passes).
-        rise = np.flatnonzero(g[1:] > g[:-1]) + 1
+        up = g[1:] > g[:-1]
+        up[off[1:] - 1] = False  # a row's first gain is compared with nothing before it
+        rise = np.flatnonzero(up) + 1
         if rise.size:
             new_seg = np.zeros(g.size, dtype=bool)
             new_seg[off] = True
-            rise = rise[~new_seg[rise]]
             while rise.size:
                 # Lowering g[j] can only make g[j + 1] rise: check the successors.
                 g[rise] = g[rise - 1]
