@@ -78,7 +78,7 @@ def _ratio_row(
     if not have:
         return None
     ratios = {c["case"]: c["paths"][baseline]["median"] / c["paths"][path]["median"] for c in have}
-    fmt = "{:.1f}x" if floor < 10 else "{:.0f}x"
+    fmt = "{:.2f}x" if floor < 10 else "{:.0f}x"
     measured = ", ".join(f"{fmt.format(r)} ({case})" for case, r in ratios.items())
     return _row(target, measured, min(ratios.values()) >= floor)
 
