@@ -216,8 +216,6 @@ def _beta_pdf_vector(p: FloatArray, alpha: float, beta: float) -> FloatArray:
     both end at the floor. Complexity: O(len(p)) vectorised.
     """
     log_b = _log_beta_function(alpha, beta)
-    if log_b is None:
-        return np.full(p.shape, PDF_FLOOR)
     q = np.minimum(np.maximum(p, 1e-10), 1.0 - 1e-10)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         log_pdf = (alpha - 1) * np.log(q) + (beta - 1) * np.log(1 - q)
@@ -234,7 +232,7 @@ _PROBE_RATES = np.concatenate(
         np.random.default_rng(20260203).random(2048),
     ]
 )
-_PROBE_SHAPES = ((9.0, 2.0), (1.0, 10.0), (2.7, 8.3), (1.0, 1.0), (600.0, 500.0))
+_PROBE_SHAPES = ((9.0, 2.0), (1.0, 10.0), (2.7, 8.3), (1.0, 1.0), (500.0, 400.0))
 _VECTOR_PDF_EXACT: list[bool] = []
 
 
