@@ -326,3 +326,53 @@ def check_rewards(rewards: Any, n: int) -> FloatArray:
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
         raise ValueError(f"rewards[{bad}] = {arr[bad]} is not finite")
     return arr
+
+
+def check_costs(costs: Any, name: str = "costs") -> FloatArray:
+    """A read-only 1-D float64 copy of per-prompt token costs: finite and positive, or NaN."""
+    arr = np.array(as_real_array(costs, name), dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got an array of shape {arr.shape}")
+    bad = ~np.isnan(arr) & ~(np.isfinite(arr) & (arr > 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{name}[{i}] = {arr[i]}: tokens per rollout must be finite and positive "
+            "(NaN marks unknown)"
+        )
+    arr.setflags(write=False)
+    return arr
+
+
+def check_token_budget(token_budget: Any) -> float:
+    """A token budget as a finite non-negative float."""
+    if isinstance(token_budget, (bool, np.bool_)) or not isinstance(
+        token_budget, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(
+            f"token_budget must be a number of tokens, got {type(token_budget).__name__} "
+            f"({token_budget!r})"
+        )
+    t = float(token_budget)
+    if not math.isfinite(t) or t < 0:
+        raise ValueError(f"token_budget must be finite and non-negative, got {t}")
+    return t
+
+
+def check_lengths(lengths: Any, n: int) -> IntArray:
+    """Response lengths (tokens) as a 1-D int64 array of length ``n``, each ``>= 0``."""
+    arr = as_real_array(lengths, "lengths")
+    if arr.ndim != 1:
+        raise ValueError(f"lengths must be 1-D, got shape {arr.shape}")
+    if arr.size != n:
+        raise ValueError(
+            f"prompt_ids and lengths must have the same length (one entry per rollout), "
+            f"got {n} ids and {arr.size} lengths"
+        )
+    bad = ~np.isfinite(arr) | (arr < 0) | (arr != np.round(arr)) | (arr > 2**40)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"lengths[{i}] = {arr[i]}: a response length is a whole number of tokens >= 0"
+        )
+    return arr.astype(np.int64)

@@ -13,11 +13,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from coba_rl._validation import check_budget, check_config, check_instance, even_split
+from coba_rl._validation import (
+    check_budget,
+    check_config,
+    check_instance,
+    check_token_budget,
+    even_split,
+)
 from coba_rl.config import CoBAConfig
-from coba_rl.solvers import _capability_extra
+from coba_rl.solvers import _capability_extra, _running_min
+from coba_rl.tokens import resolve_costs, token_greedy_prepared
 from coba_rl.types import Allocation, BatchStats, _owned
-from coba_rl.value import _adaptive_tau, beta_shape
+from coba_rl.value import _adaptive_tau, _unique_gains, beta_shape
 
 __all__ = ["allocate", "initial_shape"]
 
@@ -41,9 +48,12 @@ def initial_shape(config: CoBAConfig) -> tuple[float, float]:
 
 
 def allocate(
-    stats: BatchStats, budget: int, config: CoBAConfig | Mapping[str, Any] | None = None
+    stats: BatchStats,
+    budget: int | None,
+    config: CoBAConfig | Mapping[str, Any] | None = None,
+    token_budget: float | None = None,
 ) -> Allocation:
-    """Split ``budget`` rollouts over a batch of prompts with CoBA-RL.
+    """Split ``budget`` rollouts (or ``token_budget`` tokens, or both) over a batch with CoBA-RL.
 
     The Beta shape comes from ``stats.failure_rate`` (eq. 6-7); each prompt's value is
     ``V(n, p)`` (eq. 9); the budget is spent by the greedy of Algorithm 1
@@ -55,41 +65,206 @@ def allocate(
     * ``budget < M * n_low``: the even split, with a :class:`BudgetWarning`;
     * otherwise unseen prompts count as ``config.unseen_pass_rate`` (0.5).
 
+    **Token budget** (``token_budget`` given; see [Token budgets](../token-budgets.md)):
+    the counts maximise the same value subject to ``sum_i c_i n_i <= token_budget``,
+    with ``c_i`` = ``stats.costs`` (unknown costs: the mean of the known ones; none
+    known: ``config.default_tokens_per_rollout``), the bounds ``[n_low, n_up]``, the
+    straggler cap ``config.max_prompt_tokens`` and, if ``budget`` is given, at most
+    ``budget`` rollouts. If the rollout-only allocation of ``budget`` fits in the token
+    budget (and the straggler cap), it is returned unchanged. ``Allocation.budget`` is
+    then the rollouts spent, and ``tokens``, ``binding`` and ``gap`` say what the
+    tokens came to, which constraint stopped the allocation and how far from the
+    optimum it may be. Paper variant only.
+
     Args:
-      stats: the batch's pass rates and (optionally) smoothed failure rate.
-      budget: the total number of rollouts ``B``; ``0 <= B <= M * n_up``.
+      stats: the batch's pass rates, (optionally) smoothed failure rate and costs.
+      budget: the total number of rollouts ``B``; ``0 <= B <= M * n_up``. ``None``
+        only with a ``token_budget`` (no cap on rollouts beyond ``M * n_up``).
       config: the allocator constants; defaults to :class:`CoBAConfig` ``()``. A plain
         dict of its fields (a Hydra or YAML config) is validated into one.
+      token_budget: ``T``, the expected tokens to spend, at least
+        ``n_low * sum(costs)``. ``None`` (default): rollouts only, exactly as without it.
 
     Returns:
-      An :class:`Allocation` whose ``counts`` sum to exactly ``budget``.
+      An :class:`Allocation` whose ``counts`` sum to exactly its ``budget``.
 
     Raises:
       ValueError: budget negative or above ``M * n_up``, or positive with no prompts; a
-        config dict with an unknown key or a bad value.
+        config dict with an unknown key or a bad value; a token budget that is negative,
+        not finite or below the floor ``n_low * sum(costs)``; no known cost and no
+        default; a token budget with ``variant="release"``.
       TypeError: ``stats`` not a :class:`BatchStats`, ``config`` another type (another
-        allocator's config included), a non-integer budget.
+        allocator's config included), a non-integer budget, ``budget=None`` without a
+        token budget.
 
     Example:
       >>> stats = BatchStats(pass_rates=[0.1, 0.5, 0.9, float("nan")], failure_rate=0.6)
       >>> a = allocate(stats, 32)
       >>> a.counts.tolist(), int(a.counts.sum())
       ([2, 14, 2, 14], 32)
+      >>> long = BatchStats(pass_rates=[0.1, 0.5, 0.9, 0.5], costs=[900, 300, 100, 100])
+      >>> t = allocate(long, 32, token_budget=6000)  # the 32 rollouts above need 7600
+      >>> t.counts.tolist(), t.tokens, t.binding
+      ([2, 6, 2, 22], 6000.0, 'tokens+rollouts')
 
-    Complexity: O(M log M) time and O(M) memory, whatever the budget and ``n_up``.
+    Complexity: O(M log M) time and O(M) memory, whatever the budget and ``n_up``. With
+    a token budget, see :func:`coba_rl.tokens.token_greedy`.
 
     Reference: arXiv 2602.03048, Algorithm 1; [Rules: the paper variant][rules-paper-variant]
     and [the release variant][rules-release-variant].
     """
     check_instance(stats, BatchStats, "stats")
     cfg = check_config(config, CoBAConfig)
+    if budget is None and token_budget is None:
+        raise TypeError(
+            "budget is None and no token_budget was given: pass a rollout budget, a "
+            "token budget, or both"
+        )
     f_bar = stats.resolved_failure_rate()
     if f_bar is None:
         alpha, beta = initial_shape(cfg)
     else:
         a, b = beta_shape(f_bar, cfg.kappa, cfg.gamma)
         alpha, beta = float(a), float(b)
-    return allocate_with_shape(stats.pass_rates, budget, cfg, alpha, beta, f_bar)
+    if token_budget is None:
+        assert budget is not None
+        return allocate_with_shape(stats.pass_rates, budget, cfg, alpha, beta, f_bar)
+    return allocate_tokens_with_shape(
+        stats.pass_rates, stats.costs, budget, token_budget, cfg, alpha, beta, f_bar
+    )
+
+
+def resolve_batch_costs(costs: FloatArray | None, m: int, cfg: CoBAConfig) -> FloatArray:
+    """Per-prompt costs with unknowns filled ([Rules: token budgets][rules-token-budget])."""
+    raw = np.full(m, np.nan) if costs is None else costs
+    if m and bool(np.isnan(raw).all()) and cfg.default_tokens_per_rollout is None:
+        raise ValueError(
+            "a token budget needs tokens per rollout, but no prompt of the batch has a known "
+            "cost (costs None or all NaN); pass BatchStats(costs=...) (e.g. mean response "
+            "lengths) or set CoBAConfig(default_tokens_per_rollout=...), e.g. to the "
+            "response-length limit"
+        )
+    return resolve_costs(raw, default=cfg.default_tokens_per_rollout)
+
+
+def straggler_caps(costs: FloatArray, cfg: CoBAConfig) -> IntArray | None:
+    """Per-prompt caps so that ``c_i n_i <= max_prompt_tokens``, never below ``n_low``."""
+    if cfg.max_prompt_tokens is None:
+        return None
+    q = np.floor(cfg.max_prompt_tokens / costs)
+    q = np.where(q * costs > cfg.max_prompt_tokens, q - 1, q)  # rounding of the division
+    return np.clip(q, cfg.n_low, cfg.n_up).astype(np.int64)
+
+
+def _binding(
+    counts: IntArray,
+    costs: FloatArray,
+    t: float,
+    budget: int | None,
+    caps: IntArray | None,
+    n_up: int,
+) -> str:
+    open_ = counts < (n_up if caps is None else caps)
+    if not open_.any():
+        return "none"
+    left = t - float(costs @ counts)
+    tok = bool((costs[open_] > left).all())
+    rol = budget is not None and int(counts.sum()) >= budget
+    return "tokens+rollouts" if tok and rol else "tokens" if tok else "rollouts" if rol else "none"
+
+
+def allocate_tokens_with_shape(
+    pass_rates: FloatArray,
+    costs: FloatArray | None,
+    budget: int | None,
+    token_budget: float,
+    cfg: CoBAConfig,
+    alpha: float,
+    beta: float,
+    failure_rate: float | None = None,
+) -> Allocation:
+    """:func:`allocate` under a token budget, with the Beta shape given.
+
+    ``pass_rates`` and ``costs`` must already be validated (as :class:`BatchStats` does).
+    """
+    t = check_token_budget(token_budget)
+    if cfg.variant != "paper":
+        raise ValueError(
+            "token budgets need variant='paper': the release variant spreads its buckets' "
+            "rollouts by count, not by value per token"
+        )
+    m = int(pass_rates.size)
+    c = resolve_batch_costs(costs, m, cfg)
+    caps = straggler_caps(c, cfg)
+    unseen = np.isnan(pass_rates)
+    n_unseen = int(unseen.sum())
+    common: dict[str, Any] = {
+        "alpha": alpha,
+        "beta": beta,
+        "failure_rate": failure_rate,
+        "n_low": cfg.n_low,
+        "n_up": cfg.n_up,
+        "n_unseen": n_unseen,
+        "token_budget": t,
+        "costs": c,
+    }
+    b = None if budget is None else check_budget(budget, m, cfg.n_low, cfg.n_up)
+
+    def result(
+        counts: IntArray,
+        rates: FloatArray,
+        method: str,
+        tau: float | None,
+        gap: float,
+        binding: str | None = None,
+    ) -> Allocation:
+        tokens = float(c @ counts)
+        if binding is None:
+            binding = _binding(counts, c, t, b, caps, cfg.n_up)
+        return Allocation(
+            counts=_owned(counts),
+            budget=int(counts.sum()),
+            pass_rates=_owned(rates),
+            method=method,
+            tau=tau,
+            tokens=tokens,
+            binding=binding,
+            gap=gap,
+            **common,
+        )
+
+    floor = float(c @ np.full(m, cfg.n_low, dtype=np.int64))
+    if m == 0:
+        return result(np.zeros(0, dtype=np.int64), pass_rates, "greedy", None, 0.0, "none")
+    if b is not None and (n_unseen == m or b < m * cfg.n_low):
+        # The rollout-only rule is the even split; keep it if it fits.
+        even = even_split(b, m)
+        fits_caps = caps is None or bool((even <= caps).all())
+        if float(c @ even) <= t and fits_caps:
+            return result(even, pass_rates, "even_split", None, 0.0)
+        if b < m * cfg.n_low:
+            raise ValueError(
+                f"budget {b} is below M * n_low = {m * cfg.n_low} and its even split needs "
+                f"{float(c @ even):g} tokens, above the token budget {t:g}"
+                + (" or the straggler cap" if not fits_caps else "")
+            )
+    if floor > t:
+        raise ValueError(
+            f"token_budget {t:g} is below the floor n_low * sum(costs) = {floor:g}: even "
+            f"{cfg.n_low} rollout(s) per prompt do not fit; raise the token budget"
+        )
+    p = np.where(unseen, cfg.unseen_pass_rate, pass_rates)
+    xg: IntArray | None = None
+    if b is not None and n_unseen < m:
+        counts, tau = _paper_counts(p, b, cfg, alpha, beta)  # the rollout-only counts
+        if float(c @ counts) <= t and (caps is None or bool((counts <= caps).all())):
+            return result(counts, p, "greedy", tau, 0.0)
+        xg = counts - cfg.n_low
+    tau, g, inverse = _paper_gains(p, cfg, alpha, beta)
+    sol = token_greedy_prepared(
+        g, inverse, c, t, cfg.n_low, cfg.n_up, b, caps, None if caps is not None else xg
+    )
+    return result(sol.counts.copy(), p, "greedy", tau, sol.gap, sol.bound)
 
 
 def allocate_with_shape(
@@ -144,6 +319,15 @@ def _tau(p: FloatArray, cfg: CoBAConfig) -> float:
     if cfg.tau == "adaptive":
         return _adaptive_tau(p, cfg.tau_min, cfg.tau_max, cfg.var_max, cfg.smoothing)
     return float(cfg.tau)
+
+
+def _paper_gains(
+    p: FloatArray, cfg: CoBAConfig, alpha: float, beta: float
+) -> tuple[float, FloatArray, IntArray]:
+    """``tau``, the distinct gain rows (running minimum applied) and each prompt's row."""
+    tau = _tau(p, cfg)
+    gains_u, inverse = _unique_gains(p, alpha, beta, tau, cfg.n_low, cfg.n_up, cfg.smoothing)
+    return tau, _running_min(gains_u), inverse
 
 
 def _greedy_counts(

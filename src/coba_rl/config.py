@@ -43,6 +43,14 @@ class CoBAConfig(BaseModel):
         succeeds when its reward is at least this value (graded rewards).
       unseen_pass_rate: the pass rate assumed for never-seen prompts when some prompts
         of the batch have been seen (an all-unseen batch gets the even split).
+      max_prompt_tokens: token-budget allocations only: a cap on any one prompt's
+        expected tokens ``c_i n_i`` (one long group delays a synchronous step). Prompt
+        ``i`` gets at most ``max(n_low, floor(max_prompt_tokens / c_i))`` rollouts: the
+        floor ``n_low`` is never cut, so a prompt longer than the cap still gets
+        ``n_low``. ``None`` (default): no cap. Rollout-only allocations ignore it.
+      default_tokens_per_rollout: token-budget allocations only: the tokens per rollout
+        of every prompt when no cost of the batch is known (a trainer would set its
+        response-length limit). ``None`` (default): such a batch is refused.
 
     Example:
       >>> cfg = CoBAConfig(n_up=64)
@@ -75,6 +83,8 @@ class CoBAConfig(BaseModel):
     success_reward: float = Field(default=1.0, allow_inf_nan=False)
     success_threshold: float | None = Field(default=None, allow_inf_nan=False)
     unseen_pass_rate: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_prompt_tokens: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    default_tokens_per_rollout: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
 
     @field_validator("kappa")
     @classmethod

@@ -587,10 +587,14 @@ def _evaluate(p: _Problem, nu: float, fast: bool) -> _Eval:
     return _Eval(x, value, dual, g_star, on_rollouts, n_tokens)
 
 
-def _solve(p: _Problem, fast: bool) -> TokenSolution:
+def _solve(p: _Problem, fast: bool, rollout_extra: IntArray | None = None) -> TokenSolution:
+    """Case 1, then the token ranking, then the search; ``rollout_extra`` is case 1's
+    rollout-only allocation (extra units) when the caller already has it."""
     m = p.inv.size
     if p.b_spare is not None:
-        if p.capped:  # the rollout-only greedy under the same per-prompt caps
+        if rollout_extra is not None:
+            xg = rollout_extra
+        elif p.capped:  # the rollout-only greedy under the same per-prompt caps
             cols = np.arange(p.g.shape[1])[None, :]
             keys = np.where(cols < p.limit[:, None], p.g[p.inv], -np.inf)
             xg = _greedy_extra_grouped(keys, np.arange(m), min(p.b_spare, int(p.limit.sum())))
@@ -707,6 +711,26 @@ def token_greedy(
     """
     p = _check_problem(gains, costs, token_budget, n_low, n_up, rollout_budget, inverse, caps)
     return _solve(p, fast=True)
+
+
+def token_greedy_prepared(
+    gains: FloatArray,
+    inverse: IntArray,
+    costs: FloatArray,
+    token_budget: float,
+    n_low: int,
+    n_up: int,
+    rollout_budget: int | None,
+    caps: IntArray | None,
+    rollout_extra: IntArray | None,
+) -> TokenSolution:
+    """:func:`token_greedy` for a caller that already holds the rollout-only allocation.
+
+    ``rollout_extra`` (units above ``n_low``, uncapped problems only) is what
+    :func:`coba_rl.solvers.greedy` gives for ``rollout_budget``; it is not recomputed.
+    """
+    p = _check_problem(gains, costs, token_budget, n_low, n_up, rollout_budget, inverse, caps)
+    return _solve(p, fast=True, rollout_extra=rollout_extra)
 
 
 def token_greedy_table(

@@ -9,9 +9,9 @@ from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from coba_rl._validation import check_pass_rates
+from coba_rl._validation import check_costs, check_pass_rates
 
 __all__ = ["Allocation", "BatchStats", "PassRatesLike"]
 
@@ -19,6 +19,9 @@ __all__ = ["Allocation", "BatchStats", "PassRatesLike"]
 PassRatesLike: TypeAlias = Sequence[float] | NDArray[Any]
 
 _ArrayT = TypeVar("_ArrayT", bound="np.ndarray[Any, Any]")
+
+#: The values of :attr:`Allocation.binding` (besides ``None``).
+BINDINGS = ("tokens", "rollouts", "tokens+rollouts", "none")
 
 
 class BatchStats(BaseModel):
@@ -29,11 +32,19 @@ class BatchStats(BaseModel):
         Accepts a list, tuple or numpy array; stored as a read-only float64 array.
       failure_rate: the smoothed global failure rate ``F_bar`` in [0, 1]. ``None`` (the
         library's value for "unknown") means ``1 - mean`` of the known pass rates.
+      costs: ``None`` or one expected number of tokens per rollout per prompt (the
+        prompt's mean response length), positive and finite; ``NaN`` marks unknown.
+        Only a token budget reads them (see :func:`coba_rl.allocate`): an unknown cost
+        is the mean of the known ones; with none known (or ``costs=None``) every prompt
+        costs ``config.default_tokens_per_rollout``, and without that default a token
+        budget is refused. Stored as a read-only float64 array.
 
     Example:
       >>> s = BatchStats(pass_rates=[0.1, 0.5, float("nan")])
       >>> s.num_prompts, round(s.resolved_failure_rate(), 2)
       (3, 0.7)
+      >>> BatchStats(pass_rates=[0.1, 0.5], costs=[300, float("nan")]).costs.tolist()
+      [300.0, nan]
       >>> BatchStats(pass_rates=[1.5])
       Traceback (most recent call last):
       ...
@@ -46,16 +57,37 @@ class BatchStats(BaseModel):
 
     pass_rates: NDArray[np.float64]
     failure_rate: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
+    costs: NDArray[np.float64] | None = None
 
     # The explicit signature is what type checkers see (no plugin needed): array-likes in;
     # the field itself is always the validated float64 array.
-    def __init__(self, *, pass_rates: PassRatesLike, failure_rate: float | None = None) -> None:
-        super().__init__(pass_rates=pass_rates, failure_rate=failure_rate)
+    def __init__(
+        self,
+        *,
+        pass_rates: PassRatesLike,
+        failure_rate: float | None = None,
+        costs: PassRatesLike | None = None,
+    ) -> None:
+        super().__init__(pass_rates=pass_rates, failure_rate=failure_rate, costs=costs)
 
     @field_validator("pass_rates", mode="before")
     @classmethod
     def _pass_rates(cls, v: Any) -> NDArray[np.float64]:
         return check_pass_rates(v)
+
+    @field_validator("costs", mode="before")
+    @classmethod
+    def _costs(cls, v: Any) -> NDArray[np.float64] | None:
+        return None if v is None else check_costs(v)
+
+    @model_validator(mode="after")
+    def _costs_per_prompt(self) -> BatchStats:
+        if self.costs is not None and self.costs.shape != self.pass_rates.shape:
+            raise ValueError(
+                f"costs must hold one value per prompt ({self.pass_rates.size}), got "
+                f"{self.costs.size}"
+            )
+        return self
 
     @property
     def num_prompts(self) -> int:
@@ -84,7 +116,8 @@ class Allocation:
     Attributes:
       counts: int64, shape ``(M,)``, in batch order, non-negative; sums to exactly
         ``budget``.
-      budget: the total budget ``B``.
+      budget: the total budget ``B``. Under a token budget, the rollouts the allocation
+        spends (at most the rollout budget given, if any).
       alpha, beta: the Beta shape used (``None`` for an allocator without one).
       tau: the saturation scale used by the greedy (``None`` if the greedy did not run).
       pass_rates: the pass rates the allocator used (unseen already replaced, or ``NaN``
@@ -95,6 +128,17 @@ class Allocation:
       n_unseen: how many prompts had no pass rate.
       n_low, n_up: the allocator's per-prompt bounds (``None`` for an allocator without
         bounds); :meth:`metrics` reports the shares of prompts at them.
+      token_budget: the token budget ``T`` (``None`` for a rollout-only allocation).
+      tokens: the expected tokens ``sum_i c_i n_i`` of the counts (``None`` unless costs
+        were used).
+      costs: the per-prompt tokens per rollout ``c_i`` used (unknown ones filled in);
+        empty if not recorded.
+      binding: which constraint stopped a token-budget allocation: ``"tokens"``,
+        ``"rollouts"``, ``"tokens+rollouts"`` or ``"none"`` (every prompt at its cap, or
+        no rollout left with a positive value); ``None`` for a rollout-only allocation.
+      gap: a certified upper bound on how far the allocation's value lies below the
+        optimum under the same constraints (``0.0`` when provably optimal); ``None``
+        for a rollout-only allocation.
 
     Every scalar that is not known is ``None``, never ``NaN`` (``NaN`` is refused).
     Inside ``pass_rates``, ``NaN`` marks a never-seen prompt, as in :class:`BatchStats`.
@@ -128,6 +172,11 @@ class Allocation:
     n_unseen: int = 0
     n_low: int | None = None
     n_up: int | None = None
+    token_budget: float | None = None
+    tokens: float | None = None
+    costs: NDArray[np.float64] = field(default_factory=lambda: _read_only(np.empty(0)))
+    binding: str | None = None
+    gap: float | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -137,8 +186,19 @@ class Allocation:
         set_(self, "budget", budget)
         set_(self, "counts", _counts(self.counts, budget))
         m = int(self.counts.size)
-        for name in ("alpha", "beta", "tau", "failure_rate"):
+        for name in ("alpha", "beta", "tau", "failure_rate", "token_budget", "tokens", "gap"):
             set_(self, name, _optional_real(getattr(self, name), name))
+        costs = np.asarray(self.costs, dtype=np.float64)
+        if costs.ndim != 1 or costs.size not in (0, m):
+            raise ValueError(
+                f"Allocation: costs must be empty or hold one cost per prompt ({m}), got "
+                f"shape {costs.shape}"
+            )
+        set_(self, "costs", costs if not costs.flags.writeable else _read_only(costs))
+        if self.binding not in (None, *BINDINGS):
+            raise ValueError(
+                f"Allocation: binding must be None or one of {BINDINGS}, got {self.binding!r}"
+            )
         rates = np.asarray(self.pass_rates, dtype=np.float64)
         if rates.ndim != 1 or rates.size not in (0, m):
             raise ValueError(
@@ -177,6 +237,10 @@ class Allocation:
             self.n_unseen,
             self.n_low,
             self.n_up,
+            self.token_budget,
+            self.tokens,
+            self.binding,
+            self.gap,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -186,6 +250,7 @@ class Allocation:
             self._key() == other._key()
             and np.array_equal(self.counts, other.counts)
             and np.array_equal(self.pass_rates, other.pass_rates, equal_nan=True)
+            and np.array_equal(self.costs, other.costs)
         )
 
     def __hash__(self) -> int:
@@ -199,10 +264,13 @@ class Allocation:
         parts.append(f"counts={shown}")
         if c.size:
             parts += [f"min={int(c.min())}", f"max={int(c.max())}"]
-        for name in ("n_low", "n_up", "alpha", "beta", "tau", "failure_rate"):
+        names = ("n_low", "n_up", "alpha", "beta", "tau", "failure_rate", "token_budget", "tokens")
+        for name in names:
             v = getattr(self, name)
             if v is not None:
                 parts.append(f"{name}={v:.6g}" if isinstance(v, float) else f"{name}={v}")
+        if self.binding is not None:
+            parts.append(f"binding={self.binding!r}")
         if self.n_unseen:
             parts.append(f"n_unseen={self.n_unseen}")
         return f"Allocation({', '.join(parts)})"
@@ -230,6 +298,16 @@ class Allocation:
 
         When defined (see the attributes): ``alpha``, ``beta``, ``tau``, ``failure_rate``.
 
+        For a token-budget allocation (see :func:`coba_rl.allocate`):
+
+        * ``tokens``: the expected tokens of the counts; ``token_budget`` and
+          ``tokens/used``, the share of it spent (when it is positive);
+        * ``tokens/prompt_max``: the largest expected tokens of one prompt's group
+          (``c_i n_i``, what a straggler cap bounds), when the batch is not empty;
+        * ``bound/tokens``, ``bound/rollouts``: 1.0 when that constraint stopped the
+          allocation, else 0.0;
+        * ``gap``: the certified distance to the optimum.
+
         Args:
           prefix: prepended to every key, e.g. ``"coba/"``.
 
@@ -248,10 +326,17 @@ class Allocation:
             "prompts": float(c.size),
             "unseen": float(self.n_unseen),
         }
-        for name in ("alpha", "beta", "tau", "failure_rate"):
+        for name in ("alpha", "beta", "tau", "failure_rate", "tokens", "token_budget", "gap"):
             v = getattr(self, name)
             if v is not None:
                 m[name] = float(v)
+        if self.tokens is not None and self.token_budget:
+            m["tokens/used"] = self.tokens / self.token_budget
+        if self.binding is not None:
+            m["bound/tokens"] = float("tokens" in self.binding)
+            m["bound/rollouts"] = float("rollouts" in self.binding)
+        if self.costs.size and c.size:
+            m["tokens/prompt_max"] = float((self.costs * c).max())
         if c.size:
             m.update(
                 {
