@@ -376,3 +376,15 @@ def check_lengths(lengths: Any, n: int) -> IntArray:
             f"lengths[{i}] = {arr[i]}: a response length is a whole number of tokens >= 0"
         )
     return arr.astype(np.int64)
+
+
+def rollouts_only(allocator: str, budget: int | None, token_budget: float | None) -> int:
+    """``budget`` for an allocator that counts rollouts only; refuse a token budget."""
+    if token_budget is not None:
+        raise ValueError(
+            f"{allocator} allocates rollouts only and does not support token_budget; use "
+            "CoBAAllocator for a token budget, or pass token_budget=None"
+        )
+    if budget is None:
+        raise TypeError(f"{allocator}.allocate needs a rollout budget (an int), got None")
+    return budget

@@ -21,7 +21,7 @@ from coba_rl._persist import (
 )
 from coba_rl._sync import synchronized
 from coba_rl._validation import as_id_array, check_config, check_rewards, check_unique_ids
-from coba_rl.coba import allocate_with_shape, initial_shape
+from coba_rl.coba import allocate_tokens_with_shape, allocate_with_shape, initial_shape
 from coba_rl.config import CoBAConfig
 from coba_rl.rewards import warn_graded_rewards
 from coba_rl.tracker import PassRateTracker
@@ -35,8 +35,11 @@ class CoBAAllocator(Persistent[CoBAConfig]):
     """CoBA-RL with memory: per-prompt pass rates, a failure-rate window and the Beta shape.
 
     Call :meth:`allocate` before generation and :meth:`update` once per training step
-    with every rollout's (prompt id, reward). The shape computed after step ``t`` is
-    used for the allocation at step ``t + 1`` ([Rules: the failure rate][rules-failure-rate]).
+    with every rollout's (prompt id, reward), and optionally its response length in
+    tokens: then ``allocate(ids, budget, token_budget=T)`` spends a token budget, each
+    prompt costing its windowed mean response length ([Token budgets][token-budgets]).
+    The shape computed after step ``t`` is used for the allocation at step ``t + 1``
+    ([Rules: the failure rate][rules-failure-rate]).
 
     Safe to share between threads: ``allocate``, ``update``, ``state_dict``,
     ``load_state_dict`` and ``save`` hold the allocator's lock, so each call sees and
@@ -106,33 +109,68 @@ class CoBAAllocator(Persistent[CoBAConfig]):
         """Windowed pass rate of each id (``NaN`` if never seen); does not grow the state."""
         return self._tracker.pass_rates(prompt_ids)
 
+    def mean_lengths(self, prompt_ids: Any) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """Windowed mean response length of each id (``NaN`` if unknown): its token cost."""
+        return self._tracker.mean_lengths(prompt_ids)
+
     @synchronized
-    def allocate(self, prompt_ids: Any, budget: int) -> Allocation:
+    def allocate(
+        self, prompt_ids: Any, budget: int | None, token_budget: float | None = None
+    ) -> Allocation:
         """Rollout counts for a batch of prompts, in the order of ``prompt_ids``.
+
+        With ``token_budget``, the counts spend at most that many expected tokens, each
+        prompt's rollout costing its windowed mean response length (:meth:`mean_lengths`;
+        unknown: as :func:`coba_rl.allocate` fills them), and ``budget`` (if not ``None``)
+        caps the rollouts as well.
 
         Args:
           prompt_ids: one stable id per prompt (ints or strings, no duplicates).
-          budget: total rollouts ``B``, ``0 <= B <= M * n_up``.
+          budget: total rollouts ``B``, ``0 <= B <= M * n_up``; ``None`` only with a
+            token budget.
+          token_budget: ``T``, expected tokens to spend; ``None``: rollouts only.
 
         Returns:
-          An :class:`Allocation` whose counts sum to exactly ``budget``.
+          An :class:`Allocation` whose counts sum to exactly its ``budget``.
 
         Raises:
-          ValueError: duplicate ids, or an impossible budget.
-          TypeError: ids that are not all ints or all strings, a non-integer budget.
+          ValueError: duplicate ids, an impossible budget or token budget, no known
+            length and no ``default_tokens_per_rollout``.
+          TypeError: ids that are not all ints or all strings, a non-integer budget,
+            no budget at all.
 
-        Complexity: O(M log N + M (n_up - n_low)) for M prompts and N tracked ids.
+        Complexity: O(M log N + M (n_up - n_low)) for M prompts and N tracked ids; with
+        a token budget, see :func:`coba_rl.tokens.token_greedy`.
         """
         ids = as_id_array(prompt_ids)
         check_unique_ids(ids)
         rates = self._tracker.pass_rates(ids)
-        return allocate_with_shape(
-            rates, budget, self.config, self._alpha, self._beta, self.failure_rate
+        if token_budget is None:
+            if budget is None:
+                raise TypeError(
+                    "budget is None and no token_budget was given: pass a rollout budget, a "
+                    "token budget, or both"
+                )
+            return allocate_with_shape(
+                rates, budget, self.config, self._alpha, self._beta, self.failure_rate
+            )
+        return allocate_tokens_with_shape(
+            rates,
+            self._tracker.mean_lengths(ids),
+            budget,
+            token_budget,
+            self.config,
+            self._alpha,
+            self._beta,
+            self.failure_rate,
         )
 
     @synchronized
-    def update(self, prompt_ids: Any, rewards: Any) -> None:
+    def update(self, prompt_ids: Any, rewards: Any, lengths: Any = None) -> None:
         """Record one training step: one (prompt id, reward) pair per rollout.
+
+        ``lengths`` (optional, one per rollout) are the response lengths in tokens; each
+        prompt's mean length over the same window as its pass rate is its token cost.
 
         Updates each prompt's window, appends this step's failure rate
         ``F_t = 1 - mean_i(successes_i / rollouts_i)`` to the failure window and recomputes
@@ -143,7 +181,8 @@ class CoBAAllocator(Persistent[CoBAConfig]):
         :class:`coba_rl.RewardWarning` per allocator.
 
         Raises:
-          ValueError: lengths differ, or a reward is NaN or infinite.
+          ValueError: lengths differ, a reward is NaN or infinite, or a response length
+            is not a whole number ``>= 0``.
           TypeError: ids that are not all ints or all strings.
 
         Complexity: O(n log n + N) for n rollouts and N tracked ids.
@@ -151,7 +190,9 @@ class CoBAAllocator(Persistent[CoBAConfig]):
         ids = as_id_array(prompt_ids)
         r = check_rewards(rewards, ids.size)
         cfg = self.config
-        fractions = self._tracker.record(ids, r, cfg.success_reward, cfg.success_threshold)
+        fractions = self._tracker.record(
+            ids, r, cfg.success_reward, cfg.success_threshold, lengths=lengths
+        )
         if not self._reward_warned:
             self._reward_warned = warn_graded_rewards(r, cfg.success_reward, cfg.success_threshold)
         self._step += 1

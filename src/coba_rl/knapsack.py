@@ -47,9 +47,11 @@ from coba_rl._validation import (
     check_budget,
     check_config,
     check_instance,
+    check_lengths,
     check_rewards,
     check_unique_ids,
     even_split,
+    rollouts_only,
 )
 from coba_rl.rewards import success_mask, warn_graded_rewards
 from coba_rl.solvers import _greedy_extra_grouped, _running_min
@@ -661,7 +663,9 @@ class KnapsackRLAllocator(Persistent[KnapsackConfig]):
         return self._history.pass_rates(prompt_ids, self.config.min_rollouts)
 
     @synchronized
-    def allocate(self, prompt_ids: Any, budget: int) -> Allocation:
+    def allocate(
+        self, prompt_ids: Any, budget: int | None, token_budget: float | None = None
+    ) -> Allocation:
         """Rollout counts for a batch of prompts, in the order of ``prompt_ids``.
 
         Args:
@@ -672,18 +676,24 @@ class KnapsackRLAllocator(Persistent[KnapsackConfig]):
           An :class:`Allocation` (``method="knapsack"``) summing to exactly ``budget``.
 
         Raises:
-          ValueError: duplicate ids, or a negative budget.
+          ValueError: duplicate ids, a negative budget, or a token budget (this
+            allocator counts rollouts only).
           TypeError: ids that are not all ints or all strings, a non-integer budget.
 
         Complexity: O(M log N + M log M + U n_up).
         """
+        budget = rollouts_only(type(self).__name__, budget, token_budget)
         ids = as_id_array(prompt_ids)
         check_unique_ids(ids)
         return _allocate(self.pass_rates(ids), budget, self.config)
 
     @synchronized
-    def update(self, prompt_ids: Any, rewards: Any) -> None:
+    def update(self, prompt_ids: Any, rewards: Any, lengths: Any = None) -> None:
         """Record one training step: one (prompt id, reward) pair per rollout.
+
+        ``lengths`` (response lengths, one per rollout) are checked and then ignored:
+        this allocator counts rollouts only (it accepts them so that every
+        :class:`coba_rl.Allocator` is driven the same way).
 
         Raises:
           ValueError: lengths differ, or a reward is NaN or infinite.
@@ -691,6 +701,8 @@ class KnapsackRLAllocator(Persistent[KnapsackConfig]):
         """
         ids = as_id_array(prompt_ids)
         r = check_rewards(rewards, ids.size)
+        if lengths is not None:
+            check_lengths(lengths, ids.size)
         cfg = self.config
         self._history.record(ids, r, cfg.success_reward, cfg.success_threshold)
         if not self._reward_warned:

@@ -5,6 +5,8 @@ Each step of a GRPO-style trainer does::
     counts = allocator.allocate(prompt_ids, budget).counts   # before generation
     ...generate counts[i] rollouts for prompt i, score them...
     allocator.update(rollout_prompt_ids, rewards)            # one entry per rollout
+    # or, for a token budget: allocate(prompt_ids, budget, token_budget=T) and
+    # update(rollout_prompt_ids, rewards, lengths=response_lengths)
 
 and checkpoints with ``allocator.save(path)`` / ``type(allocator).load(path)``.
 :class:`coba_rl.CoBAAllocator`, :class:`coba_rl.KnapsackRLAllocator` and
@@ -54,12 +56,22 @@ class Allocator(Protocol):
       [[8, 8, 8], [8, 8, 8], [8, 8, 8]]
     """
 
-    def allocate(self, prompt_ids: Any, budget: int) -> Allocation:
-        """Rollout counts for a batch, in the order of ``prompt_ids``, summing to ``budget``."""
+    def allocate(
+        self, prompt_ids: Any, budget: int | None, token_budget: float | None = None
+    ) -> Allocation:
+        """Rollout counts for a batch, in the order of ``prompt_ids``, summing to ``budget``.
+
+        ``token_budget`` caps the expected tokens as well; an allocator that counts
+        rollouts only raises ``ValueError`` for it (and ``TypeError`` for ``budget=None``).
+        """
         ...
 
-    def update(self, prompt_ids: Any, rewards: Any) -> None:
-        """Record one training step: one (prompt id, reward) pair per rollout."""
+    def update(self, prompt_ids: Any, rewards: Any, lengths: Any = None) -> None:
+        """Record one training step: one (prompt id, reward) pair per rollout.
+
+        ``lengths`` (optional): each rollout's response length in tokens, for allocators
+        that spend a token budget; the others check and ignore them.
+        """
         ...
 
     def state_dict(self) -> dict[str, Any]:

@@ -4,6 +4,12 @@ Each training step that contains a prompt is one *appearance*, recorded as (succ
 rollouts). A prompt's pass rate is its total successes over total rollouts across its
 last ``window`` appearances ([Rules: windowed pass rate][rules-pass-rate]).
 
+When rollouts come with their response lengths, each appearance also keeps the tokens
+its rollouts generated, and a prompt's mean response length is its total tokens over
+total rollouts across the same window (appearances recorded without lengths are left
+out of it) ([Rules: token budgets][rules-token-budget]). The token columns exist only
+once lengths were recorded, so a tracker that never sees lengths costs nothing more.
+
 Storage is columnar: one int64/unicode key array plus ``(N, window)`` count arrays, so a
 million tracked prompts cost tens of megabytes rather than a million Python objects.
 Looking ids up never adds them; only :meth:`PassRateTracker.record` does.
@@ -18,7 +24,7 @@ from numpy.typing import NDArray
 
 from coba_rl._persist import decode_ints, encode_ints
 from coba_rl._sync import new_lock, picklable_state, restore_state, synchronized
-from coba_rl._validation import MAX_WINDOW, as_id_array, check_rewards
+from coba_rl._validation import MAX_WINDOW, as_id_array, check_lengths, check_rewards
 from coba_rl.rewards import success_mask
 
 __all__ = ["PassRateTracker"]
@@ -65,6 +71,9 @@ class PassRateTracker:
         self._succ: IntArray = np.zeros((0, self.window), dtype=np.int64)
         self._total: IntArray = np.zeros((0, self.window), dtype=np.int64)
         self._appearances: IntArray = np.zeros(0, dtype=np.int64)
+        # Tokens of each appearance, -1 where recorded without lengths; None until the
+        # first lengths arrive.
+        self._tokens: IntArray | None = None
         self._lock = new_lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -122,6 +131,36 @@ class PassRateTracker:
         slots = self.lookup(prompt_ids)
         return self._rates(slots)
 
+    @synchronized
+    def mean_lengths(self, prompt_ids: Any) -> FloatArray:
+        """Windowed mean response length (tokens per rollout) of each id.
+
+        ``NaN`` for ids never recorded or whose appearances in the window carried no
+        lengths. Never grows the state.
+
+        Example:
+          >>> t = PassRateTracker(window=2)
+          >>> _ = t.record([1, 1, 2], [1.0, 0.0, 1.0], lengths=[100, 300, 50])
+          >>> _ = t.record([1], [0.0])  # no lengths: left out of the mean
+          >>> t.mean_lengths([1, 2, 3]).tolist()
+          [200.0, 50.0, nan]
+
+        Complexity: O(n log N + n * window).
+        """
+        slots = self.lookup(prompt_ids)
+        out = np.full(slots.size, np.nan)
+        if self._tokens is None:
+            return out
+        known = slots >= 0
+        s = slots[known]
+        tok = self._tokens[s]
+        has = tok >= 0
+        tokens = np.where(has, tok, 0).sum(axis=1)
+        total = np.where(has, self._total[s], 0).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[known] = np.where(total > 0, tokens / np.maximum(total, 1), np.nan)
+        return out
+
     def _rates(self, slots: IntArray) -> FloatArray:
         out = np.full(slots.size, np.nan)
         known = slots >= 0
@@ -139,16 +178,20 @@ class PassRateTracker:
         rewards: Any,
         success_reward: float = 1.0,
         success_threshold: float | None = None,
+        lengths: Any = None,
     ) -> FloatArray:
         """Record one step's rollouts: one (id, reward) pair per rollout.
 
         Each distinct id gets one new appearance (successes, rollouts), pushing its
-        oldest out of the window. A rollout succeeds when its reward equals
-        ``success_reward``, or, if ``success_threshold`` is set, when it is at least
-        ``success_threshold`` (see :mod:`coba_rl.rewards`).
+        oldest out of the window. With ``lengths`` (one response length in tokens per
+        rollout), the appearance also holds its tokens, for :meth:`mean_lengths`. A
+        rollout succeeds when its reward equals ``success_reward``, or, if
+        ``success_threshold`` is set, when it is at least ``success_threshold`` (see
+        :mod:`coba_rl.rewards`).
 
         Raises:
-          ValueError: ``rewards`` not of the same length as ``prompt_ids``, or not finite.
+          ValueError: ``rewards`` or ``lengths`` not of the same length as ``prompt_ids``,
+            a reward that is not finite, a length that is not a whole number ``>= 0``.
           TypeError: ids that are not all ints or all strings (or not of this tracker's kind).
 
         Returns:
@@ -161,6 +204,7 @@ class PassRateTracker:
         ids = as_id_array(prompt_ids)
         self._check_kind(ids)
         r = check_rewards(rewards, ids.size)
+        lens = None if lengths is None else check_lengths(lengths, ids.size)
         if ids.size == 0:
             return np.empty(0)
         # Trainers emit a prompt's rollouts together: collapse runs of equal ids first,
@@ -184,6 +228,15 @@ class PassRateTracker:
         ring = self._appearances[slots] % self.window
         self._succ[slots, ring] = succ.astype(np.int64)
         self._total[slots, ring] = total
+        if lens is not None and self._tokens is None:
+            self._tokens = np.full(self._total.shape, -1, dtype=np.int64)
+        if self._tokens is not None:
+            if lens is None:
+                self._tokens[slots, ring] = -1
+            else:
+                run_tok = np.add.reduceat(lens, starts)
+                tok = np.bincount(inverse, weights=run_tok, minlength=uniq.size)
+                self._tokens[slots, ring] = np.round(tok).astype(np.int64)
         self._appearances[slots] += 1
         by_slot = np.argsort(slots, kind="stable")
         return np.asarray(succ[by_slot] / total[by_slot], dtype=np.float64)
@@ -206,6 +259,8 @@ class PassRateTracker:
         self._succ = np.concatenate([self._succ, np.zeros((n, self.window), np.int64)])
         self._total = np.concatenate([self._total, np.zeros((n, self.window), np.int64)])
         self._appearances = np.concatenate([self._appearances, np.zeros(n, np.int64)])
+        if self._tokens is not None:
+            self._tokens = np.concatenate([self._tokens, np.full((n, self.window), -1, np.int64)])
         return slots
 
     # -- persistence -------------------------------------------------------------------
@@ -215,10 +270,12 @@ class PassRateTracker:
         """JSON-ready data that :meth:`from_state_dict` restores exactly.
 
         Integer ids and every count array are stored compactly
-        (:func:`coba_rl._persist.encode_ints`); string ids as a list of strings.
+        (:func:`coba_rl._persist.encode_ints`); string ids as a list of strings. The
+        per-appearance ``tokens`` (``-1``: recorded without lengths) are present only
+        once lengths were recorded, so states without lengths keep their old layout.
         """
         ids: Any = self._keys.tolist() if self._kind == "str" else encode_ints(self._keys)
-        return {
+        out = {
             "window": self.window,
             "id_kind": self._kind,
             "ids": ids,
@@ -226,6 +283,9 @@ class PassRateTracker:
             "totals": encode_ints(self._total),
             "appearances": encode_ints(self._appearances),
         }
+        if self._tokens is not None:
+            out["tokens"] = encode_ints(self._tokens)
+        return out
 
     @classmethod
     def from_state_dict(cls, state: Any) -> PassRateTracker:
@@ -237,7 +297,7 @@ class PassRateTracker:
         if not isinstance(state, dict):
             raise ValueError(f"tracker state must be a dict, got {type(state).__name__}")
         expected = {"window", "id_kind", "ids", "successes", "totals", "appearances"}
-        if set(state) != expected:
+        if set(state) != expected and set(state) != expected | {"tokens"}:
             raise ValueError(
                 f"tracker state has fields {sorted(state)}, expected {sorted(expected)}"
             )
@@ -286,9 +346,23 @@ class PassRateTracker:
         appearances = int_array("appearances", (n,))
         if (succ > total).any():
             raise ValueError("tracker state: successes exceed totals")
+        tokens: IntArray | None = None
+        if "tokens" in state:
+            tokens = decode_ints(state["tokens"], "tracker state: tokens")
+            if tokens.size == 0:
+                tokens = tokens.reshape((n, window))
+            if tokens.shape != (n, window):
+                raise ValueError(
+                    f"tracker state: tokens has shape {tokens.shape}, expected {(n, window)}"
+                )
+            if (tokens < -1).any() or (tokens > MAX_COUNT).any():
+                raise ValueError(
+                    "tracker state: tokens must lie in [-1, 2**53] (-1: recorded without lengths)"
+                )
         t._kind = kind
         t._keys = ids if n else np.empty(0, dtype=np.int64)
         t._succ, t._total, t._appearances = succ, total, appearances
+        t._tokens = tokens
         t._order = order if n else np.empty(0, dtype=np.int64)
         try:
             t._check()
@@ -307,6 +381,7 @@ class PassRateTracker:
             + self._succ.nbytes
             + self._total.nbytes
             + self._appearances.nbytes
+            + (0 if self._tokens is None else self._tokens.nbytes)
         )
 
     @synchronized
@@ -322,6 +397,13 @@ class PassRateTracker:
             "successes must lie in [0, totals]",
         )
         _require(bool((self._appearances >= 0).all()), "negative appearance count")
+        if self._tokens is not None:
+            _require(self._tokens.shape == (n, self.window), "tokens shape")
+            _require(bool((self._tokens >= -1).all()), "tokens below -1")
+            _require(
+                bool((self._tokens[self._total == 0] == -1).all()),
+                "an empty window column holds tokens",
+            )
         if n:
             _require(self._kind == self._kind_of(self._keys), "id kind does not match the ids")
             sorted_keys = self._keys[self._order]

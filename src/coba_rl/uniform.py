@@ -29,9 +29,11 @@ from coba_rl._validation import (
     as_id_array,
     check_budget,
     check_config,
+    check_lengths,
     check_rewards,
     check_unique_ids,
     even_split,
+    rollouts_only,
 )
 from coba_rl.rewards import warn_graded_rewards
 from coba_rl.tracker import PassRateTracker
@@ -118,7 +120,9 @@ class UniformAllocator(Persistent[UniformConfig]):
         return self._tracker.pass_rates(prompt_ids)
 
     @synchronized
-    def allocate(self, prompt_ids: Any, budget: int) -> Allocation:
+    def allocate(
+        self, prompt_ids: Any, budget: int | None, token_budget: float | None = None
+    ) -> Allocation:
         """``budget // M`` rollouts per prompt, the first ``budget % M`` prompts one more.
 
         Args:
@@ -129,9 +133,11 @@ class UniformAllocator(Persistent[UniformConfig]):
           An :class:`Allocation` with ``method="uniform"`` summing to exactly ``budget``.
 
         Raises:
-          ValueError: duplicate ids, a negative budget or a positive one with no prompts.
+          ValueError: duplicate ids, a negative budget or a positive one with no prompts,
+            or a token budget (this allocator counts rollouts only).
           TypeError: ids that are not all ints or all strings, a non-integer budget.
         """
+        budget = rollouts_only(type(self).__name__, budget, token_budget)
         ids = as_id_array(prompt_ids)
         check_unique_ids(ids)
         b = check_budget(budget, int(ids.size), 0, sys.maxsize)
@@ -145,8 +151,12 @@ class UniformAllocator(Persistent[UniformConfig]):
         )
 
     @synchronized
-    def update(self, prompt_ids: Any, rewards: Any) -> None:
+    def update(self, prompt_ids: Any, rewards: Any, lengths: Any = None) -> None:
         """Record one training step: one (prompt id, reward) pair per rollout.
+
+        ``lengths`` (response lengths, one per rollout) are checked and then ignored:
+        this allocator counts rollouts only (it accepts them so that every
+        :class:`coba_rl.Allocator` is driven the same way).
 
         Success follows ``config.success_reward`` / ``config.success_threshold`` as in
         :class:`coba_rl.CoBAAllocator` (one :class:`coba_rl.RewardWarning` at most).
@@ -157,6 +167,8 @@ class UniformAllocator(Persistent[UniformConfig]):
         """
         ids = as_id_array(prompt_ids)
         r = check_rewards(rewards, ids.size)
+        if lengths is not None:
+            check_lengths(lengths, ids.size)
         cfg = self.config
         self._tracker.record(ids, r, cfg.success_reward, cfg.success_threshold)
         if not self._reward_warned:
