@@ -53,8 +53,8 @@ def grpo_args(out: Path, max_steps: int, **kw: Any) -> Any:
     return toy_args(out, max_steps, ROWS, G, **kw)
 
 
-def make_allocator() -> coba_rl.CoBAAllocator:
-    return coba_rl.CoBAAllocator(coba_rl.CoBAConfig(n_low=2, n_up=8))
+def make_allocator(**kw: Any) -> coba_rl.CoBAAllocator:
+    return coba_rl.CoBAAllocator(coba_rl.CoBAConfig(n_low=2, n_up=8, **kw))
 
 
 class Recording:
@@ -66,7 +66,14 @@ class Recording:
         return out
 
 
-def coba_trainer(out: Path, max_steps: int, verifier: Verifier, **kw: Any) -> Any:
+def coba_trainer(
+    out: Path,
+    max_steps: int,
+    verifier: Verifier,
+    allocator: coba_rl.CoBAAllocator | None = None,
+    token_budget: float | None = None,
+    **kw: Any,
+) -> Any:
     tok = tiny_tokenizer()
     cls = type("RecordingCoBA", (Recording, ctrl.CoBAGRPOTrainer), {})
     trainer = cls(
@@ -75,7 +82,8 @@ def coba_trainer(out: Path, max_steps: int, verifier: Verifier, **kw: Any) -> An
         args=grpo_args(out, max_steps, **kw),
         train_dataset=toy_dataset(ANSWERS),
         processing_class=tok,
-        coba_allocator=make_allocator(),
+        coba_allocator=make_allocator() if allocator is None else allocator,
+        coba_token_budget=token_budget,
     )
     trainer.record = []
     return trainer
@@ -109,7 +117,8 @@ def test_coba_trainer_rows_advantages_tracking_and_metrics(tmp_path: Path) -> No
 
     reference = make_allocator()  # fed only with what the reward function saw
     uneven = False
-    for (ids, rewards), (alloc, adv) in zip(verifier.calls, trainer.record, strict=True):
+    steps = zip(verifier.calls, verifier.lengths, trainer.record, strict=True)
+    for (ids, rewards), lens, (alloc, adv) in steps:
         keys, lengths = runs(ids)
         # the generation batch keeps generation_batch_size rows, grouped per prompt
         assert len(ids) == ROWS and len(set(keys)) == len(keys) == PER_STEP
@@ -117,7 +126,7 @@ def test_coba_trainer_rows_advantages_tracking_and_metrics(tmp_path: Path) -> No
         assert lengths == alloc.counts.tolist()
         assert reference.allocate(keys, ROWS).counts.tolist() == lengths
         uneven |= len(set(lengths)) > 1
-        reference.update(ids, rewards)
+        reference.update(ids, rewards, lengths=lens)
         # advantages: (r - group mean) / (group std, Bessel-corrected, + 1e-4), per prompt
         r = np.array(rewards)
         pid = np.array(ids)
@@ -131,6 +140,44 @@ def test_coba_trainer_rows_advantages_tracking_and_metrics(tmp_path: Path) -> No
     logged = [h for h in trainer.state.log_history if "coba/budget" in h]
     assert len(logged) == 3 and all(h["coba/budget"] == ROWS for h in logged)
     assert logged[-1]["coba/rollouts/max"] == trainer.record[-1][0].counts.max()
+
+
+@pytest.mark.e2e
+def test_token_budget_caps_the_expected_completion_tokens(tmp_path: Path) -> None:
+    # Completions are 1-3 tokens (max_completion_length=3); before any length is known
+    # every rollout costs the default 3. A budget of 24 tokens cannot pay for 12 rollouts
+    # of 3 tokens, so the first batch is cut by tokens.
+    budget = 24.0
+    verifier = Verifier()
+    trainer = coba_trainer(
+        tmp_path, 3, verifier, make_allocator(default_tokens_per_rollout=3), budget
+    )
+    trainer.train()
+    assert trainer.state.global_step == 3
+    reference = make_allocator(default_tokens_per_rollout=3)
+    trims = 0
+    steps = zip(verifier.calls, verifier.lengths, trainer.record, strict=True)
+    for (ids, rewards), lens, (alloc, _) in steps:
+        keys, run_lengths = runs(ids)
+        assert run_lengths == alloc.counts.tolist() and len(ids) == alloc.budget <= ROWS
+        # an independent allocator fed what the reward function saw, rounded down to a
+        # multiple of num_generations (one process, one accumulation step)
+        expected = reference.allocate(keys, ROWS, token_budget=budget)
+        trimmed = ctrl.trim_counts(expected.counts, G, n_low=2)
+        assert trimmed.tolist() == run_lengths and len(ids) % G == 0
+        trims += int(expected.budget != len(ids))
+        assert alloc.tokens is not None and alloc.tokens <= budget
+        assert float(alloc.costs @ alloc.counts) == pytest.approx(alloc.tokens)
+        reference.update(ids, rewards, lengths=lens)
+    first = trainer.record[0][0]
+    assert first.binding == "tokens" and first.budget == 8  # 8 rollouts * 3 tokens = 24
+    assert trims >= 1, "some step should have been rounded down to whole groups of G"
+    assert trainer.coba_allocator.state_dict() == reference.state_dict()
+    assert (
+        trainer.coba_allocator.mean_lengths(keys).tolist() == reference.mean_lengths(keys).tolist()
+    )
+    logged = [h for h in trainer.state.log_history if "coba/tokens" in h]
+    assert len(logged) == 3 and all(h["coba/tokens"] <= budget for h in logged)
 
 
 @pytest.mark.e2e

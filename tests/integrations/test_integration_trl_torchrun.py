@@ -87,6 +87,7 @@ def test_two_rank_torchrun_agrees_and_splits_the_budget(tmp_path: Path) -> None:
         assert len(rows0["ids"]) == len(rows1["ids"]) == ROWS_PER_RANK
         ids = rows0["ids"] + rows1["ids"]
         rewards = rows0["rewards"] + rows1["rewards"]
+        lens = rows0["lengths"] + rows1["lengths"]  # each rank's completion lengths
         assert ids == step0["row_ids"]
         keys, lengths = runs(ids)
         assert sorted(keys) == list(range(len(ANSWERS))) and lengths == counts
@@ -95,6 +96,6 @@ def test_two_rank_torchrun_agrees_and_splits_the_budget(tmp_path: Path) -> None:
         # each rank kept the advantages of its own rows, normalised in the whole group
         advantages = step0["local_advantages"] + step1["local_advantages"]
         assert advantages == pytest.approx(group_advantages_reference(rewards, ids), abs=1e-5)
-        reference.update(ids, rewards)
+        reference.update(ids, rewards, lengths=lens)
     assert uneven, "the warmed allocator must allocate unevenly"
     assert rank0["state"] == reference.state_dict()

@@ -193,8 +193,8 @@ def check_rows_follow_the_allocation(
     tok = trainer.processing_class
     reference = warmed_allocator()
     uneven = False
-    for step, ((ids, rewards), (alloc, adv)) in enumerate(
-        zip(verifier.calls, trainer.record, strict=True)
+    for step, ((ids, rewards), lens, (alloc, adv)) in enumerate(
+        zip(verifier.calls, verifier.lengths, trainer.record, strict=True)
     ):
         keys, lengths = runs(ids)
         assert len(ids) == ROWS and sorted(keys) == list(range(len(ANSWERS)))
@@ -203,7 +203,7 @@ def check_rows_follow_the_allocation(
         assert requested_ids[step] == ids
         uneven |= len(set(lengths)) > 1
         np.testing.assert_allclose(adv, group_advantages_reference(rewards, ids), atol=1e-5)
-        reference.update(ids, rewards)
+        reference.update(ids, rewards, lengths=lens)
     assert uneven, "the warmed allocator must allocate unevenly"
     assert trainer.coba_allocator.state_dict() == reference.state_dict()
     # the reward function scored the engine's completions, row by row

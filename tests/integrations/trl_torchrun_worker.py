@@ -77,7 +77,10 @@ def main(out: Path) -> None:
         "backend": str(dist.get_backend()) if dist.is_initialized() else "",
         "generation_batch_size": trainer.args.generation_batch_size,
         "steps": trainer.steps,
-        "local_rows": [{"ids": ids, "rewards": r} for ids, r in verifier.calls],
+        "local_rows": [
+            {"ids": ids, "rewards": r, "lengths": n}
+            for (ids, r), n in zip(verifier.calls, verifier.lengths, strict=True)
+        ],
         "state": trainer.coba_allocator.state_dict(),
     }
     (out / f"rank{acc.process_index}.json").write_text(json.dumps(result))

@@ -76,12 +76,14 @@ class Verifier:
     def __init__(self) -> None:
         self.calls: list[tuple[list[int], list[float]]] = []
         self.completions: list[list[str]] = []
+        self.lengths: list[list[int]] = []  # completion tokens of each row, as TRL counts them
 
     def __call__(self, completions: list[str], answer: list[str], **kw: Any) -> list[float]:
         pairs = zip(completions, answer, strict=True)
         rewards = [1.0 if is_correct(c, a) else 0.0 for c, a in pairs]
         self.calls.append((list(kw["prompt_id"]), rewards))
         self.completions.append(list(completions))
+        self.lengths.append([len(c) for c in kw["completion_ids"]])
         return rewards
 
 

@@ -16,7 +16,9 @@ rows before generation:
    gathered rewards (:func:`coba_rl.grpo.group_advantages`, Bessel-corrected std and
    ``eps = 1e-4`` as TRL, honouring ``scale_rewards``) and the process's slice replaces
    TRL's uniform-group advantages;
-4. the allocator is updated from the gathered rewards, its ``Allocation.metrics()`` are
+4. the allocator is updated from the gathered rewards and completion lengths (the
+   completion mask's row sums, so each prompt's mean response length is tracked), its
+   ``Allocation.metrics()`` are
    logged through TRL's metrics (``coba/*``), and its state is saved as
    ``coba_allocator.json`` in every ``checkpoint-N`` folder and restored on resume.
 
@@ -27,6 +29,15 @@ de-duplicates by striding ``num_generations``); during training the subclass mak
 every row as its own request with ``n=1`` instead, so each prompt gets ``counts[i]``
 completions (with prefix caching on, the repeated prompt's prefill is shared). A custom
 ``rollout_func`` is refused: its contract is ``num_generations`` completions per prompt.
+
+**Token budget.** With ``coba_token_budget=T``, each generation batch spends at most
+``T`` expected completion tokens (costs: the tracked mean completion lengths) as well as
+at most ``generation_batch_size`` rollouts. The batch then holds fewer rows when tokens
+bind: the count is rounded down to a multiple of ``num_generations`` and of
+``num_processes * steps_per_generation`` (TRL reshapes the rewards into rows of
+``num_generations`` before the advantages are replaced, and splits a generation batch
+evenly between processes and accumulation steps), by taking rollouts off the largest
+groups (:func:`trim_counts`).
 
 The dataset needs a stable prompt-id column (``prompt_id`` by default)::
 
@@ -39,6 +50,7 @@ Reference: CoBA-RL (arXiv 2602.03048); TRL ``GRPOTrainer``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import math
@@ -49,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from coba_rl._validation import as_id_array
+from coba_rl._validation import as_id_array, check_token_budget
 from coba_rl.allocator import CoBAAllocator, read_state_file
 from coba_rl.grpo import group_advantages, group_sizes
 from coba_rl.integrations import STATE_FILENAME
@@ -60,6 +72,7 @@ __all__ = [
     "CoBAGRPOTrainer",
     "add_prompt_ids",
     "expand_generation_batch",
+    "trim_counts",
     "trl_advantages",
 ]
 
@@ -77,7 +90,7 @@ def add_prompt_ids(dataset: Any, column: str = "prompt_id") -> Any:
 
 
 def expand_generation_batch(
-    prompt_ids: Any, counts: Any
+    prompt_ids: Any, counts: Any, rows: int | None = None
 ) -> tuple[NDArray[np.int64], NDArray[Any], NDArray[Any]]:
     """Re-expand a generation batch: which input row feeds each new row, per-prompt counts.
 
@@ -86,7 +99,8 @@ def expand_generation_batch(
 
     Args:
       prompt_ids: one stable id per input row, shape ``(R,)``.
-      counts: one count per unique prompt, shape ``(M,)``, summing to ``R``.
+      counts: one count per unique prompt, shape ``(M,)``, summing to ``rows``.
+      rows: the rows of the new batch; ``None``: ``R``, as many as the input.
 
     Returns:
       ``(source_rows, unique_ids, row_ids)``: for each new row the input row it copies,
@@ -110,10 +124,37 @@ def expand_generation_batch(
     c = np.asarray(counts, dtype=np.int64)
     if c.shape != first.shape:
         raise ValueError(f"{c.size} counts for {first.size} unique prompts")
-    if int(c.sum()) != ids.size:
-        raise ValueError(f"counts sum to {int(c.sum())}, but the batch has {ids.size} rows")
+    want = ids.size if rows is None else rows
+    if int(c.sum()) != want:
+        raise ValueError(f"counts sum to {int(c.sum())}, but the batch has {want} rows")
     source = np.repeat(first, c)
     return source, ids[first], ids[source]
+
+
+def trim_counts(counts: Any, multiple: int, n_low: int) -> NDArray[np.int64]:
+    """Take rollouts off the largest groups until the total is a multiple of ``multiple``.
+
+    One rollout at a time comes off the group with the largest count (the last such
+    prompt on ties), never below ``n_low``. Removing rollouts keeps every budget held.
+
+    Raises:
+      ValueError: the total cannot be rounded down without a group below ``n_low``.
+
+    Example:
+      >>> trim_counts([2, 7, 7, 3], multiple=4, n_low=2).tolist()
+      [2, 6, 6, 2]
+    """
+    c = np.array(counts, dtype=np.int64)
+    extra = int(c.sum()) % multiple
+    if extra > int(np.maximum(c - n_low, 0).sum()):
+        raise ValueError(
+            f"{int(c.sum())} rollouts cannot be rounded down to a multiple of {multiple} "
+            f"without a group below n_low={n_low}; raise the token budget"
+        )
+    for _ in range(extra):
+        top = np.flatnonzero(c == c.max())
+        c[int(top[-1])] -= 1
+    return c
 
 
 def trl_advantages(
@@ -226,6 +267,8 @@ class CoBAGRPOMixin(_GRPOBase):
         ``M * num_generations``). Success is judged by its config (exact match with
         ``success_reward`` unless a success threshold is set).
       prompt_id_column: the dataset column holding each prompt's stable id.
+      coba_token_budget: expected completion tokens per generation batch (all
+        processes); ``None`` (default): rollouts only. See the module docstring.
 
     Raises:
       ValueError: a ``rollout_func`` (it must return ``num_generations`` completions per
@@ -246,6 +289,7 @@ class CoBAGRPOMixin(_GRPOBase):
         *args: Any,
         coba_allocator: CoBAAllocator | None = None,
         prompt_id_column: str = "prompt_id",
+        coba_token_budget: float | None = None,
         **kwargs: Any,
     ) -> None:
         if coba_allocator is None:
@@ -254,6 +298,8 @@ class CoBAGRPOMixin(_GRPOBase):
             raise TypeError(
                 f"coba_allocator must be a CoBAAllocator, got {type(coba_allocator).__name__}"
             )
+        if coba_token_budget is not None:
+            coba_token_budget = check_token_budget(coba_token_budget)
         # Checked before GRPOTrainer.__init__, which loads models and connects to vLLM.
         bound = _bind_trainer_arguments(super().__init__, args, kwargs)
         server_ok = _takes_num_generations(getattr(super(), "_generate_single_turn", None))
@@ -262,6 +308,7 @@ class CoBAGRPOMixin(_GRPOBase):
         _scale_mode(self.scale_rewards)
         self.coba_allocator = coba_allocator
         self.prompt_id_column = prompt_id_column
+        self.coba_token_budget = coba_token_budget
         self.last_allocation: Allocation | None = None
         self.last_row_prompt_ids: NDArray[Any] | None = None
         self._coba_rewards: Any = None
@@ -316,16 +363,33 @@ class CoBAGRPOMixin(_GRPOBase):
         _check_one_prompt_per_id(everything, ids, col)
         payload: list[Any] = [None]
         if acc.is_main_process:
-            payload = [self.coba_allocator.allocate(uniq, ids.size)]
+            payload = [self._coba_allocate(uniq, ids.size)]
         if acc.num_processes > 1:
             acc_utils.broadcast_object_list(payload, from_process=0)
         alloc: Allocation = payload[0]
-        source, _, row_ids = expand_generation_batch(ids, alloc.counts)
+        source, _, row_ids = expand_generation_batch(ids, alloc.counts, alloc.budget)
         self.last_allocation = alloc
         self.last_row_prompt_ids = row_ids
-        n_local = len(inputs)
+        n_local = alloc.budget // acc.num_processes
         start = acc.process_index * n_local
         return [dict(everything[j]) for j in source[start : start + n_local]]
+
+    def _coba_allocate(self, uniq: NDArray[Any], rows: int) -> Allocation:
+        if self.coba_token_budget is None:
+            return self.coba_allocator.allocate(uniq, rows)
+        alloc = self.coba_allocator.allocate(uniq, rows, token_budget=self.coba_token_budget)
+        multiple = math.lcm(
+            self.accelerator.num_processes * int(self.args.steps_per_generation),
+            int(self.args.num_generations),
+        )
+        counts = trim_counts(alloc.counts, multiple, self.coba_allocator.config.n_low)
+        if np.array_equal(counts, alloc.counts):
+            return alloc
+        tokens = None if alloc.costs.size == 0 else float(alloc.costs @ counts)
+        # The certificate was for the untrimmed counts: say nothing rather than too little.
+        return dataclasses.replace(
+            alloc, counts=counts, budget=int(counts.sum()), tokens=tokens, gap=None
+        )
 
     # -- scoring: ragged advantages, tracker, metrics -------------------------------------
 
@@ -350,8 +414,19 @@ class CoBAGRPOMixin(_GRPOBase):
             adv[start : start + n_local], dtype=local.dtype, device=local.device
         )
 
+        mask = output.get("completion_mask")
+        lengths: NDArray[Any] | None = None
+        if mask is not None:
+            local_len = mask.sum(dim=1)
+            if self.accelerator.num_processes > 1:
+                local_len = self.accelerator.gather(local_len)
+            lengths = local_len.detach().cpu().numpy().astype(np.int64)
+            if lengths.size != r.size:
+                raise RuntimeError(f"{lengths.size} completion lengths for {r.size} rewards")
         scored = ~np.isnan(r)
-        self.coba_allocator.update(row_ids[scored], r[scored])
+        self.coba_allocator.update(
+            row_ids[scored], r[scored], lengths=None if lengths is None else lengths[scored]
+        )
 
         metrics = self._metrics["train"]
         if metrics.get("frac_reward_zero_std"):
