@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 from typing_extensions import assert_type
@@ -45,6 +47,20 @@ assert_type(a == a, bool)
 k = coba_rl.knapsack_allocate(s3, 16, knap_cfg)
 assert_type(k, Allocation)
 
+# -- token budgets: costs per prompt (NaN unknown), a token budget with or without rollouts ----------
+cost_cfg = CoBAConfig(max_prompt_tokens=8192, default_tokens_per_rollout=1024.0)
+s6 = BatchStats(pass_rates=[0.1, 0.5], costs=[300.0, float("nan")])
+s7 = BatchStats(pass_rates=np.array([0.25, 0.75]), costs=np.array([120, 80]))
+assert_type(s6.costs, "NDArray[np.float64] | None")
+t1 = coba_rl.allocate(s6, None, cost_cfg, token_budget=4096)
+t2 = coba_rl.allocate(s7, 8, token_budget=2000.0)
+assert_type(t1, Allocation)
+assert_type(t1.tokens, "float | None")
+assert_type(t1.token_budget, "float | None")
+assert_type(t1.binding, "str | None")
+assert_type(t1.gap, "float | None")
+assert_type(t2.costs, NDArray[np.float64])
+
 # -- stateful allocators, all behind one protocol -------------------------------------------------
 coba = coba_rl.CoBAAllocator(cfg)
 knap = coba_rl.KnapsackRLAllocator(knap_cfg)
@@ -53,6 +69,11 @@ allocators: list[Allocator] = [coba, knap, uni, coba_rl.CoBAAllocator()]
 for alloc in allocators:
     counts = alloc.allocate(["a", "b"], 8).counts
     alloc.update(["a", "a", "b"], [1.0, 0.0, 1.0])
+    alloc.update(["a", "b"], [1.0, 0.0], lengths=[412, 1024])
+coba.update(["a", "b"], [1.0, 0.0], lengths=np.array([412, 1024]))
+assert_type(coba.allocate(["a", "b"], 8, token_budget=4096.0), Allocation)
+assert_type(coba.allocate(["a", "b"], None, token_budget=4096), Allocation)
+assert_type(coba.mean_lengths(["a", "b"]), "np.ndarray[Any, np.dtype[np.float64]]")
 assert_type(coba.failure_rate, "float | None")
 assert_type(coba.alpha, float)
 assert_type(coba.step, int)
@@ -66,6 +87,8 @@ CoBAConfig(n_up="64")  # type: ignore[arg-type]  # pyright: ignore[reportArgumen
 BatchStats(pass_rates=[[0.1]])  # type: ignore[list-item]  # pyright: ignore[reportArgumentType]
 BatchStats(pass_rates="0.5")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 coba_rl.allocate([0.1, 0.5], 8)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+coba_rl.allocate(s1, 8, token_budget="4096")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+BatchStats(pass_rates=[0.5], costs="300")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 coba_rl.allocate(s1, 8, knap_cfg)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 coba_rl.knapsack_allocate(s1, 8, cfg)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 coba_rl.UniformAllocator(cfg)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
