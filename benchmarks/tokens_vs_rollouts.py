@@ -2,10 +2,11 @@
 
 Run: ``python benchmarks/tokens_vs_rollouts.py [--reps N] [--batches N] [--seed S]``.
 
-Both paths start from the same batch statistics and do the same per-step work (Beta
+Both paths are the public :func:`coba_rl.allocate` on the same batch statistics (Beta
 shape, adaptive ``tau``, the gains of the distinct pass rates); the token path then spends
-a token budget with :func:`coba_rl.tokens.token_greedy` instead of a rollout budget with
-the greedy of Algorithm 1. Batches: M = 512 prompts, B = 8192 rollouts, bounds [2, 128],
+a token budget (``token_budget=``, with or without the rollout budget) with
+:func:`coba_rl.tokens.token_greedy`'s rule instead of a rollout budget with the greedy of
+Algorithm 1. Batches: M = 512 prompts, B = 8192 rollouts, bounds [2, 128],
 pass rates ``k_i / n_i`` with group sizes ``n_i`` varying over [2, 128] (as a previous
 CoBA-RL step leaves them), response lengths that grow with difficulty and stop at a
 4096-token limit. The token budget is half, and all, of what the rollout-only allocation
@@ -23,12 +24,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from coba_rl import BatchStats, CoBAConfig, allocate
+from coba_rl import Allocation, BatchStats, CoBAConfig, allocate
 from coba_rl.bench._timing import timed
-from coba_rl.coba import _tau
 from coba_rl.solvers import _greedy_extra_grouped, _running_min
 from coba_rl.tokens import TokenSolution, token_greedy
-from coba_rl.value import _unique_gains, beta_shape
+from coba_rl.value import _unique_gains
 
 M, B, N_LOW, N_UP = 512, 8192, 2, 128
 LENGTH_LIMIT = 4096.0
@@ -51,16 +51,12 @@ def token_path(
     token_budget: float,
     cfg: CoBAConfig,
     rollout_budget: int | None = None,
-) -> TokenSolution:
-    """What ``allocate(stats, rollout_budget, cfg, token_budget=...)`` will do per step."""
-    f_bar = stats.resolved_failure_rate()
-    a, b = beta_shape(f_bar if f_bar is not None else 0.5, cfg.kappa, cfg.gamma)
-    p = np.where(np.isnan(stats.pass_rates), cfg.unseen_pass_rate, stats.pass_rates)
-    tau = _tau(p, cfg)
-    gains_u, inverse = _unique_gains(p, float(a), float(b), tau, cfg.n_low, cfg.n_up, cfg.smoothing)
-    return token_greedy(
-        gains_u, costs, token_budget, cfg.n_low, cfg.n_up, rollout_budget, inverse=inverse
+) -> Allocation:
+    """``allocate(stats, rollout_budget, cfg, token_budget=...)`` with the batch's costs."""
+    with_costs = BatchStats(
+        pass_rates=stats.pass_rates, failure_rate=stats.failure_rate, costs=costs
     )
+    return allocate(with_costs, rollout_budget, cfg, token_budget=token_budget)
 
 
 def _paths(
@@ -112,6 +108,9 @@ def main() -> int:
             if isinstance(out, TokenSolution):
                 bounds.setdefault(name, set()).add(out.bound)
                 ok &= out.tokens <= spend and int(out.counts.sum()) >= M * N_LOW
+            elif isinstance(out, Allocation) and out.binding is not None:
+                bounds.setdefault(name, set()).add(out.binding)
+                ok &= out.tokens is not None and out.tokens <= spend * (1 + 1e-12)
         for _ in range(args.reps):  # interleaved, so drift hits every path alike
             for name, fn in paths.items():
                 times.setdefault(name, []).append(timed(fn)[0])

@@ -108,6 +108,9 @@ Binding = Literal["tokens", "rollouts", "tokens+rollouts", "none"]
 
 #: Bisection steps of the two-constraint search, at most.
 MAX_NU_STEPS = 60
+#: Search steps that only size the token prefix, unless it lands within NEAR units of B'.
+CHEAP_STEPS = 8
+NEAR = 2
 
 
 @dataclass(frozen=True)
@@ -555,13 +558,19 @@ def _value(p: _Problem, x: IntArray) -> float:
     return float(p.cum.reshape(-1)[p.inv * (p.g.shape[1] + 1) + x].sum())
 
 
-def _evaluate(p: _Problem, nu: float, fast: bool) -> _Eval:
-    """Rank by ``gain / (c + nu)``, take the prefix, fill, and certify with the dual bound."""
+_Prefix = tuple[IntArray, "tuple[int, int] | None", IntArray]
+
+
+def _evaluate(p: _Problem, nu: float, fast: bool, pre: _Prefix | None = None) -> _Eval:
+    """Rank by ``gain / (c + nu)``, take the prefix, fill, and certify with the dual bound.
+
+    ``pre``: the token prefix of this ranking (:func:`_prefix`), if already computed.
+    """
     w = p.c + nu
     b_cap = math.inf if p.b_spare is None else float(p.b_spare)
     above: IntArray | None = None
     if fast:
-        s, fail, above = _prefix(p, w, p.c, p.t_spare)
+        s, fail, above = pre if pre is not None else _prefix(p, w, p.c, p.t_spare)
         n_tokens = int(s.sum())
         if n_tokens > b_cap:
             s, fail, above = _prefix(p, w, np.ones_like(p.c), b_cap)
@@ -591,6 +600,7 @@ def _solve(p: _Problem, fast: bool, rollout_extra: IntArray | None = None) -> To
     """Case 1, then the token ranking, then the search; ``rollout_extra`` is case 1's
     rollout-only allocation (extra units) when the caller already has it."""
     m = p.inv.size
+    xg = np.zeros(m, dtype=np.int64)
     if p.b_spare is not None:
         if rollout_extra is not None:
             xg = rollout_extra
@@ -602,36 +612,56 @@ def _solve(p: _Problem, fast: bool, rollout_extra: IntArray | None = None) -> To
             xg = _greedy_extra_grouped(p.g, p.inv, min(p.b_spare, m * p.g.shape[1]))
         if float(p.c @ (p.n_low + xg)) <= p.t_total:  # the tokens of the counts themselves
             return _solution(p, xg, 0.0, math.inf)
-    e0 = _evaluate(p, 0.0, fast)
-    if not e0.on_rollouts or p.b_spare is None:
-        return _solution(p, e0.x, max(e0.dual - e0.value, 0.0), 0.0)
+
+    # The size of the token-only prefix of the ranking by gain / (c + nu): a search step
+    # costs one prefix; rankings are filled and certified only near the crossing.
+    def token_prefix(nu: float) -> tuple[int, _Prefix | None]:
+        w = p.c + nu
+        if fast:
+            pre = _prefix(p, w, p.c, p.t_spare)
+            return int(pre[0].sum()), pre
+        return _token_prefix_size(p, w, fast), None
+
+    n0, pre0 = token_prefix(0.0)
+    if p.b_spare is None or n0 < p.b_spare:  # the ranking stops on tokens (case 2)
+        e0 = _evaluate(p, 0.0, fast, pre0)
+        if not e0.on_rollouts or p.b_spare is None:
+            return _solution(p, e0.x, max(e0.dual - e0.value, 0.0), 0.0)
     b_spare = p.b_spare
     # Both constraints bind. Search the rollout price nu (s = nu / (nu + scale) in [0, 1])
     # for the ranking whose token-only prefix holds exactly B' units: h(s) = size - B'
     # is >= 0 at s = 0 (the ranking stops on the rollout cap) and < 0 at s = 1 (ranking
     # by gain alone, which does not fit in tokens). Regula falsi with the Illinois
     # correction; every step keeps a bracket, so it converges like bisection at worst.
+    # A step only sizes the token prefix; a ranking is filled and certified when its
+    # prefix is within NEAR units of B' (or after CHEAP_STEPS steps, at every step).
     scale = float(np.mean(p.c))
-    best, best_nu, dual = e0, 0.0, e0.dual
-    s_lo, h_lo = 0.0, float(e0.n_tokens - b_spare)
+    best: _Eval | None = None
+    best_nu, dual = 0.0, math.inf
+    s_lo, h_lo = 0.0, float(n0 - b_spare)
     s_hi = 1.0
-    h_hi = float(_token_prefix_size(p, np.ones_like(p.c), fast) - b_spare)
+    # At s = 1 (ranking by gain alone) the first B' units are the rollout-only allocation,
+    # which did not fit: h < 0 there. Its size is only used to interpolate, so it is
+    # estimated (the share of those units the tokens pay for) rather than computed.
+    h_hi = min(b_spare * (p.t_spare / max(float(p.c @ xg), p.t_spare)) - b_spare, -0.5)
     side = 0
-    for _ in range(MAX_NU_STEPS):
+    for step in range(MAX_NU_STEPS):
         width = s_hi - s_lo
         s = s_lo + width * h_lo / (h_lo - h_hi) if h_lo > h_hi else 0.5 * (s_lo + s_hi)
         s = min(max(s, s_lo + 0.01 * width), s_hi - 0.01 * width)
         if not s_lo < s < s_hi:
             break
         nu = scale * s / (1.0 - s)
-        e = _evaluate(p, nu, fast)
-        dual = min(dual, e.dual)
-        if e.value > best.value:
-            best, best_nu = e, nu
-        if dual - best.value <= e.g_star:
-            break
-        h = float(e.n_tokens - b_spare)
-        if e.on_rollouts:
+        n, pre = token_prefix(nu)
+        h = float(n - b_spare)
+        if abs(h) <= NEAR or step >= CHEAP_STEPS:
+            e = _evaluate(p, nu, fast, pre)
+            dual = min(dual, e.dual)
+            if best is None or e.value > best.value:
+                best, best_nu = e, nu
+            if dual - best.value <= e.g_star:
+                break
+        if h >= 0:
             s_lo, h_lo = s, max(h, 0.0)
             h_hi = h_hi / 2.0 if side == -1 else h_hi
             side = -1
@@ -639,6 +669,16 @@ def _solve(p: _Problem, fast: bool, rollout_extra: IntArray | None = None) -> To
             s_hi, h_hi = s, min(h, -0.5)
             h_lo = h_lo / 2.0 if side == 1 else h_lo
             side = 1
+    # Certify the ends of the bracket too if the search stopped without a good ranking.
+    if best is None or dual - best.value > best.g_star:
+        for s_end in (s_lo, s_hi):
+            if s_end < 1.0:
+                nu = scale * s_end / (1.0 - s_end)
+                e = _evaluate(p, nu, fast)
+                dual = min(dual, e.dual)
+                if best is None or e.value > best.value:
+                    best, best_nu = e, nu
+    assert best is not None
     return _solution(p, best.x, max(dual - best.value, 0.0), best_nu)
 
 
