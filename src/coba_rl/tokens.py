@@ -110,7 +110,7 @@ Binding = Literal["tokens", "rollouts", "tokens+rollouts", "none"]
 MAX_NU_STEPS = 60
 #: Search steps that only size the token prefix, unless it lands within NEAR units of B'.
 CHEAP_STEPS = 8
-NEAR = 2
+NEAR = 1
 
 
 @dataclass(frozen=True)
@@ -645,15 +645,28 @@ def _solve(p: _Problem, fast: bool, rollout_extra: IntArray | None = None) -> To
     # estimated (the share of those units the tokens pay for) rather than computed.
     h_hi = min(b_spare * (p.t_spare / max(float(p.c @ xg), p.t_spare)) - b_spare, -0.5)
     side = 0
+    guess = _first_nu(p, xg, pre0, n0) if pre0 is not None else None
+    last: list[tuple[float, float]] = [(0.0, float(n0 - b_spare))]
     for step in range(MAX_NU_STEPS):
         width = s_hi - s_lo
+        margin = 0.01 * width
         s = s_lo + width * h_lo / (h_lo - h_hi) if h_lo > h_hi else 0.5 * (s_lo + s_hi)
-        s = min(max(s, s_lo + 0.01 * width), s_hi - 0.01 * width)
+        if step == 0 and guess is not None:
+            s = guess / (guess + scale)
+        elif len(last) == 2 and last[0][1] != last[1][1]:  # secant through the last two
+            (nu1, h1), (nu2, h2) = last
+            nu_sec = nu2 - h2 * (nu2 - nu1) / (h2 - h1)
+            s_sec = nu_sec / (nu_sec + scale) if nu_sec > 0 else -1.0
+            if s_lo < s_sec < s_hi:
+                s = s_sec
+                margin = 1e-6 * width
+        s = min(max(s, s_lo + margin), s_hi - margin)
         if not s_lo < s < s_hi:
             break
         nu = scale * s / (1.0 - s)
         n, pre = token_prefix(nu)
         h = float(n - b_spare)
+        last = [*last[-1:], (nu, h)]
         if abs(h) <= NEAR or step >= CHEAP_STEPS:
             e = _evaluate(p, nu, fast, pre)
             dual = min(dual, e.dual)
@@ -680,6 +693,32 @@ def _solve(p: _Problem, fast: bool, rollout_extra: IntArray | None = None) -> To
                     best, best_nu = e, nu
     assert best is not None
     return _solution(p, best.x, max(dual - best.value, 0.0), best_nu)
+
+
+def _first_nu(p: _Problem, xg: IntArray, pre0: _Prefix, n0: int) -> float | None:
+    """A first guess of the rollout price, between the two one-budget solutions.
+
+    The token ranking (``nu = 0``) stops at key ``k0`` with ``h0`` rollouts too many; the
+    rollout-only allocation stops at gain ``gB`` with ``E`` tokens too many. Their dual
+    lines ``g = k0 c`` and ``g = gB`` are mixed, ``(1 - t) k0 c + t gB``, with ``t`` where
+    the relative excesses ``h0 / B'`` and ``-E / T'`` interpolate to zero; the line's
+    price is ``nu = t gB / ((1 - t) k0)``. Only where the search starts depends on it.
+    """
+    fail = pre0[1]
+    b_spare = p.b_spare
+    if fail is None or b_spare is None or b_spare <= 0 or p.t_spare <= 0:
+        return None
+    k0 = float(p.g[p.inv[fail[0]], fail[1]] / p.c[fail[0]])
+    taken = np.flatnonzero(xg > 0)
+    if taken.size == 0 or k0 <= 0:
+        return None
+    g_b = float(p.g[p.inv[taken], xg[taken] - 1].min())
+    f0 = (n0 - b_spare) / b_spare
+    f1 = -(float(p.c @ xg) - p.t_spare) / p.t_spare
+    if not f0 > 0 > f1 or g_b <= 0:
+        return None
+    t = f0 / (f0 - f1)
+    return t * g_b / ((1.0 - t) * k0) if t < 1.0 else None
 
 
 def _solution(p: _Problem, x: IntArray, gap: float, nu: float) -> TokenSolution:
