@@ -307,9 +307,10 @@ def _png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
-def test_concept_figures_are_committed_and_regenerate(tmp_path: Path) -> None:
-    script = DOCS / "make_concept_figures.py"
-    spec = importlib.util.spec_from_file_location("make_concept_figures", script)
+@pytest.mark.parametrize("script_name", ["make_concept_figures.py", "make_token_figures.py"])
+def test_concept_figures_are_committed_and_regenerate(tmp_path: Path, script_name: str) -> None:
+    script = DOCS / script_name
+    spec = importlib.util.spec_from_file_location(script.stem, script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -37,7 +37,7 @@ class CoBAAllocator(Persistent[CoBAConfig]):
     Call :meth:`allocate` before generation and :meth:`update` once per training step
     with every rollout's (prompt id, reward), and optionally its response length in
     tokens: then ``allocate(ids, budget, token_budget=T)`` spends a token budget, each
-    prompt costing its windowed mean response length ([Token budgets][token-budgets]).
+    prompt costing its windowed mean response length ([Token budgets][token-budget-guide]).
     The shape computed after step ``t`` is used for the allocation at step ``t + 1``
     ([Rules: the failure rate][rules-failure-rate]).
 

@@ -65,7 +65,7 @@ def allocate(
     * ``budget < M * n_low``: the even split, with a :class:`BudgetWarning`;
     * otherwise unseen prompts count as ``config.unseen_pass_rate`` (0.5).
 
-    **Token budget** (``token_budget`` given; see [Token budgets][token-budgets]):
+    **Token budget** (``token_budget`` given; see [Token budgets][token-budget-guide]):
     the counts maximise the same value subject to ``sum_i c_i n_i <= token_budget``,
     with ``c_i`` = ``stats.costs`` (unknown costs: the mean of the known ones; none
     known: ``config.default_tokens_per_rollout``), the bounds ``[n_low, n_up]``, the
