@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from coba_rl._persist import (
     STATE_VERSION,
@@ -109,7 +110,7 @@ class CoBAAllocator(Persistent[CoBAConfig]):
         """Windowed pass rate of each id (``NaN`` if never seen); does not grow the state."""
         return self._tracker.pass_rates(prompt_ids)
 
-    def mean_lengths(self, prompt_ids: Any) -> np.ndarray[Any, np.dtype[np.float64]]:
+    def mean_lengths(self, prompt_ids: Any) -> NDArray[np.float64]:
         """Windowed mean response length of each id (``NaN`` if unknown): its token cost."""
         return self._tracker.mean_lengths(prompt_ids)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from numpy.typing import NDArray
 from typing_extensions import assert_type
@@ -47,7 +45,7 @@ assert_type(a == a, bool)
 k = coba_rl.knapsack_allocate(s3, 16, knap_cfg)
 assert_type(k, Allocation)
 
-# -- token budgets: costs per prompt (NaN unknown), a token budget with or without rollouts ----------
+# -- token budgets: costs per prompt (NaN unknown), a token budget with or without rollouts -------
 cost_cfg = CoBAConfig(max_prompt_tokens=8192, default_tokens_per_rollout=1024.0)
 s6 = BatchStats(pass_rates=[0.1, 0.5], costs=[300.0, float("nan")])
 s7 = BatchStats(pass_rates=np.array([0.25, 0.75]), costs=np.array([120, 80]))
@@ -73,7 +71,7 @@ for alloc in allocators:
 coba.update(["a", "b"], [1.0, 0.0], lengths=np.array([412, 1024]))
 assert_type(coba.allocate(["a", "b"], 8, token_budget=4096.0), Allocation)
 assert_type(coba.allocate(["a", "b"], None, token_budget=4096), Allocation)
-assert_type(coba.mean_lengths(["a", "b"]), "np.ndarray[Any, np.dtype[np.float64]]")
+assert_type(coba.mean_lengths(["a", "b"]), NDArray[np.float64])
 assert_type(coba.failure_rate, "float | None")
 assert_type(coba.alpha, float)
 assert_type(coba.step, int)
