@@ -141,8 +141,8 @@ def trim_counts(counts: Any, multiple: int, n_low: int) -> NDArray[np.int64]:
       ValueError: the total cannot be rounded down without a group below ``n_low``.
 
     Example:
-      >>> trim_counts([2, 7, 7, 3], multiple=4, n_low=2).tolist()
-      [2, 6, 6, 2]
+      >>> trim_counts([2, 7, 7, 3], multiple=4, n_low=2).tolist()  # 19 -> 16
+      [2, 6, 5, 3]
     """
     c = np.array(counts, dtype=np.int64)
     extra = int(c.sum()) % multiple
