@@ -84,8 +84,8 @@ motivates controlling tokens rather than rollouts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -208,6 +208,8 @@ class _Problem:
     base: IntArray  # inv * K: where each prompt's row starts in ``flat``
     cum: FloatArray  # (U, K + 1) cumulative gains, cum[:, 0] = 0
     capped: bool  # per-prompt caps below n_up were given
+    # The rankings' parts that do not depend on the rollout price (see _row_model).
+    memo: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def _check_problem(
@@ -379,19 +381,10 @@ def _relaxed_threshold(
     p: _Problem, w: FloatArray, unit: FloatArray, cap: float, top: IntArray
 ) -> tuple[float, IntArray]:
     """``t`` with ``sum_i unit_i clip((a_i - t) / s_i, 0, top_i) = cap``, and the model's counts."""
-    has = top > 0
-    idx = np.flatnonzero(has)
+    idx, log_g0, slope, lim = _row_model(p, top)
     if p.g.shape[1] == 0 or idx.size == 0:
         return 0.0, top
-    row0 = p.base[idx]
-    last = top[idx] - 1
-    g0 = p.flat[row0]
-    g_last = p.flat[row0 + last]
-    log_g0 = np.log(g0)
     a = log_g0 - np.log(w[idx])
-    slope = (log_g0 - np.log(g_last)) / np.maximum(last, 1)
-    slope = np.where(np.isfinite(slope) & (slope > 1e-12), slope, 1e-12)
-    lim = top[idx].astype(np.float64)
     u = unit[idx]
     # A row holds ceil((a_i - t) / s_i) units above t: about half a unit more than the
     # fraction, so the relaxation is centred on a_i + s_i / 2. Breakpoints: above the
@@ -410,6 +403,26 @@ def _relaxed_threshold(
     full = np.zeros_like(top)
     full[idx] = np.clip(np.round((a - t) / slope), 0.0, lim).astype(np.int64)
     return t, full
+
+
+def _row_model(p: _Problem, top: IntArray) -> tuple[IntArray, FloatArray, FloatArray, FloatArray]:
+    """The geometric model of the rows with units in ``top``: rows, log first gain, slope, length.
+
+    Depends on the gains only, not on the ranking's weights, so it is kept per ``top``.
+    """
+    cached = p.memo.get("rows")
+    if cached is not None and np.array_equal(cached[0], top):
+        return cached[1]  # type: ignore[no-any-return]
+    idx = np.flatnonzero(top > 0)
+    row0 = p.base[idx]
+    last = top[idx] - 1
+    log_g0 = np.log(p.flat[row0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = (log_g0 - np.log(p.flat[row0 + last])) / np.maximum(last, 1)
+    slope = np.where(np.isfinite(slope) & (slope > 1e-12), slope, 1e-12)
+    model = (idx, log_g0, slope, top[idx].astype(np.float64))
+    p.memo["rows"] = (top.copy(), model)
+    return model
 
 
 def _cut(
