@@ -57,17 +57,22 @@ prompt that stopped the ranking (which keeps its count, since it never fits agai
 
        \mathrm{OPT} \le V(S) + k^* \bigl[(T' - c(S)) + \nu (B' - |S|)\bigr].
 
-   ``nu`` is searched (regula falsi on the size of the token-only prefix, which keeps a
-   bracket between a ranking stopped by the rollout cap and one stopped by tokens).
+   ``nu`` is searched on the size of the token-only prefix, keeping a bracket between a
+   ranking stopped by the rollout cap and one stopped by tokens: the first ``nu`` mixes
+   the dual lines of the two one-budget solutions, then secant steps (regula falsi with
+   the Illinois correction where a secant leaves the bracket). A step only sizes the
+   prefix; a ranking is filled and certified once its prefix is within one unit of
+   ``B'`` (or after 8 steps, at every step).
    When the ranking stops on tokens with at most one rollout to spare
    (``|S| >= B' - 1``) the bracket is below ``k* (c* + nu) = g*``; where a single pair
    of units swaps places at the crossing, one side of the swap is such a ranking.
    The solver returns the best allocation it evaluated with the smallest dual bound it
-   met: :attr:`TokenSolution.gap` is a **certified**
-   upper bound on ``OPT - objective`` (exact in real arithmetic). The search stops once
-   that bound is at most the marginal gain ``g*`` of the unit that stopped the current
-   ranking, or after 60 steps. What is proven is the certificate; that it ends within
-   two marginal gains of the best open prompt is what the property tests check.
+   met: :attr:`TokenSolution.gap` is a **certified** upper bound on ``OPT - objective``
+   (exact in real arithmetic). The search stops once that bound is at most the marginal
+   gain ``g*`` of the unit that stopped the current ranking, or after 60 steps (then
+   the bracket's ends are certified too). What is proven is the certificate; that it
+   ends within two marginal gains of the best open prompt is what the property tests
+   check.
 
 Floating point: keys are ``gains / c_i`` in float64, ordered exactly as computed, so the
 fast and the table solver rank units identically; their counts are identical wherever
@@ -799,7 +804,8 @@ def token_greedy(
     (it is for CoBA-RL's gains; otherwise more units are merged, up to
     O(M K log(M K))). No ``M x K`` table of ratios is built. With both budgets, the
     rollout-only check costs what :func:`coba_rl.solvers.greedy` costs and the search
-    repeats the ranking at most 60 times (3 to 5 at the paper's scale).
+    sizes a ranking at most 60 times (3 to 5 at the paper's scale), filling and
+    certifying one or two of them.
     """
     p = _check_problem(gains, costs, token_budget, n_low, n_up, rollout_budget, inverse, caps)
     return _solve(p, fast=True)
