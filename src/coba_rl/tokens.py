@@ -822,13 +822,51 @@ def token_greedy_prepared(
     caps: IntArray | None,
     rollout_extra: IntArray | None,
 ) -> TokenSolution:
-    """:func:`token_greedy` for a caller that already holds the rollout-only allocation.
+    """:func:`token_greedy` for the library's own validated inputs (see :func:`_trusted_problem`).
 
-    ``rollout_extra`` (units above ``n_low``, uncapped problems only) is what
-    :func:`coba_rl.solvers.greedy` gives for ``rollout_budget``; it is not recomputed.
+    ``gains`` already hold their running minimum. ``rollout_extra`` (units above
+    ``n_low``, uncapped problems only) is the rollout-only allocation for
+    ``rollout_budget``; it is not recomputed.
     """
-    p = _check_problem(gains, costs, token_budget, n_low, n_up, rollout_budget, inverse, caps)
+    p = _trusted_problem(gains, inverse, costs, token_budget, n_low, n_up, rollout_budget, caps)
     return _solve(p, fast=True, rollout_extra=rollout_extra)
+
+
+def _trusted_problem(
+    g: FloatArray,
+    inv: IntArray,
+    c: FloatArray,
+    t: float,
+    n_low: int,
+    n_up: int,
+    rollout_budget: int | None,
+    caps: IntArray | None,
+) -> _Problem:
+    """:func:`_check_problem` for inputs the library built itself (no re-validation).
+
+    ``g``: finite rows with the running minimum applied; ``c``: positive costs; ``caps``:
+    in ``[n_low, n_up]``; ``rollout_budget`` at least ``M n_low``. Only the floor, which
+    depends on the token budget, is checked.
+    """
+    m, k = inv.size, n_up - n_low
+    floor = float(c @ np.full(m, n_low, dtype=np.int64))
+    if floor > t:
+        raise ValueError(
+            f"token_budget {t:g} is below the floor n_low * sum(costs) = {floor:g}: even "
+            f"{n_low} rollout(s) per prompt do not fit; raise the token budget"
+        )
+    b_spare = None if rollout_budget is None else int(rollout_budget) - m * n_low
+    limit = np.count_nonzero(g >= 0.0, axis=1).astype(np.int64)[inv]
+    pos = np.count_nonzero(g > 0.0, axis=1).astype(np.int64)[inv]
+    if caps is not None:
+        extra = caps.astype(np.int64) - n_low
+        limit, pos = np.minimum(limit, extra), np.minimum(pos, extra)
+    cum = np.zeros((g.shape[0], k + 1))
+    np.cumsum(g, axis=1, out=cum[:, 1:])
+    flat = g.reshape(-1)
+    return _Problem(
+        g, inv, c, t, t - floor, b_spare, n_low, limit, pos, flat, inv * k, cum, caps is not None
+    )
 
 
 def token_greedy_table(
