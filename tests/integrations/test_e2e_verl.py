@@ -87,6 +87,25 @@ def toy_reward(text: str, step: int, session: int) -> float:
     return 1.0 if h / 10_000 < pass_rate(text) else 0.0
 
 
+def toy_length(text: str, step: int, session: int) -> int:
+    """A deterministic response length (2 to 7 tokens, within max_response_length=8)."""
+    return 2 + int(hashlib.sha1(f"len|{text}|{step}|{session}".encode()).hexdigest(), 16) % 6
+
+
+def windowed_mean_lengths(
+    appearances: dict[str, list[list[int]]], texts: list[str], window: int = 2
+) -> list[float]:
+    """Each prompt's mean response length over its last ``window`` appearances."""
+    return [float(np.mean(np.concatenate(appearances[t][-window:]))) for t in texts]
+
+
+def text_ids(texts: list[str]) -> Any:
+    """The allocator's prompt ids of the toy prompts (dataset index: the third word)."""
+    return prompt_ids(
+        [int(t.split()[2]) for t in texts], [[{"role": "user", "content": t}] for t in texts]
+    )
+
+
 def write_parquet(path: Path, texts: list[str], source: str) -> None:
     """A verl-format RL dataset file; extra_info.index restarts at 0 in every file."""
     rows = [
@@ -195,26 +214,35 @@ class StubRollout:
         texts = [prompt_text(p) for p in gen.non_tensor_batch["raw_prompt"]]
         uids = [str(u) for u in gen.non_tensor_batch["uid"]]
         session: Counter[str] = Counter()
-        scores = []
+        scores, lengths = [], []
         for u, t in zip(uids, texts, strict=True):
             scores.append(toy_reward(t, step, session[u]))
+            lengths.append(toy_length(t, step, session[u]))
             session[u] += 1
         self.calls.append(
-            {"validate": validate, "step": step, "uids": uids, "texts": texts, "scores": scores}
+            {
+                "validate": validate,
+                "step": step,
+                "uids": uids,
+                "texts": texts,
+                "scores": scores,
+                "lengths": lengths,
+            }
         )
-        p, r = 4, 3
+        p, r = 4, 8  # r: data.max_response_length; ragged responses, right-padded
         prompts = torch.full((rows, p), 5, dtype=torch.long)
-        responses = torch.full((rows, r), 7, dtype=torch.long)
+        response_mask = (torch.arange(r) < torch.tensor(lengths)[:, None]).long()
+        responses = torch.where(response_mask.bool(), 7, 0)
         rm_scores = torch.zeros(rows, r)
-        rm_scores[:, -1] = torch.tensor(scores)
+        rm_scores[torch.arange(rows), torch.tensor(lengths) - 1] = torch.tensor(scores)
         return DataProto.from_dict(
             tensors={
                 "prompts": prompts,
                 "responses": responses,
                 "input_ids": torch.cat([prompts, responses], 1),
-                "attention_mask": torch.ones(rows, p + r, dtype=torch.long),
+                "attention_mask": torch.cat([torch.ones_like(prompts), response_mask], 1),
                 "position_ids": torch.arange(p + r).expand(rows, -1).clone(),
-                "response_mask": torch.ones(rows, r, dtype=torch.long),
+                "response_mask": response_mask,
                 "rm_scores": rm_scores,
             },
             non_tensors={
@@ -351,13 +379,17 @@ def test_v0_fit_allocates_per_prompt_feeds_back_and_validates_at_fixed_n(
     # feedback: the allocator's windowed pass rate of every prompt equals its successes
     # over rollouts in its last two appearances, counted here from the stub's own draws
     sessions: dict[str, list[list[float]]] = defaultdict(list)
+    lengths: dict[str, list[list[int]]] = defaultdict(list)
     for c in trainer.async_rollout_manager.calls:
         if not c["validate"]:
             per: dict[str, list[float]] = defaultdict(list)
-            for t, r in zip(c["texts"], c["scores"], strict=True):
+            per_len: dict[str, list[int]] = defaultdict(list)
+            for t, r, n in zip(c["texts"], c["scores"], c["lengths"], strict=True):
                 per[t].append(r)
+                per_len[t].append(n)
             for t, rs in per.items():
                 sessions[t].append(rs)
+                lengths[t].append(per_len[t])
     assert len(sessions) == 8  # two files x four prompts, indices 0-3 in each
     texts = sorted(sessions)
     msgs = [[{"role": "user", "content": t}] for t in texts]
@@ -366,6 +398,10 @@ def test_v0_fit_allocates_per_prompt_feeds_back_and_validates_at_fixed_n(
     expected = [np.mean(np.concatenate(sessions[t][-2:])) for t in texts]
     np.testing.assert_allclose(trainer.coba_allocator.pass_rates(ids), expected)
     assert trainer.coba_allocator.step == 5
+    # and its windowed mean response length equals the stub's lengths (response_mask sums)
+    mean_lengths = windowed_mean_lengths(lengths, texts)
+    assert len(set(mean_lengths)) > 1
+    np.testing.assert_allclose(trainer.coba_allocator.mean_lengths(ids), mean_lengths)
 
     # validation kept val_kwargs.n = 2 rollouts per prompt (before training, at steps 2, 4, 5)
     vals = [c for c in trainer.async_rollout_manager.calls if c["validate"]]
@@ -545,6 +581,7 @@ def test_v0_critic_warmup_steps_still_feed_the_allocator(
         ("actor_rollout_ref.actor.use_prefix_grouper=true", "use_prefix_grouper"),
         ("trainer.critic_warmup=2", "critic_warmup=2 without a critic"),
         ("+coba.budget=20", r"coba.budget=20 but the legacy trainer needs exactly"),
+        ("+coba.token_budget=500", r"coba.token_budget=500 needs the V1 trainer"),
     ],
 )
 def test_v0_refuses_what_it_cannot_honour_at_construction(
@@ -691,6 +728,7 @@ class StubAgentLoopWorker(_WorkerBase):  # type: ignore[misc]
         text = prompt_text(kwargs["raw_prompt"])
         step, session = trajectory["step"], kwargs["session_id"]
         score = toy_reward(text, step, session)
+        length = toy_length(text, step, session)  # ragged responses
         self.sessions.append(
             {
                 "uid": kwargs["uid"],
@@ -698,9 +736,9 @@ class StubAgentLoopWorker(_WorkerBase):  # type: ignore[misc]
                 "step": step,
                 "validate": trajectory["validate"],
                 "reward": score,
+                "length": length,
             }
         )
-        length = len(text) % 3 + 2  # ragged responses
         output = AgentLoopOutput(
             prompt_ids=[5] * (len(text) % 4 + 3),
             response_ids=[7] * length,
@@ -774,6 +812,18 @@ def v1_train_counts(manager: StubAgentLoopManager) -> dict[int, dict[str, int]]:
     return {k: dict(v) for k, v in out.items()}
 
 
+def session_lengths(manager: StubAgentLoopManager) -> dict[str, list[list[int]]]:
+    """Each prompt's response lengths, one list per training step it appeared in."""
+    by_step: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for s in manager.worker.sessions:
+        if not s["validate"]:
+            by_step[(s["step"], s["text"])].append(s["length"])
+    out: dict[str, list[list[int]]] = defaultdict(list)
+    for (_, text), ns in sorted(by_step.items()):
+        out[text].append(ns)
+    return out
+
+
 def test_v1_sync_fit_honours_rollout_n_per_prompt_and_feeds_back(
     data_files: dict[str, Path],
     tmp_path: Path,
@@ -809,12 +859,15 @@ def test_v1_sync_fit_honours_rollout_n_per_prompt_and_feeds_back(
         per_step[text].append(rs)
     texts = sorted(per_step)
     assert len(texts) == 8
-    ids = prompt_ids(
-        [int(t.split()[2]) for t in texts], [[{"role": "user", "content": t}] for t in texts]
-    )
+    ids = text_ids(texts)
     expected = [np.mean(np.concatenate(per_step[t][-2:])) for t in texts]
     np.testing.assert_allclose(trainer.coba_allocator.pass_rates(ids), expected)
     assert trainer.coba_allocator.step == 5
+    # the response length of each session (its final output's response_mask) reached the
+    # allocator with its reward: windowed mean lengths equal the stub's own lengths
+    mean_lengths = windowed_mean_lengths(session_lengths(manager), texts)
+    assert len(set(mean_lengths)) > 1
+    np.testing.assert_allclose(trainer.coba_allocator.mean_lengths(ids), mean_lengths)
 
     # metrics reach verl's logger every training step
     train_logs = [m for _, m in logged if "coba/budget" in m]
@@ -830,6 +883,63 @@ def test_v1_sync_fit_honours_rollout_n_per_prompt_and_feeds_back(
     # checkpoints: every step folder holds the allocator; resuming continues the same way
     for step in range(1, 6):
         assert (tmp_path / "ckpt" / f"global_step_{step}" / STATE_FILENAME).is_file()
+
+
+TOKEN_BUDGET = 70.0  # expected response tokens per batch: binds at some steps, not all
+
+
+def test_v1_token_budget_bounds_each_steps_expected_tokens(
+    data_files: dict[str, Path], tmp_path: Path, fake_tq: FakeTransferQueue
+) -> None:
+    """``coba.token_budget`` through verl's own fit: every step's expected tokens, with
+    each prompt costing its windowed mean response length computed here from the stub's
+    lengths, stay within the budget, and the agent loop runs exactly the counts."""
+    cfg = verl_config(
+        data_files,
+        tmp_path / "ckpt",
+        *V1,
+        "trainer.total_training_steps=5",
+        "trainer.val_before_train=false",
+        "trainer.test_freq=0",
+        "+coba.bounds=[2,12]",
+        "+coba.window=2",
+        f"+coba.token_budget={TOKEN_BUDGET}",
+    )
+    trainer = make_v1_trainer(cfg)  # the allocator comes from the coba group
+    # no length known yet: a rollout costs data.max_response_length
+    assert trainer.coba_allocator.config.default_tokens_per_rollout == 8.0
+    manager, logged = run_v1(trainer, cfg)
+
+    train = [s for s in manager.worker.sessions if not s["validate"]]
+    sessions = Counter(s["uid"] for s in train)
+    text_of = {s["uid"]: s["text"] for s in train}
+    lengths: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for s in train:
+        lengths[(s["step"], s["text"])].append(s["length"])
+    logs = [m for _, m in logged if "coba/token_budget" in m]
+    assert len(manager.submitted) == len(logs) == 5
+    history: dict[str, list[list[int]]] = defaultdict(list)
+    totals = []
+    for step, (submitted, m) in enumerate(zip(manager.submitted, logs, strict=True), start=1):
+        assert {u: sessions[u] for u in submitted} == submitted  # the loop ran the counts
+        assert all(2 <= n <= 12 for n in submitted.values())
+        texts = [text_of[u] for u in submitted]
+        known = {t: float(np.mean(np.concatenate(history[t][-2:]))) for t in texts if history[t]}
+        fill = float(np.mean(list(known.values()))) if known else 8.0
+        tokens = sum(known.get(t, fill) * n for t, n in zip(texts, submitted.values(), strict=True))
+        assert tokens <= TOKEN_BUDGET + 1e-9, step
+        assert m["coba/tokens"] == pytest.approx(tokens), step
+        assert m["coba/token_budget"] == TOKEN_BUDGET
+        assert m["coba/feedback/rows"] == sum(submitted.values())
+        assert m["coba/feedback/missing_rows"] == 0
+        totals.append(sum(submitted.values()))
+        for t in texts:
+            history[t].append(lengths[(step, t)])
+    assert all(total <= BATCH * N for total in totals)  # the rollout budget holds too
+    assert totals[0] == 8  # unknown lengths cost 8: 70 tokens buy 2 rollouts per prompt
+    assert any(m["coba/bound/tokens"] == 1.0 for m in logs)
+    assert len(set(totals)) > 1  # the budget binds differently as lengths are learnt
+    assert trainer.coba_allocator.step == 5
 
 
 def test_v1_resume_auto_continues_the_same_allocations(
@@ -932,6 +1042,8 @@ def test_v1_split_steps_padding_and_critic_warmup_feed_back_once_per_step(
             "trainer_mode='separate_async' is not supported",
         ),
         ("algorithm.filter_groups.enable=true", r"filter_groups \(DAPO"),
+        # 4 prompts * n_low 2 * max_response_length 8 = 64 tokens before any length is known
+        ("+coba.token_budget=60", r"coba.token_budget=60 is below the first batch's floor .* 64"),
     ],
 )
 def test_v1_refuses_async_trainers_and_group_filtering_at_construction(
@@ -1024,6 +1136,21 @@ def test_launcher_rejects_an_unknown_coba_key_before_starting_anything() -> None
     )
     assert "kappa" in proc.stderr  # the valid keys are listed
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_launcher_checks_the_token_budget_against_verls_config(
+    data_files: dict[str, Path], tmp_path: Path
+) -> None:
+    cfg = verl_config(data_files, tmp_path, *V1)
+    settings = launcher.prepare_config(cfg, {"token_budget": 70, "bounds": [2, 12]})
+    assert settings.token_budget == 70.0
+    assert cfg.coba.token_budget == 70  # stored with the run's config
+    # 4 prompts * n_low 2 * data.max_response_length 8 = 64 tokens before any length
+    with pytest.raises(ValueError, match=r"coba.token_budget=60 is below .* = 64 "):
+        launcher.prepare_config(verl_config(data_files, tmp_path, *V1), {"token_budget": 60})
+    legacy = verl_config(data_files, tmp_path, "trainer.use_v1=false")
+    with pytest.raises(ValueError, match=r"coba\.token_budget=500 needs the V1 trainer"):
+        launcher.prepare_config(legacy, {"token_budget": 500})
 
 
 def test_split_overrides_parses_values_with_hydras_grammar() -> None:

@@ -235,6 +235,11 @@ def fit_step(t: Any, indices: list[int], seed: int) -> Any:
     ids = np.array([t._coba_uid_to_id[u] for u in batch.non_tensor_batch["uid"]])
     p = np.array([toy_pass_rate(i) for i in ids])
     _scored(batch, (rng.random(len(batch)) < p).astype(float))
+    lengths = rng.integers(1, RESP_LEN + 1, len(batch))  # ragged responses, right-padded
+    batch.batch["response_mask"] = (
+        torch.arange(RESP_LEN) < torch.as_tensor(lengths)[:, None]
+    ).float()
+    batch.non_tensor_batch["toy_length"] = lengths  # what the reference is fed
     batch = ray_trainer.compute_advantage(batch, adv_estimator=core_algos.AdvantageEstimator.GRPO)
     out = t._update_actor(batch)
     return batch, ray_trainer.reduce_metrics(out.meta_info["metrics"])
@@ -258,6 +263,7 @@ def test_mixin_runs_fits_data_path_and_logs_metrics(tmp_path: Path) -> None:
         reference.update(
             batch.non_tensor_batch["index"].astype(int),
             batch.batch["token_level_scores"].sum(-1).numpy(),
+            lengths=batch.non_tensor_batch["toy_length"],
         )
         assert metrics["coba/budget"] == len(indices) * N
         assert metrics["coba/rollouts/max"] == alloc.counts.max()

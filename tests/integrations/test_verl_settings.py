@@ -17,6 +17,7 @@ from coba_rl.integrations.verl import (
     prompt_ids,
     resume_dir,
 )
+from coba_rl.integrations.verl._config import settings_from_config
 
 
 def msgs(text: str) -> list[dict[str, str]]:
@@ -67,11 +68,45 @@ def test_coba_settings_map_every_config_field_generically() -> None:
         ({"budget": 0}, "coba.budget must be a positive integer"),
         ({"budget": True}, "coba.budget must be a positive integer"),
         ({"prompt_id": "text"}, "coba.prompt_id must be one of"),
+        ({"token_budget": 0}, r"coba.token_budget must be a positive number .*got 0$"),
+        ({"token_budget": -512}, "coba.token_budget must be a positive number"),
+        ({"token_budget": True}, "coba.token_budget must be a positive number"),
+        ({"token_budget": "4k"}, r"coba.token_budget must be a positive number .*got '4k'"),
+        ({"token_budget": float("nan")}, "coba.token_budget must be a positive number"),
+        ({"token_budget": float("inf")}, "coba.token_budget must be a positive number"),
+        ({"max_prompt_tokens": 0}, r"invalid coba settings: coba.max_prompt_tokens: "),
+        ({"default_tokens_per_rollout": -1}, "coba.default_tokens_per_rollout: "),
     ],
 )
 def test_coba_settings_name_the_bad_key(values: dict[str, object], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as err:
         coba_settings(values)
+    assert "\n" not in str(err.value)  # one line, as the launcher prints it
+
+
+def test_token_budget_settings_and_the_default_cost_of_unknown_lengths() -> None:
+    assert coba_settings(None).token_budget is None  # rollouts only, as without the key
+    s = coba_settings({"token_budget": 4096, "max_prompt_tokens": 1024})
+    assert (s.token_budget, s.config.max_prompt_tokens) == (4096.0, 1024.0)
+    assert "token_budget" in COBA_KEYS and "max_prompt_tokens" in COBA_KEYS
+    # a full batch gets the budget, a refill of fewer prompts its share
+    assert s.resolve_token_budget(8, 8) == 4096.0
+    assert s.resolve_token_budget(2, 8) == 1024.0
+    assert coba_settings(None).resolve_token_budget(2, 8) is None
+    # from a verl config: unknown lengths cost data.max_response_length, unless set
+    cfg = {"coba": {"token_budget": 4096}, "data": {"max_response_length": 512}}
+    assert settings_from_config(cfg).config.default_tokens_per_rollout == 512.0
+    cfg["coba"]["default_tokens_per_rollout"] = 300
+    assert settings_from_config(cfg).config.default_tokens_per_rollout == 300.0
+    no_budget = {"coba": {"kappa": 5}, "data": {"max_response_length": 512}}
+    assert settings_from_config(no_budget).config.default_tokens_per_rollout is None
+    # a first batch of unknown lengths needs train_batch_size * n_low * default tokens
+    cfg = {"coba": {"token_budget": 4096, "n_low": 2}, "data": {"max_response_length": 512}}
+    settings_from_config(cfg).check_token_budget(4)  # 4 * 2 * 512 = 4096: just enough
+    with pytest.raises(ValueError, match=r"below the first batch's floor .* = 5120 ") as err:
+        settings_from_config(cfg).check_token_budget(5)
+    assert "\n" not in str(err.value)
+    coba_settings({"token_budget": 1}).check_token_budget(5)  # no default: nothing to check
 
 
 def test_budget_defaults_to_batch_times_n_and_must_fit_the_bounds() -> None:

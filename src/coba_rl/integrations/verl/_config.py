@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, cast
 
 from pydantic import ValidationError
@@ -16,7 +17,7 @@ from coba_rl.integrations.verl._rows import PROMPT_ID_MODES, PromptIdMode
 __all__ = ["COBA_KEYS", "CoBASettings", "coba_settings", "settings_from_config"]
 
 #: Keys of the ``coba`` group besides the ``CoBAConfig`` fields.
-_EXTRA_KEYS = ("budget", "bounds", "prompt_id")
+_EXTRA_KEYS = ("budget", "token_budget", "bounds", "prompt_id")
 
 
 def _config_keys() -> tuple[str, ...]:
@@ -24,11 +25,11 @@ def _config_keys() -> tuple[str, ...]:
 
 
 #: Every key the ``coba`` group accepts: each ``CoBAConfig`` field, plus ``budget``,
-#: ``bounds`` (``[n_low, n_up]``) and ``prompt_id``.
+#: ``token_budget``, ``bounds`` (``[n_low, n_up]``) and ``prompt_id``.
 COBA_KEYS: tuple[str, ...] = (*_config_keys(), *_EXTRA_KEYS)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class CoBASettings:
     """What the ``coba`` group of a verl config sets.
 
@@ -36,11 +37,14 @@ class CoBASettings:
       config: the allocator config.
       budget: rollouts per training batch, or ``None`` for ``train_batch_size * rollout.n``.
       prompt_id: how prompt ids are made (see ``prompt_ids``).
+      token_budget: expected response tokens per training batch, spent as well as the
+        rollout budget; ``None`` (default): the rollout budget alone.
     """
 
     config: CoBAConfig
     budget: int | None = None
     prompt_id: PromptIdMode = "index_prompt"
+    token_budget: float | None = None
 
     def make_allocator(self) -> CoBAAllocator:
         """A fresh allocator with this config."""
@@ -67,6 +71,44 @@ class CoBASettings:
                 "raise coba.n_up (or lower coba.n_low or coba.budget)"
             )
         return budget
+
+    def resolve_token_budget(self, num_prompts: int, train_batch_size: int) -> float | None:
+        """The token budget for a batch of ``num_prompts`` prompts (``None``: rollouts only).
+
+        A full training batch gets ``token_budget``; any other number of prompts (a
+        refill) gets its share, ``token_budget * num_prompts / train_batch_size``.
+
+        Example:
+          >>> s = coba_settings({"token_budget": 4096})
+          >>> s.resolve_token_budget(8, 8), s.resolve_token_budget(2, 8)
+          (4096.0, 1024.0)
+        """
+        if self.token_budget is None or num_prompts == train_batch_size:
+            return self.token_budget
+        return self.token_budget * num_prompts / train_batch_size
+
+    def check_token_budget(self, train_batch_size: int) -> None:
+        """Refuse a token budget that a first batch, whose lengths are all unknown, cannot meet.
+
+        Every prompt gets at least ``n_low`` rollouts, so a batch needs at least
+        ``train_batch_size * n_low * default_tokens_per_rollout`` tokens before any length
+        is known (later batches need ``n_low`` times their prompts' mean lengths).
+
+        Raises:
+          ValueError: the token budget is below that floor (numbers named).
+        """
+        default = self.config.default_tokens_per_rollout
+        if self.token_budget is None or default is None:
+            return
+        floor = train_batch_size * self.config.n_low * default
+        if self.token_budget < floor:
+            raise ValueError(
+                f"coba.token_budget={self.token_budget:g} is below the first batch's floor "
+                f"train_batch_size * n_low * default_tokens_per_rollout = {train_batch_size} * "
+                f"{self.config.n_low} * {default:g} = {floor:g} (no response length is known "
+                "yet); raise coba.token_budget, or lower coba.n_low or "
+                "coba.default_tokens_per_rollout"
+            )
 
 
 def coba_settings(values: Mapping[str, Any] | None) -> CoBASettings:
@@ -96,6 +138,7 @@ def coba_settings(values: Mapping[str, Any] | None) -> CoBASettings:
             f"{', '.join('coba.' + k for k in unknown)}; valid keys: {', '.join(COBA_KEYS)}"
         )
     budget = items.pop("budget", None)
+    token_budget = items.pop("token_budget", None)
     prompt_id = items.pop("prompt_id", "index_prompt")
     bounds = items.pop("bounds", None)
     if bounds is not None:
@@ -117,15 +160,52 @@ def coba_settings(values: Mapping[str, Any] | None) -> CoBASettings:
         raise ValueError(
             f"coba.budget must be a positive integer (rollouts per batch), got {budget!r}"
         )
+    if token_budget is not None and (
+        isinstance(token_budget, bool)
+        or not isinstance(token_budget, (int, float))
+        or not math.isfinite(token_budget)
+        or token_budget <= 0
+    ):
+        raise ValueError(
+            "coba.token_budget must be a positive number (expected response tokens per "
+            f"batch), got {token_budget!r}"
+        )
     if prompt_id not in PROMPT_ID_MODES:
         raise ValueError(
             f"coba.prompt_id must be one of {list(PROMPT_ID_MODES)}, got {prompt_id!r}"
         )
-    return CoBASettings(config=config, budget=budget, prompt_id=cast(PromptIdMode, prompt_id))
+    return CoBASettings(
+        config=config,
+        budget=budget,
+        prompt_id=cast(PromptIdMode, prompt_id),
+        token_budget=None if token_budget is None else float(token_budget),
+    )
 
 
 def settings_from_config(config: Any) -> CoBASettings:
-    """The :class:`CoBASettings` of a verl config's ``coba`` group (defaults if it has none)."""
+    """The :class:`CoBASettings` of a verl config's ``coba`` group (defaults if it has none).
+
+    With ``coba.token_budget`` and no ``coba.default_tokens_per_rollout``, a batch none of
+    whose prompts has a known length costs ``data.max_response_length`` tokens per rollout
+    (the most a rollout can spend), so the first steps stay within the token budget.
+    """
+    settings = _settings_from_group(config)
+    if settings.token_budget is None or settings.config.default_tokens_per_rollout is not None:
+        return settings
+    limit = _get_key(_get_key(config, "data"), "max_response_length")
+    if limit is None:
+        return settings
+    fields = {**settings.config.model_dump(), "default_tokens_per_rollout": float(limit)}
+    return dataclasses.replace(settings, config=CoBAConfig.model_validate(fields))
+
+
+def _get_key(node: Any, key: str) -> Any:
+    if node is None:
+        return None
+    return node.get(key) if hasattr(node, "get") else getattr(node, key, None)
+
+
+def _settings_from_group(config: Any) -> CoBASettings:
     group = config.get("coba") if hasattr(config, "get") else getattr(config, "coba", None)
     if group is None:
         return coba_settings(None)

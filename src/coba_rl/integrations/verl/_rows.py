@@ -32,6 +32,7 @@ __all__ = [
     "map_uids",
     "prompt_ids",
     "repeat_rows",
+    "response_lengths",
     "resume_dir",
     "row_prompt_ids",
     "save_allocator",
@@ -281,6 +282,22 @@ def sequence_scores(batch: Any, key: str = "token_level_scores") -> FloatArray:
     return np.asarray(tensors[key].detach().float().sum(-1).cpu().numpy(), dtype=np.float64)
 
 
+def response_lengths(batch: Any, key: str = "response_mask") -> IntArray:
+    """One response length per row, in tokens: the sum over tokens of ``batch.batch[key]``.
+
+    verl's ``response_mask`` is 1 on the tokens the policy generated and 0 on padding
+    (and on tool or user tokens of a multi-turn rollout), so its sum is the response's
+    generated tokens: the cost a token budget counts. Example: a mask ``[1, 1, 0]`` is 2.
+
+    Raises:
+      ValueError: the tensor is missing.
+    """
+    tensors = batch.batch
+    if tensors is None or key not in tensors.keys():  # noqa: SIM118 (older TensorDicts reject `in`)
+        raise ValueError(f"the batch has no tensor {key!r}; it holds each response's tokens")
+    return np.asarray(tensors[key].detach().long().sum(-1).cpu().numpy(), dtype=np.int64)
+
+
 def feed_back(
     allocator: CoBAAllocator,
     batch: Any,
@@ -292,13 +309,18 @@ def feed_back(
     """Update the allocator with one step's scored rollouts: (prompt id, sequence score).
 
     Call once per step, after the reward and before the next allocation. A rollout counts
-    as a success when its score equals ``allocator.config.success_reward``.
+    as a success when its score equals ``allocator.config.success_reward``. When the
+    batch has a ``response_mask``, each row's response length (:func:`response_lengths`)
+    goes to the allocator too, for token budgets.
 
     Raises:
       ValueError: see :func:`row_prompt_ids` and :func:`sequence_scores`.
     """
     ids = row_prompt_ids(batch, uid_to_id=uid_to_id, key=key)
-    allocator.update(ids, sequence_scores(batch, score_key))
+    tensors = batch.batch
+    has_mask = tensors is not None and "response_mask" in tensors.keys()  # noqa: SIM118
+    lengths = response_lengths(batch) if has_mask else None
+    allocator.update(ids, sequence_scores(batch, score_key), lengths=lengths)
 
 
 # -- checkpoints ---------------------------------------------------------------------------

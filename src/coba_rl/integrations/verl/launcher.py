@@ -12,11 +12,15 @@ own ``run_ppo`` with a task runner whose trainer has the CoBA-RL mixin:
 The ``coba.*`` keys are every ``CoBAConfig`` field (``coba.variant``, ``coba.n_low``,
 ``coba.n_up``, ``coba.kappa``, ``coba.window``, ``coba.success_threshold``, ...), plus
 ``coba.bounds=[n_low,n_up]``, ``coba.budget`` (rollouts per training batch, default
-``data.train_batch_size * actor_rollout_ref.rollout.n``) and ``coba.prompt_id``
-(``index_prompt`` or ``index``). An unknown key or a bad value stops the launch with one
-line naming it (exit status 2), before Hydra, Ray or any GPU is touched; ``--help``
-prints this text and the keys. The validated group is stored in the run's
-config as ``coba`` (so it is logged with it), and the trainer reads it there.
+``data.train_batch_size * actor_rollout_ref.rollout.n``), ``coba.token_budget``
+(expected response tokens per training batch, spent as well as the rollout budget;
+V1 trainer only; default: none) and ``coba.prompt_id`` (``index_prompt`` or
+``index``). ``coba.max_prompt_tokens`` and ``coba.default_tokens_per_rollout`` (default
+with a token budget: ``data.max_response_length``) are ``CoBAConfig`` fields. An
+unknown key or a bad value stops the launch with one line naming it (exit status 2),
+before Hydra, Ray or any GPU is touched; ``--help`` prints this text and the keys. The
+validated group is stored in the run's config as ``coba`` (so it is logged with it), and
+the trainer reads it there.
 """
 
 from __future__ import annotations
@@ -27,7 +31,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from coba_rl._cli import exit_usage
-from coba_rl.integrations.verl._config import COBA_KEYS, CoBASettings, coba_settings
+from coba_rl.integrations.verl._config import (
+    COBA_KEYS,
+    CoBASettings,
+    coba_settings,
+    settings_from_config,
+)
 from coba_rl.integrations.verl.v0 import coba_trainer_class
 from coba_rl.integrations.verl.v1 import check_v1_config, coba_v1_trainer_class
 
@@ -85,8 +94,9 @@ def prepare_config(config: Any, coba: dict[str, Any]) -> CoBASettings:
     """Validate the ``coba`` group against a composed verl config and store it in the config.
 
     Resolves ``coba.budget`` (default ``train_batch_size * rollout.n``), checks it can be
-    spent within ``[n_low, n_up]`` per prompt and that the trainer is supported, and
-    writes the group to ``config.coba``.
+    spent within ``[n_low, n_up]`` per prompt, that a ``coba.token_budget`` covers the
+    first batch (:meth:`CoBASettings.check_token_budget`) and that the trainer is
+    supported, and writes the group to ``config.coba``.
 
     Raises:
       ValueError: unknown keys or bad values (named), an impossible budget, or an
@@ -104,6 +114,7 @@ def prepare_config(config: Any, coba: dict[str, Any]) -> CoBASettings:
         check_v1_config(config)
     with omegaconf.open_dict(config):
         config.coba = group
+    settings_from_config(config).check_token_budget(tbs)
     if not bool(config.trainer.get("use_v1", True)):
         from coba_rl.integrations.verl.v0 import _check_v0_config
 

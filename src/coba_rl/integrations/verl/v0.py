@@ -26,6 +26,7 @@ from coba_rl.integrations.verl._rows import (
     map_uids,
     prompt_ids,
     repeat_rows,
+    response_lengths,
     resume_dir,
     row_prompt_ids,
     save_allocator,
@@ -68,7 +69,8 @@ class CoBARayTrainerMixin(_TrainerBase):
        (in ``_get_gen_batch``, which ``fit`` calls once per step before the repeats) and
        makes that step's two ``repeat(rollout.n)`` calls use :func:`repeat_rows` with
        those counts;
-    2. feeds ``(prompt id, token_level_scores.sum(-1))`` back to the allocator after the
+    2. feeds ``(prompt id, token_level_scores.sum(-1), response_mask.sum(-1))`` (the
+       reward and the response length of each rollout) back to the allocator after the
        advantage, in ``_update_critic`` or ``_update_actor``, whichever ``fit`` calls
        first (so ``critic_warmup`` steps, which skip the actor update, still feed back),
        and adds ``Allocation.metrics(prefix="coba/")`` to that update's metrics, which
@@ -89,9 +91,10 @@ class CoBARayTrainerMixin(_TrainerBase):
         ``algorithm.filter_groups`` (its recipe trainer generates several batches per
         step and slices rows by count), ``use_prefix_grouper`` with ``balance_batch``
         (group-level balancing assumes equal group sizes), ``critic_warmup`` without a
-        critic (no update would see the rollouts), or a ``coba.budget`` other than
-        ``train_batch_size * rollout.n``. During training: duplicate prompt ids, or rows
-        that do not match the allocation.
+        critic (no update would see the rollouts), a ``coba.budget`` other than
+        ``train_batch_size * rollout.n``, or a ``coba.token_budget`` (a binding token
+        budget spends fewer rows than that; use the V1 trainer). During training:
+        duplicate prompt ids, or rows that do not match the allocation.
     """
 
     coba_index_key: str = "index"
@@ -187,7 +190,7 @@ class CoBARayTrainerMixin(_TrainerBase):
                 "rows per prompt do not match this step's allocation: fit must repeat both "
                 "batches with the allocated counts, and filtering must drop whole groups"
             )
-        self.coba_allocator.update(ids, sequence_scores(batch))
+        self.coba_allocator.update(ids, sequence_scores(batch), lengths=response_lengths(batch))
         self._coba_uid_to_id = None
         return True
 
@@ -277,6 +280,12 @@ def _check_v0_config(config: Any, settings: CoBASettings, *, use_critic: bool) -
             f"coba.budget={settings.budget} but the legacy trainer needs exactly "
             f"train_batch_size * rollout.n = {int(tbs) * int(n)} rows per step (its "
             "mini-batch arithmetic assumes it); drop coba.budget or use the V1 trainer"
+        )
+    if settings.token_budget is not None:
+        raise ValueError(
+            f"coba.token_budget={settings.token_budget:g} needs the V1 trainer: the legacy "
+            "trainer needs exactly train_batch_size * rollout.n rows per step, and a binding "
+            "token budget spends fewer; drop coba.token_budget or set trainer.use_v1=true"
         )
 
 

@@ -13,9 +13,16 @@ advantages grouped by ``uid``, so ragged groups need nothing else.
 - ``_submit_batch_to_rollout``: allocates the batch's budget over its prompt ids and
   writes each prompt's count into the ``__rollout_n__`` column;
 - ``_compute_advantage``: reads each finished session's reward (``rm_scores`` summed
-  over tokens, the final output of multi-output sessions) and keeps it, by ``uid``;
-- ``step``: once per global step, feeds every kept (prompt id, reward) to the allocator,
+  over tokens, the final output of multi-output sessions) and its response length
+  (``response_mask`` summed over tokens, of that same output) and keeps them, by ``uid``;
+- ``step``: once per global step, feeds every kept (prompt id, reward, length) to the
+  allocator,
   checks that no prompt got more sessions than allocated, and logs ``coba/*`` metrics.
+
+With ``coba.token_budget`` each batch also spends at most that many expected response
+tokens (each prompt's rollout costing its tracked mean response length), so a batch can
+hold fewer sessions than ``train_batch_size * rollout.n``; verl pads the sampled batch
+as it does for any ragged one.
 
 Checkpoints: ``global_step_N/coba_allocator.json`` is written before verl's own
 ``_save_checkpoint`` (which ends with ``latest_checkpointed_iteration.txt``) and read
@@ -27,6 +34,7 @@ The asynchronous V1 trainers are refused at construction; see :func:`check_v1_co
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import TYPE_CHECKING, Any
 
@@ -122,10 +130,16 @@ class CoBAV1TrainerMixin(_TrainerBase):
     Args:
       config: verl's config (positional or keyword, as ``PPOTrainer`` takes it).
       coba_allocator: the allocator (keyword). Without it, one is built from the config's
-        ``coba`` group (what the launcher writes), else ``CoBAAllocator()``.
+        ``coba`` group (what the launcher writes), else ``CoBAAllocator()``. With
+        ``coba.token_budget``, an allocator you pass keeps its own config: set its
+        ``default_tokens_per_rollout`` (e.g. to ``data.max_response_length``) for the
+        first batch, whose lengths are unknown.
 
     Raises:
-      ValueError: at construction, see :func:`check_v1_config`; during training,
+      ValueError: at construction, see :func:`check_v1_config`, or a ``coba.token_budget``
+        below the first batch's floor (:meth:`CoBASettings.check_token_budget`); during
+        training, a token budget below a batch's floor (``n_low`` times its prompts' mean
+        lengths),
         duplicate prompt ids, an impossible budget, or a prompt that got more sessions
         than allocated (an agent loop that ignores ``__rollout_n__``).
       RuntimeError: a trained trajectory whose prompt was never allocated.
@@ -141,9 +155,12 @@ class CoBAV1TrainerMixin(_TrainerBase):
         config = kwargs["config"] if "config" in kwargs else args[0]
         check_v1_config(config)
         settings = settings_from_config(config)
-        self._coba_attach(
-            coba_allocator if coba_allocator is not None else settings.make_allocator(), settings
-        )
+        allocator = coba_allocator if coba_allocator is not None else settings.make_allocator()
+        if isinstance(allocator, CoBAAllocator):  # else _coba_attach names the type
+            # the allocator's own config decides what an unknown length costs
+            checked = dataclasses.replace(settings, config=allocator.config)
+            checked.check_token_budget(int(config.data.train_batch_size))
+        self._coba_attach(allocator, settings)
         super().__init__(*args, **kwargs)
 
     def _coba_attach(self, allocator: CoBAAllocator, settings: CoBASettings) -> None:
@@ -156,7 +173,8 @@ class CoBAV1TrainerMixin(_TrainerBase):
         self.last_allocation: Allocation | None = None
         #: uid -> (prompt id, allocated count), for prompts submitted and not yet fed back
         self._coba_pending: dict[str, tuple[Any, int]] = {}
-        self._coba_rows: list[tuple[str, float]] = []
+        #: (uid, reward, response length) of every finished session of this step
+        self._coba_rows: list[tuple[str, float, int]] = []
         self._coba_step_allocations: list[Allocation] = []
 
     # -- allocate: one count per prompt, in __rollout_n__ ---------------------------------
@@ -181,7 +199,10 @@ class CoBAV1TrainerMixin(_TrainerBase):
         budget = self.coba_settings.resolve_budget(
             ids.size, n, int(self.config.data.train_batch_size)
         )
-        alloc = self.coba_allocator.allocate(ids, budget)
+        token_budget = self.coba_settings.resolve_token_budget(
+            ids.size, int(self.config.data.train_batch_size)
+        )
+        alloc = self.coba_allocator.allocate(ids, budget, token_budget=token_budget)
         counts = [int(c) for c in alloc.counts]
         tu.assign_non_tensor_stack(batch, ROLLOUT_N_KEY, counts)
         uids = [str(u) for u in _as_list(tu.get(batch, "uid"))]
@@ -198,11 +219,12 @@ class CoBAV1TrainerMixin(_TrainerBase):
         return super()._compute_advantage(batch, metrics)
 
     def coba_collect(self, batch: Any) -> int:
-        """Keep the reward of every session of a sampled batch; return how many.
+        """Keep the reward and response length of every session of a batch; return how many.
 
         ``batch`` is verl's ``KVBatchMeta`` (keys ``{uid}_{session}_{output}``); padding
         rows are skipped, and of a multi-output session only its final output counts, as
-        in verl's GRPO advantage.
+        in verl's GRPO advantage: its ``rm_scores`` summed is the reward, its
+        ``response_mask`` summed the response length.
         """
         final: dict[tuple[str, str], tuple[int, str]] = {}
         for key, tag in zip(batch.keys, batch.tags, strict=True):
@@ -218,16 +240,18 @@ class CoBAV1TrainerMixin(_TrainerBase):
         # the TransferQueue client verl's trainer itself uses
         tq = importlib.import_module("verl.trainer.ppo.v1.trainer_base").tq
         data = tq.kv_batch_get(
-            keys=keys, partition_id=batch.partition_id, select_fields=["rm_scores"]
+            keys=keys, partition_id=batch.partition_id, select_fields=["rm_scores", "response_mask"]
         )
-        scores = data.to_padded_tensor()["rm_scores"].float().sum(-1).tolist()
-        for (uid, _session), score in zip(final, scores, strict=True):
+        padded = data.to_padded_tensor()  # pads with 0: the mask's padding adds nothing
+        scores = padded["rm_scores"].float().sum(-1).tolist()
+        lengths = padded["response_mask"].long().sum(-1).tolist()
+        for (uid, _session), score, length in zip(final, scores, lengths, strict=True):
             if uid not in self._coba_pending:
                 raise RuntimeError(
                     f"a trajectory of prompt uid {uid!r} was trained but never allocated: "
                     "every training prompt must be submitted through _submit_batch_to_rollout"
                 )
-            self._coba_rows.append((uid, float(score)))
+            self._coba_rows.append((uid, float(score), int(length)))
         return len(final)
 
     def step(self, metrics: dict[str, Any], timing_raw: dict[str, Any]) -> Any:
@@ -236,7 +260,9 @@ class CoBAV1TrainerMixin(_TrainerBase):
         return batch
 
     def coba_commit(self) -> dict[str, float]:
-        """Feed this step's kept rewards to the allocator (one update); return metrics.
+        """Feed this step's kept rewards and lengths to the allocator (one update).
+
+        Returns the step's ``coba/*`` metrics.
 
         Raises:
           ValueError: a prompt got more sessions than its ``__rollout_n__``.
@@ -245,7 +271,7 @@ class CoBAV1TrainerMixin(_TrainerBase):
         pending, self._coba_pending = self._coba_pending, {}
         allocations, self._coba_step_allocations = self._coba_step_allocations, []
         seen: dict[str, int] = {}
-        for uid, _ in rows:
+        for uid, _, _ in rows:
             seen[uid] = seen.get(uid, 0) + 1
         over = {u: c for u, c in seen.items() if c > pending[u][1]}
         if over:
@@ -255,8 +281,10 @@ class CoBAV1TrainerMixin(_TrainerBase):
                 f"{pending[uid][1]}: the agent loop must honour {ROLLOUT_N_KEY}"
             )
         if rows:
-            ids = [pending[uid][0] for uid, _ in rows]
-            self.coba_allocator.update(ids, [score for _, score in rows])
+            ids = [pending[uid][0] for uid, _, _ in rows]
+            self.coba_allocator.update(
+                ids, [score for _, score, _ in rows], lengths=[n for _, _, n in rows]
+            )
         p = self.coba_metric_prefix
         out: dict[str, float] = {}
         if allocations:
