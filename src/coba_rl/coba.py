@@ -24,7 +24,7 @@ from coba_rl.config import CoBAConfig
 from coba_rl.solvers import _capability_extra, _running_min
 from coba_rl.tokens import resolve_costs, token_greedy_prepared
 from coba_rl.types import Allocation, BatchStats, _owned
-from coba_rl.value import _adaptive_tau, _unique_gains, beta_shape
+from coba_rl.value import _adaptive_tau, _beta_shape_scalar, _unique_gains
 
 __all__ = ["allocate", "initial_shape"]
 
@@ -124,8 +124,8 @@ def allocate(
     if f_bar is None:
         alpha, beta = initial_shape(cfg)
     else:
-        a, b = beta_shape(f_bar, cfg.kappa, cfg.gamma)
-        alpha, beta = float(a), float(b)
+        # f_bar is validated by BatchStats, kappa and gamma by CoBAConfig.
+        alpha, beta = _beta_shape_scalar(f_bar, cfg.kappa, cfg.gamma)
     if token_budget is None:
         assert budget is not None
         return allocate_with_shape(stats.pass_rates, budget, cfg, alpha, beta, f_bar)
@@ -282,7 +282,7 @@ def allocate_with_shape(
     m = int(pass_rates.size)
     b = check_budget(budget, m, cfg.n_low, cfg.n_up)
     unseen = np.isnan(pass_rates)
-    n_unseen = int(unseen.sum())
+    n_unseen = int(np.count_nonzero(unseen))
     common: dict[str, Any] = {
         "budget": b,
         "alpha": alpha,
@@ -299,7 +299,10 @@ def allocate_with_shape(
             n_unseen=n_unseen,
             **common,
         )
-    p = np.where(unseen, cfg.unseen_pass_rate, pass_rates)
+    if n_unseen == 0 and not pass_rates.flags.writeable:
+        p = pass_rates  # read-only and complete: the Allocation can hold it as it is
+    else:
+        p = np.where(unseen, cfg.unseen_pass_rate, pass_rates)
     tau: float | None
     if cfg.variant == "paper":
         counts, tau = _paper_counts(p, b, cfg, alpha, beta)

@@ -163,9 +163,13 @@ def _greedy_extra(keys: FloatArray, spare: int) -> IntArray:
 def _split_ties(above: IntArray, equal: IntArray, spare: int) -> IntArray:
     """``above`` plus the rest of ``spare`` handed to ``equal`` entries in row order."""
     need = spare - int(above.sum())
-    before = np.cumsum(equal) - equal
-    take = np.clip(need - before, 0, equal)
-    return np.asarray(above + take, dtype=np.int64)
+    before = equal.cumsum()
+    before -= equal
+    np.subtract(need, before, out=before)
+    np.maximum(before, 0, out=before)
+    np.minimum(before, equal, out=before)
+    before += above
+    return np.asarray(before, dtype=np.int64)
 
 
 def _greedy_extra_grouped(keys_u: FloatArray, inverse: IntArray, spare: int) -> IntArray:
@@ -422,8 +426,8 @@ def _capability_extra(
     else:
         # A sort and a search: cheaper than np.unique's argsort when rates repeat. Rows
         # of rates that clip to the same value are equal rows: harmless.
-        raw = np.unique(p)
-        inverse = np.searchsorted(raw, p)
+        raw = _sorted_distinct(p)
+        inverse = raw.searchsorted(p)
         uniq = np.minimum(np.maximum(raw, smoothing), 1.0 - smoothing)
         if uniq.size * k_cols <= _SMALL_TABLE:
             # A table this small (a grid batch: at most G + 1 rows) is cheaper to rank whole.
@@ -438,6 +442,18 @@ def _capability_extra(
         return _greedy_extra_grouped(_running_min(gains_u), inv, spare)
     above, equal = found
     return _split_ties(above[inverse], equal[inverse], spare)
+
+
+def _sorted_distinct(p: FloatArray) -> FloatArray:
+    """``np.unique(p)`` of a NaN-free 1-D ``p`` (a sort and a mask, without its wrappers).
+
+    Complexity: O(M log M).
+    """
+    s = np.sort(p)
+    keep = np.empty(s.size, dtype=bool)
+    keep[:1] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
 
 
 #: Gain tables up to this many entries are built and ranked whole (bounded memory).
@@ -497,9 +513,9 @@ def _weighted_kth_largest(vals: FloatArray, wts: IntArray, k: int) -> float:
         k -= n_gt + n_eq
         lt = ~(gt | eq)
         vals, wts = vals[lt], wts[lt]
-    order = np.argsort(vals)[::-1]
-    cum = np.cumsum(wts[order])
-    return float(vals[order[int(np.searchsorted(cum, k))]])
+    order = vals.argsort()[::-1]
+    cum = wts[order].cumsum()
+    return float(vals[order[int(cum.searchsorted(k))]])
 
 
 class _GeometricRows:
@@ -513,20 +529,31 @@ class _GeometricRows:
     def __init__(self, p_s: FloatArray, pdf: FloatArray, tau: float, n_low: int, k: int):
         self.p_s, self.pdf, self.tau, self.n_low, self.k = p_s, pdf, tau, n_low, k
         self.om = 1 - p_s
-        rate = p_s * self.om / tau
+        rate = p_s * self.om
+        rate /= tau
         # Rows whose float gains are all exactly 0: p_s in {0, 1} or a zero density.
-        active = (rate > 0) & (pdf > 0) & (rate < np.inf)
+        active = rate > 0
+        active &= pdf > 0
+        active &= rate < np.inf
         self.all_active = bool(active.all())
         self.active = active
         if not self.all_active:
             rate = np.where(active, rate, 1.0)
         self.rate = rate
-        # log of the exact first gain C e^{-k n_low} (1 - e^{-k}).
-        log_a = np.log(pdf) - rate * n_low + np.log(-np.expm1(-rate))
+        # log of the exact first gain C e^{-k n_low} (1 - e^{-k}), in place.
+        log_a = np.log(pdf)
+        log_a -= rate * n_low
+        tail = np.negative(rate)
+        np.expm1(tail, out=tail)
+        np.negative(tail, out=tail)
+        np.log(tail, out=tail)
+        log_a += tail
         self.log_a = log_a if self.all_active else np.where(active, log_a, -np.inf)
-        self.err = pdf * GAIN_ERROR + _GAIN_ERROR_ABS
+        err = pdf * GAIN_ERROR
+        err += _GAIN_ERROR_ABS
+        self.err = err
         self.inv_rate = 1.0 / rate
-        self.err_cols = self.err * self.inv_rate  # the error bound, in log-threshold columns
+        self.err_cols = err * self.inv_rate  # the error bound, in log-threshold columns
 
     # -- closed form ------------------------------------------------------------------------
 
@@ -563,17 +590,25 @@ class _GeometricRows:
         spread = 0.0
         # Products and sums, not ``@``: a BLAS dot may spin up threads, which costs
         # milliseconds on a loaded machine for a few thousand terms.
+        add = np.add.reduce
         for _ in range(3):
-            x = (top - t0) * inv
-            lin = (x > 0) & (x < self.k)
+            x = top - t0
+            x *= inv
+            lin = x > 0
+            lin &= x < self.k
             wl = w * lin
-            s_lin = float((wl * inv).sum())
+            s_lin = float(add(wl * inv))
             if s_lin <= 0:
                 d = float(rate.min())
                 return t0, d, 0.05 * d
-            miss = float((w * np.minimum(np.ceil(np.maximum(x, 0)), self.k)).sum()) - spare
+            np.maximum(x, 0, out=x)
+            np.ceil(x, out=x)
+            np.minimum(x, self.k, out=x)
+            x *= w
+            miss = float(add(x)) - spare
             t0 += miss / s_lin
-            spread = 3.0 * math.sqrt(float((wl * wl).sum())) + 3.0
+            wl *= wl
+            spread = 3.0 * math.sqrt(float(add(wl))) + 3.0
             if abs(miss) <= spread:
                 break
         d = (spread + 0.05 * abs(miss)) / s_lin
@@ -626,15 +661,25 @@ class _GeometricRows:
         Complexity: O(sum of widths) time and memory.
         """
         n_vals = width + 1
-        off_v = np.cumsum(n_vals) - n_vals
-        n = np.repeat((start + self.n_low - off_v).astype(np.float64), n_vals)
+        off_v = n_vals.cumsum()
+        off_v -= n_vals
+        n = (start + self.n_low - off_v).astype(np.float64).repeat(n_vals)
         n += np.arange(n.size)
-        ps = np.repeat(self.p_s[rows], n_vals)
-        om = np.repeat(self.om[rows], n_vals)
-        v = (1 - np.exp(-n / self.tau * ps * om)) * np.repeat(self.pdf[rows], n_vals)
+        at = rows.repeat(n_vals)
+        # In place, in the order of ``(1 - exp(((-n) / tau) * p * (1 - p))) * C``.
+        np.negative(n, out=n)
+        n /= self.tau
+        n *= self.p_s[at]
+        n *= self.om[at]
+        np.exp(n, out=n)
+        np.subtract(1, n, out=n)
+        n *= self.pdf[at]
         # Drop the differences across two rows (last value of a row, first of the next).
-        g = np.delete(v[1:] - v[:-1], off_v[1:] - 1)
-        return g, off_v - np.arange(rows.size)
+        keep = np.ones(n.size - 1, dtype=bool)
+        keep[off_v[1:] - 1] = False
+        g = np.subtract(n[1:], n[:-1])[keep]
+        off_v -= np.arange(rows.size)
+        return g, off_v
 
     def scan(
         self, rows: IntArray, start: IntArray, stop: IntArray, lam_lo: float, lam_hi: float
@@ -664,15 +709,19 @@ class _GeometricRows:
                 rise = nxt[g[nxt] > g[nxt - 1]]
         above = g > lam_hi
         within = g >= lam_lo
-        a = start + np.add.reduceat(above, off, dtype=np.int64)
-        b = start + np.add.reduceat(within, off, dtype=np.int64)
-        ok = ((start == 0) | (first > lam_hi + 2 * self.err[rows])) & (
-            (stop == self.k - 1) | (b <= stop)
-        )
-        inside = within & ~above
+        a = np.add.reduceat(above, off, dtype=np.int64)
+        a += start
+        b = np.add.reduceat(within, off, dtype=np.int64)
+        b += start
+        err = self.err if rows.size == self.p_s.size else self.err[rows]
+        ok = (start == 0) | (first > lam_hi + 2 * err)
+        ok &= (stop == self.k - 1) | (b <= stop)
+        within ^= above  # the keys in [lam_lo, lam_hi] (above implies within)
         if not ok.all():
-            inside &= np.repeat(ok, width)
-        return a, b, ok, g[inside], np.repeat(rows, width)[inside]
+            within &= ok.repeat(width)
+        inside = np.flatnonzero(within)
+        # The row of each key in the bracket: the last segment starting at or before it.
+        return a, b, ok, g[inside], rows[off.searchsorted(inside, side="right") - 1]
 
     def select(self, weight: IntArray, spare: int) -> tuple[IntArray, IntArray] | None:
         """Per row: keys strictly above the ``spare``-th largest key, and keys equal to it.
@@ -738,7 +787,17 @@ class _GeometricRows:
         vals: list[FloatArray] = []
         vrows: list[IntArray] = []
         redo: list[IntArray] = []
-        for lo, hi in _chunks(stop - start + 1):
+        parts = _chunks(stop - start + 1)
+        if len(parts) == 1 and act.size == u:
+            # One chunk of every row (the common case): no scatter.
+            a, b, ok, v, vr = self.scan(act, start, stop, lam_lo, lam_hi)
+            if ok.all():
+                return a, b, v, vr
+            parts = []
+            vals.append(v)
+            vrows.append(vr)
+            redo.append(act[~ok])
+        for lo, hi in parts:
             rows = act[lo:hi]
             ca, cb, ok, v, vr = self.scan(rows, start[lo:hi], stop[lo:hi], lam_lo, lam_hi)
             a[rows], b[rows] = ca, cb
@@ -769,14 +828,20 @@ def _relaxed_root(
 
     ``None`` if ``spare`` is not below the total. Complexity: O(n log n).
     """
-    slope = w / rate
-    ts = np.concatenate([top, top - k * rate])
-    ds = np.concatenate([slope, -slope])
-    order = np.argsort(ts)[::-1]
+    n = top.size
+    ts = np.empty(2 * n)
+    ts[:n] = top
+    np.subtract(top, k * rate, out=ts[n:])
+    ds = np.empty(2 * n)
+    np.divide(w, rate, out=ds[:n])
+    np.negative(ds[:n], out=ds[n:])
+    order = ts.argsort()[::-1]
     ts, ds = ts[order], ds[order]
-    run = np.cumsum(ds)
-    level = np.cumsum(run[:-1] * (ts[:-1] - ts[1:]))  # level[j]: the count at ts[j + 1]
-    i = int(np.searchsorted(level, spare)) + 1
+    run = ds.cumsum()
+    gaps = ts[:-1] - ts[1:]
+    gaps *= run[:-1]
+    level = gaps.cumsum()  # level[j]: the count at ts[j + 1]
+    i = int(level.searchsorted(spare)) + 1
     if i >= ts.size or not np.isfinite(level[-1]):
         return None
     done = float(level[i - 2]) if i >= 2 else 0.0

@@ -395,10 +395,11 @@ def _counts(counts: Any, budget: int) -> NDArray[np.int64]:
         raise TypeError(f"Allocation: counts must be an integer array, got dtype {arr.dtype}")
     if arr.ndim != 1:
         raise ValueError(f"Allocation: counts must be 1-D, got shape {arr.shape}")
-    if arr.size and int(arr.min()) < 0:
+    # The reductions themselves, without the ndarray-method wrappers (built every step).
+    if arr.size and int(np.minimum.reduce(arr)) < 0:
         raise ValueError(f"Allocation: counts must be non-negative, got {int(arr.min())}")
     out = arr.astype(np.int64, copy=False)
-    total = int(out.sum(dtype=np.int64)) if out.size else 0
+    total = int(np.add.reduce(out, dtype=np.int64)) if out.size else 0
     if total != budget:
         raise ValueError(f"Allocation: counts sum to {total}, not to the budget {budget}")
     if out.flags.writeable or out.dtype != np.int64:

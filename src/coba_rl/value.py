@@ -124,6 +124,22 @@ def beta_shape(
     return alpha, kappa - alpha
 
 
+def _beta_shape_scalar(f_bar: float, kappa: float, gamma: float) -> tuple[float, float]:
+    """:func:`beta_shape` of one validated ``F_bar`` with validated constants, as floats.
+
+    The same operations in the same order as :func:`transform_failure_rate` and
+    :func:`beta_shape` (the exponential is numpy's, on a float64), without their
+    validation and array wrappers: the per-step path of ``allocate``.
+    """
+    if f_bar > 0.5:
+        f_tilde = f_bar
+    else:
+        with np.errstate(over="ignore"):
+            f_tilde = float(1.0 / (1.0 + np.exp(-gamma * (f_bar - 0.5))))
+    alpha = min(max(1.0 + (kappa - 2.0) * f_tilde, 1.0), kappa - 1.0)
+    return alpha, kappa - alpha
+
+
 def _log_beta_function(alpha: float, beta: float) -> float:
     """``log B(alpha, beta)`` as the released allocator computes it: ``log(exp(.))``.
 
@@ -216,10 +232,20 @@ def _beta_pdf_vector(p: FloatArray, alpha: float, beta: float) -> FloatArray:
     both end at the floor. Complexity: O(len(p)) vectorised.
     """
     log_b = _log_beta_function(alpha, beta)
-    q = np.minimum(np.maximum(p, 1e-10), 1.0 - 1e-10)
+    q = np.maximum(p, 1e-10)
+    np.minimum(q, 1.0 - 1e-10, out=q)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        log_pdf = (alpha - 1) * np.log(q) + (beta - 1) * np.log(1 - q)
-        pdf = np.exp(log_pdf - log_b)
+        # (alpha - 1) log q + (beta - 1) log(1 - q) - log_b, then exp: in place.
+        pdf = np.log(q)
+        pdf *= alpha - 1
+        np.subtract(1, q, out=q)
+        np.log(q, out=q)
+        q *= beta - 1
+        pdf += q
+        pdf -= log_b
+        np.exp(pdf, out=pdf)
+    if np.isfinite(pdf).all():
+        return pdf
     return np.where(np.isfinite(pdf), pdf, PDF_FLOOR)
 
 
@@ -453,9 +479,14 @@ def _adaptive_tau(
     p: FloatArray, tau_min: float, tau_max: float, var_max: float, smoothing: float
 ) -> float:
     """:func:`adaptive_tau` on validated arguments (the per-step path of ``allocate``)."""
-    p_arr = np.clip(p, smoothing, 1.0 - smoothing)
-    mean_p = np.mean(p_arr)
-    var_p = np.mean((p_arr - mean_p) ** 2)
+    # np.mean's own arithmetic (a pairwise ``add.reduce``, then one division) without its
+    # wrappers: this runs once per allocation, on small batches too.
+    p_arr = np.minimum(np.maximum(p, smoothing), 1.0 - smoothing)
+    n = p_arr.size
+    mean_p = np.add.reduce(p_arr) / n
+    p_arr -= mean_p
+    np.multiply(p_arr, p_arr, out=p_arr)
+    var_p = np.add.reduce(p_arr) / n
     with np.errstate(over="ignore"):
-        v = float(np.clip(var_p / var_max, 0.0, 1.0))
+        v = float(min(max(var_p / var_max, 0.0), 1.0))
     return float(tau_min + (tau_max - tau_min) * v)
