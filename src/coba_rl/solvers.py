@@ -162,14 +162,14 @@ def _greedy_extra(keys: FloatArray, spare: int) -> IntArray:
 
 def _split_ties(above: IntArray, equal: IntArray, spare: int) -> IntArray:
     """``above`` plus the rest of ``spare`` handed to ``equal`` entries in row order."""
-    need = spare - int(above.sum())
-    before = equal.cumsum()
-    before -= equal
-    np.subtract(need, before, out=before)
-    np.maximum(before, 0, out=before)
-    np.minimum(before, equal, out=before)
-    before += above
-    return np.asarray(before, dtype=np.int64)
+    need = max(spare - int(np.add.reduce(above)), 0)
+    # Row i takes clip(need - c[i-1], 0, equal[i]) = min(c[i], need) - min(c[i-1], need),
+    # with c the running count of equal entries.
+    c = equal.cumsum()
+    np.minimum(c, need, out=c)
+    out = above + c
+    out[1:] -= c[:-1]
+    return np.asarray(out, dtype=np.int64)
 
 
 def _greedy_extra_grouped(keys_u: FloatArray, inverse: IntArray, spare: int) -> IntArray:
@@ -552,6 +552,7 @@ class _GeometricRows:
         err = pdf * GAIN_ERROR
         err += _GAIN_ERROR_ABS
         self.err = err
+        self.err2 = 2 * err
         self.inv_rate = 1.0 / rate
         self.err_cols = err * self.inv_rate  # the error bound, in log-threshold columns
 
@@ -665,15 +666,19 @@ class _GeometricRows:
         off_v -= n_vals
         n = (start + self.n_low - off_v).astype(np.float64).repeat(n_vals)
         n += np.arange(n.size)
-        at = rows.repeat(n_vals)
+        if rows.size == self.p_s.size:  # every row, in order: no gathers
+            ps, om, pdf = self.p_s.repeat(n_vals), self.om.repeat(n_vals), self.pdf.repeat(n_vals)
+        else:
+            at = rows.repeat(n_vals)
+            ps, om, pdf = self.p_s[at], self.om[at], self.pdf[at]
         # In place, in the order of ``(1 - exp(((-n) / tau) * p * (1 - p))) * C``.
         np.negative(n, out=n)
         n /= self.tau
-        n *= self.p_s[at]
-        n *= self.om[at]
+        n *= ps
+        n *= om
         np.exp(n, out=n)
         np.subtract(1, n, out=n)
-        n *= self.pdf[at]
+        n *= pdf
         # Drop the differences across two rows (last value of a row, first of the next).
         keep = np.ones(n.size - 1, dtype=bool)
         keep[off_v[1:] - 1] = False
@@ -696,8 +701,8 @@ class _GeometricRows:
         # Segmented running minimum (rises are rare ulp-level blips: few passes).
         up = g[1:] > g[:-1]
         up[off[1:] - 1] = False  # a row's first gain is compared with nothing before it
-        rise = np.flatnonzero(up) + 1
-        if rise.size:
+        if up.any():
+            rise = np.flatnonzero(up) + 1
             new_seg = np.zeros(g.size, dtype=bool)
             new_seg[off] = True
             while rise.size:
@@ -713,9 +718,11 @@ class _GeometricRows:
         a += start
         b = np.add.reduceat(within, off, dtype=np.int64)
         b += start
-        err = self.err if rows.size == self.p_s.size else self.err[rows]
-        ok = (start == 0) | (first > lam_hi + 2 * err)
-        ok &= (stop == self.k - 1) | (b <= stop)
+        err2 = self.err2 if rows.size == self.p_s.size else self.err2[rows]
+        ok = start == 0
+        ok |= first > lam_hi + err2
+        # b <= stop + 1 always: "stop is the last column or b <= stop" in one comparison.
+        ok &= np.minimum(b, self.k - 1) <= stop
         within ^= above  # the keys in [lam_lo, lam_hi] (above implies within)
         if not ok.all():
             within &= ok.repeat(width)
@@ -753,11 +760,12 @@ class _GeometricRows:
                         [np.ones(vrows.size, dtype=np.int64), np.full(idle.size, self.k)]
                     )
                     vrows = np.concatenate([vrows, idle])
-            n_above = int((weight * a).sum())
+            # Integer dot products: exact, and numpy runs them without BLAS.
+            n_above = int(np.dot(weight, a))
             if n_above >= spare:
                 d *= 4.0
                 continue
-            if int((weight * b).sum()) < spare:
+            if int(np.dot(weight, b)) < spare:
                 d_lo *= 4.0
                 continue
             wts = weight[vrows] if spans is None else weight[vrows] * spans
@@ -779,10 +787,9 @@ class _GeometricRows:
         besides the keys in the bracket.
         """
         u, k = self.p_s.size, self.k
-        a = np.zeros(u, dtype=np.int64)
-        b = np.zeros(u, dtype=np.int64)
         if act.size == 0:
-            return a, b, np.empty(0), np.empty(0, dtype=np.int64)
+            a = np.zeros(u, dtype=np.int64)
+            return a, a.copy(), np.empty(0), np.empty(0, dtype=np.int64)
         start, stop = self.first_columns(act, lam_lo, lam_hi)
         vals: list[FloatArray] = []
         vrows: list[IntArray] = []
@@ -797,6 +804,9 @@ class _GeometricRows:
             vals.append(v)
             vrows.append(vr)
             redo.append(act[~ok])
+        else:
+            a = np.zeros(u, dtype=np.int64)
+            b = np.zeros(u, dtype=np.int64)
         for lo, hi in parts:
             rows = act[lo:hi]
             ca, cb, ok, v, vr = self.scan(rows, start[lo:hi], stop[lo:hi], lam_lo, lam_hi)
@@ -855,10 +865,10 @@ def _chunks(width: IntArray) -> list[tuple[int, int]]:
     Complexity: O(len(width)).
     """
     n = width.size
-    cum = np.cumsum(width)
-    total = int(cum[-1])
-    if total <= _BAND_CHUNK:
+    if int(np.add.reduce(width)) <= _BAND_CHUNK:
         return [(0, n)]
+    cum = width.cumsum()
+    total = int(cum[-1])
     ends = np.searchsorted(cum, np.arange(_BAND_CHUNK, total, _BAND_CHUNK))
     cuts = sorted({0, n, *(int(e) + 1 for e in ends if 0 < int(e) + 1 < n)})
     return list(itertools.pairwise(cuts))

@@ -373,6 +373,8 @@ def _read_only(a: NDArray[Any]) -> NDArray[Any]:
 
 
 def _as_int(v: Any, name: str) -> int:
+    if type(v) is int:  # the common case, checked first (an Allocation is built every step)
+        return v
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
         raise TypeError(f"Allocation: {name} must be an int, got {type(v).__name__} ({v!r})")
     return int(v)
@@ -381,6 +383,8 @@ def _as_int(v: Any, name: str) -> int:
 def _optional_real(v: Any, name: str) -> float | None:
     if v is None:
         return None
+    if type(v) is float and math.isfinite(v):  # the common case, checked first
+        return v
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise TypeError(f"Allocation: {name} must be a float or None, got {type(v).__name__}")
     f = float(v)

@@ -483,10 +483,9 @@ def _adaptive_tau(
     # wrappers: this runs once per allocation, on small batches too.
     p_arr = np.minimum(np.maximum(p, smoothing), 1.0 - smoothing)
     n = p_arr.size
-    mean_p = np.add.reduce(p_arr) / n
-    p_arr -= mean_p
-    np.multiply(p_arr, p_arr, out=p_arr)
-    var_p = np.add.reduce(p_arr) / n
-    with np.errstate(over="ignore"):
-        v = float(min(max(var_p / var_max, 0.0), 1.0))
+    mean_p = np.add.reduce(p_arr, axis=None) / n
+    dev = p_arr - mean_p
+    var_p = float(np.add.reduce(dev * dev, axis=None)) / n
+    # A Python float division: an overflow (subnormal var_max) gives inf, not a warning.
+    v = min(max(var_p / var_max, 0.0), 1.0)
     return float(tau_min + (tau_max - tau_min) * v)
