@@ -9,7 +9,8 @@ a token budget (``token_budget=``, with or without the rollout budget) with
 Algorithm 1. Batches: M = 512 prompts, B = 8192 rollouts, bounds [2, 128],
 pass rates ``k_i / n_i`` with group sizes ``n_i`` varying over [2, 128] (as a previous
 CoBA-RL step leaves them), response lengths that grow with difficulty and stop at a
-4096-token limit. The token budget is half, and all, of what the rollout-only allocation
+4096-token limit (:func:`coba_rl.bench.token_batch`, the batches of ``coba-rl bench``'s
+token-budget stage). The token budget is half, and all, of what the rollout-only allocation
 spends. Prints median times and the ratios token path / rollout path, measured in one
 run with the calls interleaved; absolute times depend on the machine.
 """
@@ -25,24 +26,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from coba_rl import Allocation, BatchStats, CoBAConfig, allocate
+from coba_rl.bench._inputs import token_batch
 from coba_rl.bench._timing import timed
 from coba_rl.solvers import _greedy_extra_grouped, _running_min
 from coba_rl.tokens import TokenSolution, token_greedy
 from coba_rl.value import _unique_gains
 
 M, B, N_LOW, N_UP = 512, 8192, 2, 128
-LENGTH_LIMIT = 4096.0
-
-
-def realistic_batch(rng: np.random.Generator) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Pass rates ``k_i / n_i`` (varying ``n_i``) and mean response lengths per prompt."""
-    group = np.exp(rng.uniform(np.log(2), np.log(128), M)).astype(np.int64)
-    latent = rng.beta(0.6, 0.9, M)
-    latent[rng.random(M) < 0.25] = 0.0  # never solved
-    rates = rng.binomial(group, latent) / group
-    noise = rng.lognormal(0.0, 0.35, M)
-    lengths = np.minimum(250.0 + 2500.0 * (1.0 - rates) * noise, LENGTH_LIMIT)
-    return rates, np.asarray(np.round(lengths, 1), dtype=np.float64)
 
 
 def token_path(
@@ -97,7 +87,7 @@ def main() -> int:
     bounds: dict[str, set[str]] = {}
     ok = True
     for _ in range(args.batches):
-        rates, costs = realistic_batch(rng)
+        rates, costs = token_batch(rng, M, N_LOW, N_UP)
         stats = BatchStats(pass_rates=rates)
         base = allocate(stats, B, cfg)
         spend = float(costs @ base.counts)

@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["BATCH_KINDS", "BatchKind", "paper_batch"]
+__all__ = ["BATCH_KINDS", "LENGTH_LIMIT", "BatchKind", "paper_batch", "token_batch"]
 
 BatchKind = Literal["realistic", "grid", "continuous", "tie-heavy"]
 #: Every batch kind :func:`paper_batch` draws; the first is the headline case.
@@ -16,6 +16,8 @@ BATCH_KINDS: tuple[BatchKind, ...] = ("realistic", "grid", "continuous", "tie-he
 #: Share of prompts the policy never solves / always solves (early math RLVR).
 UNSOLVED_SHARE = 0.33
 SOLVED_SHARE = 0.10
+#: Longest response (tokens) of :func:`token_batch`: the generation length limit.
+LENGTH_LIMIT = 4096.0
 
 
 def paper_batch(
@@ -93,3 +95,44 @@ def _realistic(
     stats = BatchStats(pass_rates=previous, failure_rate=0.6)
     n = allocate(stats, group * m, CoBAConfig(n_low=2, n_up=128)).counts
     return np.asarray(rng.binomial(n, latent) / n, dtype=np.float64)
+
+
+def token_batch(
+    rng: np.random.Generator, m: int = 512, n_low: int = 2, n_up: int = 128
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    r"""Pass rates ``k_i / n_i`` and mean response lengths (tokens) per prompt.
+
+    .. math::
+
+        n_i = \lfloor e^{u_i} \rfloor,\ u_i \sim U(\log n_{low}, \log n_{up}), \qquad
+        p_i = k_i / n_i,\ k_i \sim \mathrm{Bin}(n_i, q_i), \qquad
+        c_i = \min(250 + 2500 (1 - p_i) \varepsilon_i,\ 4096)
+
+    with ``q_i = 0`` for a quarter of the prompts (never solved), otherwise
+    ``q_i ~ Beta(0.6, 0.9)``, and ``eps_i ~ LogNormal(0, 0.35)``: group sizes that vary as
+    a previous CoBA-RL step leaves them, and responses that grow with difficulty and stop
+    at :data:`LENGTH_LIMIT`. The lengths are the per-prompt costs of a token budget.
+
+    Args:
+      rng: the random generator (the only source of randomness).
+      m: number of prompts ``M``.
+      n_low, n_up: the range of the previous step's group sizes.
+
+    Returns:
+      ``(pass_rates, lengths)``, both of shape ``(m,)``; lengths in
+      ``(0, LENGTH_LIMIT]``, rounded to 0.1 token.
+
+    Example:
+      >>> p, c = token_batch(np.random.default_rng(0), m=64)
+      >>> p.shape == c.shape == (64,), bool((c <= LENGTH_LIMIT).all() and (c > 0).all())
+      (True, True)
+
+    Complexity: O(M).
+    """
+    group = np.exp(rng.uniform(np.log(n_low), np.log(n_up), m)).astype(np.int64)
+    latent = rng.beta(0.6, 0.9, m)
+    latent[rng.random(m) < 0.25] = 0.0  # never solved
+    rates = rng.binomial(group, latent) / group
+    noise = rng.lognormal(0.0, 0.35, m)
+    lengths = np.minimum(250.0 + 2500.0 * (1.0 - rates) * noise, LENGTH_LIMIT)
+    return np.asarray(rates, dtype=np.float64), np.asarray(np.round(lengths, 1), dtype=np.float64)
