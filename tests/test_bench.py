@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,103 @@ def test_plain_heap_target() -> None:
     assert plain["met"] is False and "250x (grid)" in plain["measured"]
 
 
+# -- token budgets -------------------------------------------------------------------------
+
+
+def test_token_batch_lengths_grow_with_difficulty() -> None:
+    rates, lengths = bench.token_batch(np.random.default_rng(3), m=2000)
+    assert rates.shape == lengths.shape == (2000,)
+    assert ((rates >= 0) & (rates <= 1)).all()
+    assert ((lengths > 0) & (lengths <= bench.LENGTH_LIMIT)).all()
+    assert lengths.max() == bench.LENGTH_LIMIT  # the length limit is reached
+    assert lengths[rates == 0].mean() > 2 * lengths[rates > 0.9].mean()
+    assert len({float(r) for r in rates}) > 100  # k / n with varying n: many distinct rates
+
+
+def test_token_stage_cases_hold_their_budgets() -> None:
+    cases = bench.run_token_budget(reps=1, batches=1, m=64, budget=1024)
+    assert [c.case for c in cases] == list(bench.TOKEN_CASES)
+    for c in cases:
+        assert c.agrees, c.to_json()
+        assert 0.9 < c.max_token_use <= 1.0 + 1e-9  # the token budget is spent, not exceeded
+        assert len(c.times[c.case]) == len(c.times["rollouts (allocate)"]) == 1
+    assert any("rollouts" in b for b in cases[2].bindings)  # T = 0.9 spend: B binds too
+    assert cases[1].bindings == {"tokens"}
+
+
+def test_token_stage_reports_a_broken_solver(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A token path that overspends its budget, overshoots B and leaves the bounds must be
+    # reported as a disagreement, not timed as if it were right.
+    from coba_rl.bench import _tokens
+
+    real = _tokens.allocate
+
+    def broken(stats: Any, budget: Any, cfg: Any, **kw: Any) -> Any:
+        out = real(stats, budget, cfg, **kw)
+        if kw.get("token_budget") is None:
+            return out
+        counts = np.asarray(out.counts) + 1  # one more rollout per prompt: over every budget
+        counts[0] = cfg.n_up + 1
+        # an Allocation validates itself, so the broken result is a stand-in with its fields
+        return types.SimpleNamespace(
+            counts=counts, costs=out.costs, tokens=out.tokens, binding=out.binding
+        )
+
+    monkeypatch.setattr(_tokens, "allocate", broken)
+    cases = _tokens.run_token_budget(reps=1, batches=1, m=64, budget=1024)
+    assert not any(c.agrees for c in cases)
+    assert not any(c.bounds_held for c in cases)
+    assert not any(c.budget_held for c in cases)
+    assert not cases[2].rollouts_held  # B binds there, so one more rollout each overshoots it
+    assert cases[0].rollouts_held  # no rollout budget: nothing to overshoot
+    js = [c.to_json() for c in cases]
+    assert "| NO |" in bench.format_token_table(js)
+    results = _results_with(token_budget={"cases": js})
+    assert report.targets(results)[0]["target"] == report.TOKEN_TARGET
+
+
+def test_broken_token_solver_fails_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stage's checks feed the command's agreement: exit status 1 even without --check.
+    from coba_rl.bench import _tokens
+
+    real = _tokens.allocate
+
+    def overspend(stats: Any, budget: Any, cfg: Any, **kw: Any) -> Any:
+        out = real(stats, budget, cfg, **kw)
+        if kw.get("token_budget") is None:
+            return out
+        return types.SimpleNamespace(
+            counts=np.asarray(out.counts) * 2, costs=out.costs, tokens=out.tokens, binding=None
+        )
+
+    monkeypatch.setattr(_tokens, "allocate", overspend)
+    code, out, _ = _run_cli(["--quick", *TINY, "--quiet", "--out", str(tmp_path / "r")], capsys)
+    assert code == 1
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["ok"] is False
+    assert not any(c["budget_held"] for c in results["token_budget"]["cases"])
+    assert "FAILED" in out
+
+
+def _token_case(name: str, ratio: float) -> dict[str, Any]:
+    times = {"median": 0.001 * ratio, "min": 0.001 * ratio, "max": 0.001 * ratio, "reps": 1}
+    ref = {"median": 0.001, "min": 0.001, "max": 0.001, "reps": 1}
+    return {"case": name, "paths": {name: times, "rollouts (allocate)": ref}, "ratio": ratio}
+
+
+def test_token_target_scored_on_every_case() -> None:
+    names = list(bench.TOKEN_CASES)
+    cases = [_token_case(n, r) for n, r in zip(names, (1.9, 1.8, 4.5, 2.7), strict=True)]
+    row = report.targets({"token_budget": {"cases": cases}})[0]
+    assert row["target"] == report.TOKEN_TARGET
+    assert row["met"] is False and "4.50x (tokens + rollouts, T = 0.9 spend)" in row["measured"]
+    assert report.targets_missed({"token_budget": {"cases": cases}}) == [report.TOKEN_TARGET]
+    cases = [_token_case(n, 1.5) for n in names]
+    assert report.targets({"token_budget": {"cases": cases}})[0]["met"] is True
+
+
 def _results_with(**parts: Any) -> dict[str, Any]:
     base: dict[str, Any] = {"ok": True}
     base.update(parts)
@@ -355,7 +453,7 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert {"schema", "created", "machine", "settings", "ok", "paper_setting", "sweep"} <= set(
         results
     )
-    assert {"bounds_sweep", "tracker", "elapsed_s"} <= set(results)
+    assert {"bounds_sweep", "tracker", "elapsed_s", "token_budget"} <= set(results)
     assert {"cpu", "cores", "python", "numpy", "scipy"} <= set(results["machine"])
     assert results["ok"] is True
     assert results["settings"]["command"] == (
@@ -364,6 +462,11 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     cases = results["paper_setting"]["cases"]
     assert [c["case"] for c in cases] == ["realistic", "grid", "continuous", "tie-heavy"]
     assert all(c["counts_identical"] and c["dp_objective_equal"] for c in cases)
+    tokens = results["token_budget"]["cases"]
+    assert [c["case"] for c in tokens] == list(bench.TOKEN_CASES)
+    assert results["token_budget"]["setting"] == {"m": 512, "budget": 8192, "n_low": 2, "n_up": 128}
+    assert all(c["agrees"] for c in tokens)
+    assert all(c["paths"][c["case"]]["reps"] == 2 * 5 for c in tokens)  # --quick: 2 x 5
     assert sorted({q["m"] for q in results["sweep"]["points"]}) == [16, 32]
     assert all(q["counts_identical"] for q in results["sweep"]["points"])
     tracker = results["tracker"]
@@ -371,6 +474,7 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert tracker["persistence"]["tracked_prompts"] == 320
     md = (tmp_path / "r" / "results.md").read_text()
     assert "### Targets" in md and "| DP / heap | 928x |" in md and "### Tracker" in md
+    assert "### Token budgets (M = 512, B = 8192" in md and report.TOKEN_TARGET in md
     # the Markdown is a function of the JSON alone, so it can be rebuilt from the file
     assert report.format_markdown(results) == md
     assert md in out and "paper setting" in err  # table on stdout, progress on stderr

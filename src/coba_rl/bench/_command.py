@@ -1,7 +1,8 @@
 """``coba-rl bench``: every stage, its progress on stderr, its results in files.
 
-Stages: the paper's Table 4 setting, the sweep over M, the sweep over n_up, the tracker's
-throughput and persistence, and allocation at scale (10^6 distinct rates; n_up = 65,536).
+Stages: the paper's Table 4 setting, token budgets at that setting, the sweep over M, the
+sweep over n_up, the tracker's throughput and persistence, and allocation at scale (10^6
+distinct rates; n_up = 65,536).
 ``--quick`` keeps every stage but lowers the repetitions and the caps. ``--check`` makes
 a missed target an error (exit status 1), as a disagreement between paths always is.
 """
@@ -31,6 +32,7 @@ from coba_rl.bench._report import (
 from coba_rl.bench._scale import run_scale
 from coba_rl.bench._sweep import SWEEP_SIZES, growth_exponents, run_bounds_sweep, run_size_sweep
 from coba_rl.bench._throughput import TRACKER_SIZES, run_persistence, run_tracker_throughput
+from coba_rl.bench._tokens import TOKEN_SETTING, format_token_table, run_token_budget
 
 __all__ = ["BenchSettings", "add_arguments", "run", "run_all"]
 
@@ -50,6 +52,8 @@ class BenchSettings:
     seed: int = 0
     command: str = "coba-rl bench"
     scale_reps: int = 3
+    token_reps: int = 20
+    token_batches: int = 5
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> BenchSettings:
@@ -68,6 +72,8 @@ class BenchSettings:
             seed=args.seed,
             command=_command(args),
             scale_reps=1 if quick else 3,
+            token_reps=5 if quick else 20,
+            token_batches=2 if quick else 5,
         )
 
 
@@ -182,6 +188,16 @@ def run_all(settings: BenchSettings, progress: Callable[[str], None]) -> dict[st
         seed=settings.seed,
         progress=progress,
     )
+    progress(f"token budgets: {settings.token_batches} batches x {settings.token_reps} rounds")
+    tokens = [
+        c.to_json()
+        for c in run_token_budget(
+            reps=settings.token_reps,
+            batches=settings.token_batches,
+            seed=settings.seed,
+            progress=progress,
+        )
+    ]
     sweep = run_size_sweep(
         settings.sizes,
         cap_s=settings.cap_s,
@@ -209,6 +225,7 @@ def run_all(settings: BenchSettings, progress: Callable[[str], None]) -> dict[st
         [c.counts_identical and c.dp_objective_equal for c in cases]
         + [q.counts_identical and q.dp_objective_equal is not False for q in sweep + bounds]
         + [persistence["round_trip_identical"]]
+        + [c["agrees"] for c in tokens]
     )
     return {
         "schema": "coba-rl.bench/1",
@@ -222,6 +239,11 @@ def run_all(settings: BenchSettings, progress: Callable[[str], None]) -> dict[st
             "paper_table4_s": dict(PAPER_TABLE4),
             "cases": [c.to_json() for c in cases],
             "table": format_paper_table(cases),
+        },
+        "token_budget": {
+            "setting": dict(TOKEN_SETTING),
+            "cases": tokens,
+            "table": format_token_table(tokens),
         },
         "sweep": {
             "settings": {

@@ -39,6 +39,12 @@ PAPER_TARGETS = {
     "table": "allocate no slower than with the gain-table solver at the paper's setting "
     "(every batch kind)",
 }
+#: The token-budget target: every case's median within this factor of rollout-only ``allocate``.
+TOKEN_RATIO = 2.0
+TOKEN_TARGET = (
+    f"token-budget allocate within {TOKEN_RATIO:g}x of rollout-only allocate at the paper's "
+    "setting (every case)"
+)
 #: The sweep size of the large-M target and its limit (seconds).
 LARGE_M = 65536
 LARGE_M_TARGET_S = 0.020
@@ -116,6 +122,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     max(dp_times) < 10.0,
                 )
             )
+    token = results.get("token_budget")
+    if token and token["cases"]:
+        ratios = {c["case"]: c["ratio"] for c in token["cases"]}
+        rows.append(
+            _row(
+                TOKEN_TARGET,
+                ", ".join(f"{r:.2f}x ({case})" for case, r in ratios.items()),
+                max(ratios.values()) <= TOKEN_RATIO,
+            )
+        )
     sweep = results.get("sweep")
     if sweep:
         big = [p for p in sweep["points"] if p["m"] == LARGE_M]
@@ -224,7 +240,8 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     if unmeasured:
         lines.append("Targets not measured in this run: " + "; ".join(unmeasured) + ".")
     lines.append(
-        "Agreement (identical counts, DP objective, state round trip): "
+        "Agreement (identical counts, DP objective, state round trip, token and rollout "
+        "budgets and bounds held): "
         + ("all passed." if results["ok"] else "FAILED (see DISAGREEMENT and NO above).")
     )
     return lines
@@ -284,6 +301,16 @@ def format_markdown(results: dict[str, Any]) -> str:
             f"[n_low, n_up] = [{s['n_low']}, {s['n_up']}])",
             "",
             paper["table"],
+        ]
+    token = results.get("token_budget")
+    if token:
+        s = token["setting"]
+        lines += [
+            "",
+            f"### Token budgets (M = {s['m']}, B = {s['budget']}, "
+            f"[n_low, n_up] = [{s['n_low']}, {s['n_up']}])",
+            "",
+            token["table"],
         ]
     sweep = results.get("sweep")
     if sweep:
