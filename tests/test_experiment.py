@@ -97,3 +97,16 @@ def test_cli_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
         main(["experiment", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: results/experiment)" in text and "--smoke" in text and "(default: 1)" in text
+
+
+def test_allocator_selection_includes_the_token_budget_config() -> None:
+    from coba_rl.experiment._command import build_parser
+
+    args = build_parser().parse_args(
+        ["--allocators", "uniform", "coba-paper-tokens", "--half-budget", "coba-paper-tokens"]
+    )
+    s = ExperimentSettings(allocators=tuple(args.allocators), half_budget=tuple(args.half_budget))
+    assert s.configs() == [("uniform", 128), ("coba-paper-tokens", 128), ("coba-paper-tokens", 64)]
+    assert build_parser().parse_args(["--half-budget"]).half_budget == []
+    assert "coba-paper-tokens" not in ExperimentSettings().allocators  # opt-in, not default
+    assert ExperimentSettings(half_budget=()).configs()[-1] == ("coba-release", 128)

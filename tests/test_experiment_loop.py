@@ -136,3 +136,42 @@ def test_cached_generation_gives_the_logits_of_a_full_forward() -> None:
     torch.testing.assert_close(
         torch.stack(steps, dim=1), full[:, prompts.shape[1] - 1 : -1], rtol=1e-5, atol=1e-5
     )
+
+
+def test_token_budget_allocator_runs_in_the_loop_and_spends_uniforms_expected_tokens() -> None:
+    """``coba-paper-tokens``: lengths reach the tracker and every step's expected tokens fit
+    ``T = (B / M) * sum of the batch's last-seen mean lengths`` (recomputed from the records)."""
+    import numpy as np
+
+    from coba_rl.experiment._loop import TokenBudgetCoBA, run_grpo
+    from coba_rl.experiment._run import make_allocator
+    from coba_rl.experiment.task import make_splits
+
+    s = ExperimentSettings(**preset("smoke"))  # type: ignore[arg-type]
+    alloc = make_allocator("coba-paper-tokens", s)
+    assert isinstance(alloc, TokenBudgetCoBA)
+    train = make_splits(TASK, 0, (16,))[0]
+    policy = PolicyConfig(d_model=16, n_heads=2, n_layers=1, d_mlp=32,
+                          max_len=TASK.max_prompt_len + TASK.max_answer_len + 1)  # fmt: skip
+    weights = TinyTransformer(policy, seed=1).state_dict()
+    budget = 4 * 3  # 3 uniform rollouts per prompt
+    run = run_grpo(alloc, TASK, train, train[:4], weights=weights, policy=policy, seed=0,
+                   steps=6, batch_size=4, budget=budget, lr=1e-3, eval_every=3)  # fmt: skip
+    last_len: dict[int, float] = {}  # window 1: a prompt's cost is its last step's mean
+    limit = float(TASK.max_answer_len)
+    for step in run.steps:
+        known = [last_len[i] for i in step.prompt_ids if i in last_len]
+        fill = float(np.mean(known)) if known else limit
+        costs = [last_len.get(i, fill) for i in step.prompt_ids]
+        t_budget = budget / len(step.prompt_ids) * sum(costs)
+        expected = sum(n * c for n, c in zip(step.counts, costs, strict=True))
+        assert expected <= t_budget + 1e-6
+        assert all(s.n_low <= n <= s.n_up for n in step.counts)
+        assert len(step.response_lengths) == sum(step.counts)
+        start = 0
+        for i, n in zip(step.prompt_ids, step.counts, strict=True):
+            last_len[i] = float(np.mean(step.response_lengths[start : start + n]))
+            start += n
+    ids = sorted(last_len)
+    np.testing.assert_allclose(alloc.inner.mean_lengths(ids), [last_len[i] for i in ids])
+    assert run.rollouts[-1] == sum(sum(st.counts) for st in run.steps)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from coba_rl._cli import CommandParser, UsageError, check_output_dir, run_guarded, validated
-from coba_rl.experiment.settings import ExperimentSettings, preset
+from coba_rl.experiment.settings import ALLOCATORS, ExperimentSettings, preset
 
 __all__ = ["build_parser", "main"]
 
@@ -44,6 +44,22 @@ def build_parser() -> CommandParser:
     )
     p.add_argument(
         "--steps", type=int, default=None, help="GRPO steps per run (default: 120; 48 with --quick)"
+    )
+    p.add_argument(
+        "--allocators",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help=f"allocators run at the full budget, from {', '.join(ALLOCATORS)} (default: the "
+        "first four; coba-paper-tokens spends the expected tokens of the rollout budget)",
+    )
+    p.add_argument(
+        "--half-budget",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="allocators also run at half the budget (default: coba-paper coba-release; "
+        "none if given without names)",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (the model is tiny)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -90,6 +106,10 @@ def _run(args: argparse.Namespace) -> int:
             values["tune_seed"] = args.seeds[0]
     if args.steps is not None:
         values["steps"] = args.steps
+    if args.allocators is not None:
+        values["allocators"] = tuple(args.allocators)
+    if args.half_budget is not None:
+        values["half_budget"] = tuple(args.half_budget)
     settings = validated(ExperimentSettings, values)
     if importlib.util.find_spec("torch") is None:
         raise UsageError("needs torch: pip install 'coba-rl[experiment]'")

@@ -11,7 +11,8 @@ One GRPO step, as a verl or TRL trainer runs it with per-prompt counts:
 5. GRPO advantages on the ragged groups with :func:`coba_rl.grpo.group_advantages`
    (``ddof = 1``, ``eps = 1e-6``, as verl);
 6. one Adam step on the token-mean policy-gradient loss (:func:`grpo_loss`);
-7. ``allocator.update(row ids, rewards)``.
+7. ``allocator.update(row ids, rewards)`` (with every rollout's length for a
+   :class:`TokenBudgetCoBA`).
 
 Each step records the counts, the successes and the response length of every row, so
 token budgets can be computed from the same loop.
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from coba_rl.allocator import CoBAAllocator
 from coba_rl.experiment._policy import (
     PolicyConfig,
     TinyTransformer,
@@ -38,8 +40,50 @@ from coba_rl.experiment._policy import (
 from coba_rl.experiment.task import ArithmeticTask, Problem
 from coba_rl.grpo import expand, group_advantages
 from coba_rl.sim import AllocatorLike
+from coba_rl.types import Allocation
 
-__all__ = ["GRPORun", "StepRecord", "accuracy", "run_grpo", "warm_start"]
+__all__ = ["GRPORun", "StepRecord", "TokenBudgetCoBA", "accuracy", "run_grpo", "warm_start"]
+
+
+class TokenBudgetCoBA:
+    """CoBA-RL spending a token budget worth ``budget`` uniform rollouts.
+
+    ``allocate(ids, B)`` spends ``T = (B / M) * sum_i c_i`` expected tokens and no rollout
+    cap, where ``c_i`` is prompt ``i``'s windowed mean response length (unknown lengths:
+    the mean of the batch's known ones, or ``default_length`` when none is known). ``T``
+    is what uniform GRPO with ``B / M`` rollouts per prompt would spend on this batch
+    under the same length estimates, so at the full rollout budget the two spend equal
+    expected tokens and at half the budget half of them. ``update`` passes every
+    rollout's length on.
+
+    Example:
+      >>> import coba_rl
+      >>> a = TokenBudgetCoBA(coba_rl.CoBAAllocator(coba_rl.CoBAConfig(n_up=16)), 10.0)
+      >>> a.allocate([1, 2], 8).tokens <= 8 / 2 * (10.0 + 10.0)
+      True
+    """
+
+    def __init__(self, inner: CoBAAllocator, default_length: float) -> None:
+        self.inner = inner
+        self.default_length = float(default_length)
+
+    def token_budget(self, prompt_ids: Any, budget: int) -> float:
+        """``T`` for this batch (see the class docstring)."""
+        ids = np.asarray(prompt_ids)
+        c = self.inner.mean_lengths(ids)
+        known = c[np.isfinite(c)]
+        fill = float(known.mean()) if known.size else self.default_length
+        return budget / ids.size * float(np.where(np.isfinite(c), c, fill).sum())
+
+    def allocate(self, prompt_ids: Any, budget: int) -> Allocation:
+        """Counts that spend at most :meth:`token_budget` expected tokens."""
+        return self.inner.allocate(
+            prompt_ids, None, token_budget=self.token_budget(prompt_ids, budget)
+        )
+
+    def update(self, prompt_ids: Any, rewards: Any, lengths: Any = None) -> None:
+        """Record one step with the rollouts' lengths."""
+        self.inner.update(prompt_ids, rewards, lengths=lengths)
 
 
 def accuracy(net: TinyTransformer, task: ArithmeticTask, problems: Sequence[Problem]) -> float:
@@ -152,7 +196,8 @@ def run_grpo(
     """Train a copy of the warm-started policy with GRPO, asking ``allocator`` for the counts.
 
     Under one ``seed`` every allocator sees the same batch order; the sampling stream is
-    seeded too, so a run is reproducible on one machine and thread count.
+    seeded too, so a run is reproducible on one machine and thread count. The counts must
+    sum to ``budget``, except for a :class:`TokenBudgetCoBA`, which spends tokens.
     """
     net = TinyTransformer(policy, seed=seed)
     net.load_state_dict(weights)
@@ -178,7 +223,8 @@ def run_grpo(
         ids = order[cursor : cursor + batch_size]
         cursor += batch_size
         counts = np.asarray(allocator.allocate(ids, budget).counts, dtype=np.int64)
-        if counts.shape != ids.shape or int(counts.sum()) != budget:
+        by_tokens = isinstance(allocator, TokenBudgetCoBA)
+        if counts.shape != ids.shape or (not by_tokens and int(counts.sum()) != budget):
             raise ValueError(
                 f"allocator returned {counts.size} counts summing to {int(counts.sum())}; "
                 f"expected {ids.size} summing to {budget}"
@@ -200,8 +246,11 @@ def run_grpo(
         opt.zero_grad()
         loss.backward()
         opt.step()
-        allocator.update(ids[rows], rewards)
         lengths = batch.lengths
+        if isinstance(allocator, TokenBudgetCoBA):
+            allocator.update(ids[rows], rewards, lengths=lengths)
+        else:
+            allocator.update(ids[rows], rewards)
         total_rollouts += int(rows.size)
         total_tokens += int(lengths.sum())
         run.steps.append(

@@ -13,7 +13,13 @@ import numpy as np
 import torch
 
 import coba_rl
-from coba_rl.experiment._loop import GRPORun, describe_pass_rates, run_grpo, warm_start
+from coba_rl.experiment._loop import (
+    GRPORun,
+    TokenBudgetCoBA,
+    describe_pass_rates,
+    run_grpo,
+    warm_start,
+)
 from coba_rl.experiment._policy import PolicyConfig
 from coba_rl.experiment.settings import ExperimentSettings
 from coba_rl.experiment.task import ArithmeticTask, make_splits
@@ -30,7 +36,18 @@ NOTE = (
 
 
 def make_allocator(name: str, s: ExperimentSettings) -> AllocatorLike:
-    """A fresh allocator called ``name`` with the bounds of ``s`` (window 1, paper constants)."""
+    """A fresh allocator called ``name`` with the bounds of ``s`` (window 1, paper constants).
+
+    ``coba-paper-tokens`` is the paper variant spending a token budget
+    (:class:`~coba_rl.experiment._loop.TokenBudgetCoBA`); before any length is known a
+    rollout costs the task's answer-length limit.
+    """
+    if name == "coba-paper-tokens":
+        limit = float(ArithmeticTask().max_answer_len)
+        cfg = coba_rl.CoBAConfig(
+            variant="paper", n_low=s.n_low, n_up=s.n_up, default_tokens_per_rollout=limit
+        )
+        return TokenBudgetCoBA(coba_rl.CoBAAllocator(cfg), limit)
     if name in ("coba-paper", "coba-release"):
         variant: Literal["paper", "release"] = "paper" if name == "coba-paper" else "release"
         return coba_rl.CoBAAllocator(

@@ -17,12 +17,13 @@ import numpy as np
 
 __all__ = ["format_table", "summarise", "write_markdown", "write_plots"]
 
-_ORDER = ("uniform", "knapsack-rl", "coba-paper", "coba-release")
+_ORDER = ("uniform", "knapsack-rl", "coba-paper", "coba-release", "coba-paper-tokens")
 _COLORS = {
     "uniform": "#7f7f7f",
     "knapsack-rl": "#1f77b4",
     "coba-paper": "#d62728",
     "coba-release": "#ff7f0e",
+    "coba-paper-tokens": "#2ca02c",
 }
 
 
@@ -82,7 +83,7 @@ def summarise(record: dict[str, Any]) -> list[dict[str, Any]]:
                 "heldout_gain": _ms([a[-1] - a[0] for a in acc]),
                 "heldout_mean": _ms([float(np.mean(a[1:])) if len(a) > 1 else a[0] for a in acc]),
                 "tokens": _ms([float(r["tokens"][-1]) for r in runs]),
-                "rollouts": int(runs[0]["rollouts"][-1]),
+                "rollouts": _ms([float(r["rollouts"][-1]) for r in runs]),
                 "effective_ratio": _ms([_effective(r) for r in runs]),
                 "vs_uniform": _ms(paired) if len(paired) == len(runs) else None,
             }
@@ -99,8 +100,8 @@ def format_table(record: dict[str, Any]) -> str:
     lines = [
         "| budget | allocator | lr | held-out start (%) | held-out final (%) | gain (points) "
         "| final vs uniform, same seed (points) | mean over run (%) | effective rollouts "
-        "| tokens generated |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| rollouts generated | tokens generated |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summarise(record):
         lines.append(
@@ -109,7 +110,8 @@ def format_table(record: dict[str, Any]) -> str:
             f"| {_pm(row['heldout_gain'])} "
             f"| {_pm(row['vs_uniform']) if row['vs_uniform'] is not None else 'n/a'} "
             f"| {_pm(row['heldout_mean'])} "
-            f"| {_pm(row['effective_ratio'], 1, 3)} | {row['tokens'][0]:,.0f} |"
+            f"| {_pm(row['effective_ratio'], 1, 3)} | {row['rollouts'][0]:,.0f} "
+            f"| {row['tokens'][0]:,.0f} |"
         )
     return "\n".join(lines)
 

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["ALLOCATORS", "ExperimentSettings", "preset"]
+__all__ = ["ALLOCATORS", "DEFAULT_ALLOCATORS", "ExperimentSettings", "preset"]
 
-#: Allocator names, in the order tables and plots list them.
-ALLOCATORS: tuple[str, ...] = ("uniform", "knapsack-rl", "coba-paper", "coba-release")
+#: Allocator names, in the order tables and plots list them. ``coba-paper-tokens`` spends
+#: a token budget: at budget ``B``, the expected tokens of ``B`` uniform rollouts.
+ALLOCATORS: tuple[str, ...] = (
+    "uniform",
+    "knapsack-rl",
+    "coba-paper",
+    "coba-release",
+    "coba-paper-tokens",
+)
+
+#: The allocators a run uses unless told otherwise.
+DEFAULT_ALLOCATORS: tuple[str, ...] = ALLOCATORS[:4]
 
 
 class ExperimentSettings(BaseModel):
@@ -22,8 +32,9 @@ class ExperimentSettings(BaseModel):
       data_seed: seeds the splits (the same prompts for every seed and allocator).
       batch_size: prompts per GRPO step ``M``.
       group_size: uniform GRPO's group size ``G``; the full budget is ``M * G``.
-      half_budget: allocators also run at half the budget.
-      allocators: names from :data:`ALLOCATORS`, run at the full budget.
+      half_budget: allocators also run at half the budget (may be empty).
+      allocators: names from :data:`ALLOCATORS`, run at the full budget (default
+        :data:`DEFAULT_ALLOCATORS`).
       n_low, n_up: per-prompt rollout bounds of Knapsack-RL and CoBA-RL.
       steps: GRPO steps per evaluation run; eval_every: evaluate after every so many.
       lr_grid: Adam learning rates tried for every (allocator, budget).
@@ -50,7 +61,7 @@ class ExperimentSettings(BaseModel):
     batch_size: int = Field(default=16, ge=1)
     group_size: int = Field(default=8, ge=2)
     half_budget: tuple[str, ...] = ("coba-paper", "coba-release")
-    allocators: tuple[str, ...] = ALLOCATORS
+    allocators: tuple[str, ...] = DEFAULT_ALLOCATORS
     n_low: int = Field(default=2, ge=2)
     n_up: int = Field(default=32, ge=2)
     steps: int = Field(default=120, ge=1)
