@@ -58,8 +58,12 @@ class TokenBudgetCoBA:
 
     Example:
       >>> import coba_rl
-      >>> a = TokenBudgetCoBA(coba_rl.CoBAAllocator(coba_rl.CoBAConfig(n_up=16)), 10.0)
-      >>> a.allocate([1, 2], 8).tokens <= 8 / 2 * (10.0 + 10.0)
+      >>> cfg = coba_rl.CoBAConfig(n_up=16, default_tokens_per_rollout=10.0)
+      >>> a = TokenBudgetCoBA(coba_rl.CoBAAllocator(cfg), 10.0)
+      >>> a.update([1, 1, 2, 2], [1, 0, 0, 0], lengths=[2, 4, 10, 10])
+      >>> a.token_budget([1, 2, 3], 12)  # 4 rollouts each; prompt 3 costs (3 + 10) / 2
+      78.0
+      >>> a.allocate([1, 2, 3], 12).tokens <= 78.0
       True
     """
 
