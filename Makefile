@@ -61,7 +61,7 @@ lint: $(VENV)/.installed-test
 # usage; pyright (strict) on tests/typing, as a user's editor would see it.
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy src tests/typing
-	$(BIN)/pyright --pythonpath $(BIN)/python
+	$(BIN)/pyright --project . --pythonpath $(BIN)/python
 
 pytest: $(VENV)/.installed-test
 	$(BIN)/pytest
