@@ -6,11 +6,14 @@
 - Settings models are validated up front and their errors named in option terms
   (:func:`validated`, :func:`validation_message`).
 - The output folder is checked before any work starts (:func:`check_output_dir`).
+- Settings fields that several commands share are checked alike (:func:`check_names`,
+  :func:`check_seeds`, :func:`check_lr_grid`).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -26,7 +29,10 @@ __all__ = [
     "CommandParser",
     "DefaultsHelpFormatter",
     "UsageError",
+    "check_lr_grid",
+    "check_names",
     "check_output_dir",
+    "check_seeds",
     "exit_usage",
     "run_guarded",
     "show_default",
@@ -195,6 +201,27 @@ def check_output_dir(path: str | os.PathLike[str]) -> Path:
             f"cannot write in the output folder '{out}': {exc.strerror or exc}"
         ) from None
     return out
+
+
+def check_names(names: tuple[str, ...], choices: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` naming the first of ``names`` that is not one of ``choices``."""
+    for name in names:
+        if name not in choices:
+            raise ValueError(f"unknown allocator {name!r}; choose from {', '.join(choices)}")
+
+
+def check_seeds(seeds: tuple[int, ...]) -> tuple[int, ...]:
+    """``seeds``, checked to be non-empty, distinct and non-negative."""
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"seeds must be non-empty, distinct and >= 0, got {list(seeds)}")
+    return seeds
+
+
+def check_lr_grid(grid: tuple[float, ...]) -> tuple[float, ...]:
+    """A learning-rate grid, checked non-empty, finite and positive; sorted, duplicates dropped."""
+    if not grid or not all(math.isfinite(x) and x > 0 for x in grid):
+        raise ValueError(f"lr_grid must be non-empty and positive, got {list(grid)}")
+    return tuple(sorted(set(grid)))
 
 
 def run_guarded(prog: str, body: Callable[[], int]) -> int:

@@ -33,7 +33,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import coba_rl
-from coba_rl._cli import CommandParser, check_output_dir, run_guarded, validated
+from coba_rl._cli import (
+    CommandParser,
+    check_lr_grid,
+    check_names,
+    check_output_dir,
+    check_seeds,
+    run_guarded,
+    validated,
+)
 from coba_rl.config import CoBAConfig
 from coba_rl.sim import PASS_RATE_BINS, AllocatorLike, SimConfig, SimHistory, run_simulation
 from coba_rl.value import MAX_KAPPA
@@ -116,9 +124,7 @@ class SimulateSettings(BaseModel):
     @field_validator("allocators")
     @classmethod
     def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for name in v:
-            if name not in ALLOCATORS:
-                raise ValueError(f"unknown allocator {name!r}; choose from {', '.join(ALLOCATORS)}")
+        check_names(v, ALLOCATORS)
         if not v or len(set(v)) != len(v):
             raise ValueError(f"allocators must be non-empty and distinct, got {list(v)}")
         return v
@@ -126,16 +132,12 @@ class SimulateSettings(BaseModel):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v or len(set(v)) != len(v) or min(v) < 0:
-            raise ValueError(f"seeds must be non-empty, distinct and >= 0, got {list(v)}")
-        return v
+        return check_seeds(v)
 
     @field_validator("lr_grid")
     @classmethod
     def _grid(cls, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
-        if v is not None and (not v or not all(math.isfinite(x) and x > 0 for x in v)):
-            raise ValueError(f"lr_grid must be non-empty and positive, got {list(v)}")
-        return None if v is None else tuple(sorted(set(v)))
+        return None if v is None else check_lr_grid(v)
 
     @field_validator("budget_fractions")
     @classmethod

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from coba_rl._cli import check_lr_grid, check_names, check_seeds
+
 __all__ = ["ALLOCATORS", "DEFAULT_ALLOCATORS", "ExperimentSettings", "preset"]
 
 #: Allocator names, in the order tables and plots list them. ``coba-paper-tokens`` spends
@@ -81,9 +83,7 @@ class ExperimentSettings(BaseModel):
     @field_validator("allocators", "half_budget")
     @classmethod
     def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for name in v:
-            if name not in ALLOCATORS:
-                raise ValueError(f"unknown allocator {name!r}; choose from {', '.join(ALLOCATORS)}")
+        check_names(v, ALLOCATORS)
         if len(set(v)) != len(v):
             raise ValueError(f"allocators must be distinct, got {list(v)}")
         return v
@@ -91,16 +91,12 @@ class ExperimentSettings(BaseModel):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v or len(set(v)) != len(v) or min(v) < 0:
-            raise ValueError(f"seeds must be non-empty, distinct and >= 0, got {list(v)}")
-        return v
+        return check_seeds(v)
 
     @field_validator("lr_grid")
     @classmethod
     def _grid(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if not v or not all(x > 0 for x in v):
-            raise ValueError(f"lr_grid must be non-empty and positive, got {list(v)}")
-        return tuple(sorted(set(v)))
+        return check_lr_grid(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSettings:
