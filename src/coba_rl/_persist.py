@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ValidationError
 
-from coba_rl._sync import new_lock, picklable_state, restore_state, synchronized
+from coba_rl._sync import Lockable, synchronized
 from coba_rl._validation import as_int_array
 
 __all__ = [
@@ -354,7 +354,7 @@ P = TypeVar("P", bound="Persistent[Any]")
 _KEPT_ON_LOAD = ("_lock", "_reward_warned")
 
 
-class Persistent(Generic[ConfigT]):
+class Persistent(Lockable, Generic[ConfigT]):
     """Save, load, resume and locking for an allocator with a pydantic ``config``.
 
     A subclass provides :meth:`state_dict` (built with :func:`make_envelope`) and
@@ -369,18 +369,6 @@ class Persistent(Generic[ConfigT]):
     """
 
     config: ConfigT
-    _lock: Any
-
-    def __new__(cls: type[P], *args: Any, **kwargs: Any) -> P:  # the arguments are __init__'s
-        obj = object.__new__(cls)  # object.__new__ takes only cls
-        obj._lock = new_lock()
-        return obj
-
-    def __getstate__(self) -> dict[str, Any]:
-        return picklable_state(self)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        restore_state(self, state)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly, as plain JSON-ready data (versioned)."""

@@ -37,7 +37,7 @@ from coba_rl._persist import (
     parse_config,
     parse_step,
 )
-from coba_rl._sync import new_lock, picklable_state, restore_state, synchronized
+from coba_rl._sync import Lockable, synchronized
 from coba_rl._validation import (
     MAX_N_UP,
     BudgetWarning,
@@ -380,7 +380,7 @@ def _allocate(p: FloatArray, budget: Any, cfg: KnapsackConfig) -> Allocation:
 # -- the stateful estimator -------------------------------------------------------------------
 
 
-class RolloutHistory:
+class RolloutHistory(Lockable):
     """Knapsack-RL's per-prompt estimate, from rollout-level history in flat arrays.
 
     A prompt counts as estimated once it has at least ``min_rollouts`` recorded rollouts.
@@ -421,13 +421,6 @@ class RolloutHistory:
         self._ring: NDArray[np.int8] = np.zeros((0, self.recent), dtype=np.int8)
         self._n_rollouts: IntArray = np.zeros(0, dtype=np.int64)
         self._last_n: IntArray = np.zeros(0, dtype=np.int64)
-        self._lock = new_lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return picklable_state(self)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        restore_state(self, state)
 
     def __repr__(self) -> str:
         return f"RolloutHistory(recent={self.recent}, prompts={len(self)})"

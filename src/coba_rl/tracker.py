@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from coba_rl._persist import decode_ints, encode_ints
-from coba_rl._sync import new_lock, picklable_state, restore_state, synchronized
+from coba_rl._sync import Lockable, synchronized
 from coba_rl._validation import MAX_WINDOW, as_id_array, check_lengths, check_rewards
 from coba_rl.rewards import success_mask
 
@@ -36,7 +36,7 @@ FloatArray = NDArray[np.float64]
 MAX_COUNT = 2**53
 
 
-class PassRateTracker:
+class PassRateTracker(Lockable):
     """Windowed per-prompt pass rates keyed by stable prompt ids (all ints or all strings).
 
     Slots are assigned in the order ids are first recorded, and every per-step quantity is
@@ -74,13 +74,6 @@ class PassRateTracker:
         # Tokens of each appearance, -1 where recorded without lengths; None until the
         # first lengths arrive.
         self._tokens: IntArray | None = None
-        self._lock = new_lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return picklable_state(self)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        restore_state(self, state)
 
     def __repr__(self) -> str:
         return f"PassRateTracker(window={self.window}, prompts={len(self)})"
