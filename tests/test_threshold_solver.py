@@ -32,9 +32,21 @@ from conftest import DATA
 
 
 @pytest.fixture(autouse=True)
-def _band_path_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Small tables are ranked whole in production; these tests exercise the band path.
+def route(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    # Small tables are ranked whole in production; these tests exercise the band paths:
+    # the fixed-width band first (its general fallback behind it), or the general
+    # ragged band alone.
     monkeypatch.setattr(solvers, "_SMALL_TABLE", 0)
+    name = str(getattr(request, "param", "fixed band"))
+    if name == "ragged band":
+        monkeypatch.setattr(solvers, "_band_select", lambda *args: None)
+    return name
+
+
+#: Run a test on both band routes.
+both_routes = pytest.mark.parametrize("route", ["fixed band", "ragged band"], indirect=True)
+#: Run a test on the ragged band alone (the fixed band would settle it first).
+ragged_route = pytest.mark.parametrize("route", ["ragged band"], indirect=True)
 
 
 grid_rates = st.integers(0, 16).map(lambda k: k / 16)
@@ -74,30 +86,35 @@ def _same_as_heap(args: tuple[Any, ...]) -> None:
     assert got.dtype == np.int64
 
 
+@both_routes
 @settings(max_examples=150)
 @given(problem(grid_rates))
 def test_grid_rates_equal_heap(args: tuple[Any, ...]) -> None:
     _same_as_heap(args)
 
 
+@both_routes
 @settings(max_examples=150)
 @given(problem(tie_rates, max_m=60))
 def test_tie_heavy_rates_equal_heap(args: tuple[Any, ...]) -> None:
     _same_as_heap(args)
 
 
+@both_routes
 @settings(max_examples=150)
 @given(problem(any_rates))
 def test_continuous_rates_equal_heap(args: tuple[Any, ...]) -> None:
     _same_as_heap(args)
 
 
+@both_routes
 @settings(max_examples=100)
 @given(problem(kn_rates))
 def test_k_over_n_rates_equal_heap(args: tuple[Any, ...]) -> None:
     _same_as_heap(args)
 
 
+@both_routes
 @settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 @given(problem(st.one_of(grid_rates, any_rates), max_m=12, kappa=st.floats(200.0, 1000.0)))
 def test_extreme_kappa_equal_heap(args: tuple[Any, ...]) -> None:
@@ -105,6 +122,7 @@ def test_extreme_kappa_equal_heap(args: tuple[Any, ...]) -> None:
     _same_as_heap(args)
 
 
+@both_routes
 @settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 @given(
     problem(
@@ -132,12 +150,14 @@ def test_ulp_rising_rows_exist_in_the_fixture() -> None:
     assert _rising_rows(ULP_RATES, 3.0, 700) >= 10
 
 
+@both_routes
 @settings(max_examples=120)
 @given(st.integers(5 * 2, 5 * 700), st.permutations(ULP_RATES))
 def test_ulp_rising_rows_equal_heap(budget: int, p: list[float]) -> None:
     _same_as_heap((p, 9.0, 2.0, 3.0, budget, 2, 700, 0.01))
 
 
+@ragged_route
 def test_ulp_rising_rows_settled_by_the_band(monkeypatch: pytest.MonkeyPatch) -> None:
     # Budgets whose threshold lies among the rising entries, but above exact zero, must be
     # settled by the band (not by the table fallback) and still equal the heap.
@@ -161,6 +181,7 @@ def test_ulp_rising_rows_settled_by_the_band(monkeypatch: pytest.MonkeyPatch) ->
     assert sum(settled) >= 4, settled
 
 
+@both_routes
 def test_many_seeded_batches_equal_table_greedy() -> None:
     # A broader sweep than hypothesis runs: 300 seeded batches of every kind, bounds up to
     # [4, 1004], budgets from the floor to the cap. greedy (table) equals greedy_heap
@@ -189,6 +210,7 @@ def test_many_seeded_batches_equal_table_greedy() -> None:
         assert np.array_equal(got, expected), (it, m, n_low, n_up, budget)
 
 
+@ragged_route
 def test_wrong_closed_form_is_caught_by_the_proofs(monkeypatch: pytest.MonkeyPatch) -> None:
     # The band's start and stop come from the closed form; if it were wrong, the proof
     # columns must catch it and the rows be computed in full. Sabotage it both ways.
@@ -213,6 +235,7 @@ def test_wrong_closed_form_is_caught_by_the_proofs(monkeypatch: pytest.MonkeyPat
         )
 
 
+@ragged_route
 def test_bad_bracket_is_widened(monkeypatch: pytest.MonkeyPatch) -> None:
     # A relaxed threshold far off must be corrected by widening, not trusted.
     rng = np.random.default_rng(4)
@@ -231,6 +254,7 @@ def test_bad_bracket_is_widened(monkeypatch: pytest.MonkeyPatch) -> None:
         )
 
 
+@both_routes
 @pytest.mark.parametrize("small_table", [0, 1 << 12, 1 << 30])
 @pytest.mark.parametrize("kind", ["grid", "continuous", "tie"])
 def test_every_route_equals_the_heap(
@@ -363,3 +387,81 @@ def test_vector_density_equals_scalar_on_random_rates() -> None:
     assert _vector_pdf_is_exact()
     for a, b in [(9.0, 2.0), (1.0, 10.0), (5.5, 5.5), (1.0, 1.0), (850.0, 150.0)]:
         np.testing.assert_array_equal(_beta_pdf_vector(q, a, b), _beta_pdf_scalar_path(q, a, b))
+
+
+def test_fixed_band_settles_realistic_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fixed band is the hot path: on batches like a CoBA-RL run's (k / n_i with n_i
+    # varying) it must settle the allocation itself, not leave it to the fallback.
+    from coba_rl.bench import paper_batch
+
+    settled = []
+    real = solvers._band_select
+
+    def spy(*args: Any) -> Any:
+        out = real(*args)
+        settled.append(out is not None)
+        return out
+
+    rng = np.random.default_rng(21)
+    batches = [paper_batch(rng, m=512, kind="realistic") for _ in range(20)]
+    monkeypatch.setattr(solvers, "_band_select", spy)
+    for p in batches:
+        table = marginal_gains(p, 9.0, 2.0, 4.0, 2, 128)
+        np.testing.assert_array_equal(
+            capability_greedy(p, 9.0, 2.0, 4.0, 8192, 2, 128), greedy(table, 8192, 2, 128)
+        )
+    assert len(settled) == 20 and all(settled), settled
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_narrow_fixed_band_is_proved_or_refused(
+    monkeypatch: pytest.MonkeyPatch, width: int
+) -> None:
+    # A band too narrow for the crossing must be caught by its proof (then the general
+    # path answers); a band that proves itself must be right.
+    monkeypatch.setattr(solvers, "_BAND_WIDTH", width)
+    rng = np.random.default_rng(30 + width)
+    outcomes = []
+    real = solvers._band_select
+
+    def spy(*args: Any) -> Any:
+        out = real(*args)
+        outcomes.append(out is not None)
+        return out
+
+    monkeypatch.setattr(solvers, "_band_select", spy)
+    for it in range(40):
+        m = int(rng.integers(20, 400))
+        n = rng.integers(1, 129, m)
+        p = rng.binomial(n, rng.random(m)) / n if it % 2 else rng.random(m)
+        budget = int(rng.integers(m * 2, m * 64 + 1))
+        table = marginal_gains(p, 6.0, 3.0, 5.0, 2, 64)
+        np.testing.assert_array_equal(
+            capability_greedy(p, 6.0, 3.0, 5.0, budget, 2, 64), greedy(table, budget, 2, 64)
+        )
+    if width == 3:  # narrower bands rarely hold the crossing: refusing them is right
+        assert any(outcomes), "the band never settled an allocation"
+
+
+@pytest.mark.parametrize("shift", [-2.0, -0.05, 0.05, 2.0])
+def test_fixed_band_with_an_off_centre_threshold(
+    monkeypatch: pytest.MonkeyPatch, shift: float
+) -> None:
+    # The band is centred by the relaxed root; centred wrongly, its proof must refuse it
+    # (or the answer still be exact).
+    real_root = solvers._relaxed_root
+
+    def off(*args: Any) -> float | None:
+        t0 = real_root(*args)
+        return None if t0 is None else t0 + shift
+
+    monkeypatch.setattr(solvers, "_relaxed_root", off)
+    rng = np.random.default_rng(40)
+    for _ in range(10):
+        n = rng.integers(1, 129, 300)
+        p = rng.binomial(n, rng.random(300)) / n
+        budget = int(rng.integers(600, 300 * 64))
+        table = marginal_gains(p, 9.0, 2.0, 4.0, 2, 64)
+        np.testing.assert_array_equal(
+            capability_greedy(p, 9.0, 2.0, 4.0, budget, 2, 64), greedy(table, budget, 2, 64)
+        )

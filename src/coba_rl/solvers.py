@@ -22,6 +22,7 @@ the same objective ([Rules: exact reference][rules-dp]).
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
@@ -435,13 +436,130 @@ def _capability_extra(
         weight = np.bincount(inverse, minlength=uniq.size)
     pdf = _beta_pdf_distinct(uniq, alpha, beta)
     with np.errstate(all="ignore"):
-        found = _GeometricRows(uniq, pdf, tau, n_low, k_cols).select(weight, spare)
+        found = None
+        if uniq.size <= _BAND_ROWS:
+            found = _band_select(uniq, pdf, weight, m, tau, n_low, k_cols, spare)
+        if found is None:
+            found = _GeometricRows(uniq, pdf, tau, n_low, k_cols).select(weight, spare)
     if found is None:
         # The threshold is at floating-point noise level: rank the table itself.
         gains_u, inv = _unique_gains(p, alpha, beta, tau, n_low, n_up, smoothing)
         return _greedy_extra_grouped(_running_min(gains_u), inv, spare)
     above, equal = found
     return _split_ties(above[inverse], equal[inverse], spare)
+
+
+#: Columns of the fixed band of :func:`_band_select` (its first guess; wider on retry).
+_BAND_WIDTH = 4
+#: Band units up to which :func:`_band_select` selects among repeated keys.
+_REPEAT_KEYS = 1 << 16
+#: Distinct rates up to which the fixed band is tried (above, the ragged band is faster).
+_BAND_ROWS = 1 << 13
+
+
+def _band_select(
+    p_s: FloatArray,
+    pdf: FloatArray,
+    weight: IntArray,
+    m: int,
+    tau: float,
+    n_low: int,
+    k: int,
+    spare: int,
+) -> tuple[IntArray, IntArray] | None:
+    """:meth:`_GeometricRows.select` in few array operations: one fixed-width band.
+
+    The closed form places every row's crossing of the relaxed threshold; the exact float
+    gains of a band of :data:`_BAND_WIDTH` columns around it (a ``(U, width)`` array, no
+    ragged indexing) give the threshold ``lam`` of the ``spare``-th unit. The answer is
+    returned only once proved: each band's first float gain is above ``lam`` by twice the
+    error bound (or the band starts at column 0), and its last is below ``lam`` by as much
+    (or the band ends at the last column), so no gain outside the bands can reach ``lam``.
+    ``None`` where that proof fails or a row is degenerate: the caller then runs the
+    general :meth:`_GeometricRows.select`. Call under ``np.errstate(all="ignore")``.
+
+    Complexity: O(U log U) time (sorting ``2 U`` breakpoints and ``U * width`` band
+    keys), O(U) memory; about 60 array operations, whatever ``U``.
+    """
+    width = min(_BAND_WIDTH, k)
+    om = 1.0 - p_s
+    rate = p_s * om
+    rate /= tau
+    # log of the exact first gain C e^{-k n_low} (1 - e^{-k}); non-finite for degenerate rows.
+    log_a = np.log(pdf)
+    log_a -= rate * n_low
+    tail = np.expm1(np.negative(rate))
+    np.negative(tail, out=tail)
+    log_a += np.log(tail, out=tail)
+    if not math.isfinite(float(np.add.reduce(log_a))):
+        return None
+    # Centre the band where the count of exact gains above the threshold, ceil(x), is
+    # about spare: ceil(x) ~ x + 1/2, so the root of the relaxed count of x + 1/2.
+    t0 = _relaxed_root(log_a + 0.5 * rate, rate, weight, k, spare)
+    if t0 is None or not math.isfinite(t0):
+        return None
+    x = log_a - t0
+    x /= rate
+    np.ceil(x, out=x)
+    x -= width // 2
+    np.maximum(x, 0, out=x)
+    np.minimum(x, k - width, out=x)
+    start = x.astype(np.int64)
+    # Values V(n) at n = n_low + start .. n_low + start + width, one band column per row
+    # of a (width + 1, U) array, in the arithmetic of marginal_gains:
+    # (1 - exp(((-n) / tau) p (1 - p))) C.
+    vals = _band_offsets(width, n_low) + x
+    np.negative(vals, out=vals)
+    vals /= tau
+    vals *= p_s
+    vals *= om
+    np.exp(vals, out=vals)
+    np.subtract(1, vals, out=vals)
+    vals *= pdf
+    g = np.subtract(vals[1:], vals[:-1])
+    last = g[-1]  # the float gain itself, before any running minimum
+    if bool(np.greater(g[1:], g[:-1]).any()):
+        last = last.copy()
+        np.minimum.accumulate(g, axis=0, out=g)  # float rows that rise by an ulp
+    # The (spare - units left of the bands)-th largest band key, each counted as often
+    # as its rate occurs (the weights sum to m).
+    need = spare - int(np.dot(weight, start))
+    total = width * m
+    if not 0 < need <= total:
+        return None
+    if total <= _REPEAT_KEYS:
+        # Few units in all: repeat each key by its multiplicity and select in place.
+        keys = g.repeat(weight, axis=1).reshape(-1)
+        keys.partition(total - need)
+        lam = float(keys[total - need])
+    else:
+        lam = _weighted_kth_largest(g.reshape(-1), np.tile(weight, width), need)
+    # The proof: every gain left of a band is above lam, every gain right of it below.
+    # A float gain is within err = pdf GAIN_ERROR + abs of the exact one, which is
+    # non-increasing along the row: a band whose first float gain is above lam + 2 err
+    # has every gain to its left above lam, and one whose last float gain is below
+    # lam - 2 err has every gain to its right below lam. Rows failing a test must have
+    # their band at that end of the row (a zero dot product with the distance to it).
+    err2 = 2.0 * (float(np.maximum.reduce(pdf)) * GAIN_ERROR + _GAIN_ERROR_ABS)
+    if int(np.dot(start, g[0] <= lam + err2)):
+        return None
+    if int(np.dot(k - width - start, last >= lam - err2)):
+        return None
+    above = np.add.reduce(g > lam, axis=0, dtype=np.int64)
+    above += start
+    equal = np.add.reduce(g == lam, axis=0, dtype=np.int64)
+    return above, equal
+
+
+@functools.cache
+def _band_offsets(width: int, n_low: int) -> FloatArray:
+    """``n_low, .., n_low + width`` as a read-only float column.
+
+    Complexity: O(width), once per ``(width, n_low)``.
+    """
+    out = np.arange(n_low, n_low + width + 1, dtype=np.float64)[:, None]
+    out.flags.writeable = False
+    return out
 
 
 def _sorted_distinct(p: FloatArray) -> FloatArray:
@@ -847,12 +965,12 @@ def _relaxed_root(
     np.negative(ds[:n], out=ds[n:])
     order = ts.argsort()[::-1]
     ts, ds = ts[order], ds[order]
-    run = ds.cumsum()
+    run = np.add.accumulate(ds)
     gaps = ts[:-1] - ts[1:]
     gaps *= run[:-1]
-    level = gaps.cumsum()  # level[j]: the count at ts[j + 1]
+    level = np.add.accumulate(gaps)  # level[j]: the count at ts[j + 1]
     i = int(level.searchsorted(spare)) + 1
-    if i >= ts.size or not np.isfinite(level[-1]):
+    if i >= ts.size or not math.isfinite(float(level[-1])):
         return None
     done = float(level[i - 2]) if i >= 2 else 0.0
     s = float(run[i - 1])
