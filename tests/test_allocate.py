@@ -227,3 +227,35 @@ def test_counts_are_read_only() -> None:
     a = coba_rl.allocate(coba_rl.BatchStats(pass_rates=[0.5, 0.5]), 8)
     with pytest.raises(ValueError, match="read-only"):
         a.counts[0] = 3
+
+
+@pytest.mark.parametrize("variant", ["paper", "release"])
+def test_per_step_allocation_passes_the_public_validation(variant: str) -> None:
+    # allocate builds its result without re-validating it: the same fields must pass
+    # Allocation's own checks and give an equal, equally typed object.
+    import dataclasses
+
+    from coba_rl.types import Allocation
+
+    rng = np.random.default_rng(8)
+    p = rng.random(64)
+    p[:5] = np.nan
+    cfg = coba_rl.CoBAConfig(variant=variant)
+    for f_bar in (None, 0.3):
+        stats = coba_rl.BatchStats(pass_rates=p, failure_rate=f_bar)
+        got = coba_rl.allocate(stats, 64 * 9, cfg)
+        fields = {f.name: getattr(got, f.name) for f in dataclasses.fields(Allocation)}
+        checked = Allocation(**fields)
+        assert checked == got
+        for name, value in fields.items():
+            assert type(getattr(checked, name)) is type(value), name
+        assert not got.counts.flags.writeable and not got.pass_rates.flags.writeable
+        assert got.counts.dtype == np.int64
+
+
+def test_trusted_allocation_refuses_counts_off_the_budget() -> None:
+    from coba_rl.types import _trusted_allocation
+
+    counts = np.array([2, 3], dtype=np.int64)
+    with pytest.raises(AssertionError, match="sum to 5, not to the budget 6"):
+        _trusted_allocation(counts, 6, np.array([0.1, 0.2]))

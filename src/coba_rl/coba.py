@@ -23,7 +23,7 @@ from coba_rl._validation import (
 from coba_rl.config import CoBAConfig
 from coba_rl.solvers import _capability_extra, _running_min
 from coba_rl.tokens import resolve_costs, token_greedy_prepared
-from coba_rl.types import Allocation, BatchStats, _owned
+from coba_rl.types import Allocation, BatchStats, _owned, _trusted_allocation
 from coba_rl.value import _adaptive_tau, _beta_shape_scalar, _unique_gains
 
 __all__ = ["allocate", "initial_shape"]
@@ -308,13 +308,19 @@ def allocate_with_shape(
         counts, tau = _paper_counts(p, b, cfg, alpha, beta)
     else:
         counts, tau = _release_counts(p, b, cfg, alpha, beta)
-    return Allocation(
-        counts=_owned(counts),
-        tau=tau,
-        pass_rates=_owned(p),
+    # The per-step path: every field below is built here, of its declared type.
+    return _trusted_allocation(
+        _owned(np.asarray(counts, dtype=np.int64)),
+        b,
+        _owned(p),
+        tau=None if tau is None else float(tau),
         method="greedy",
         n_unseen=n_unseen,
-        **common,
+        alpha=float(alpha),
+        beta=float(beta),
+        failure_rate=None if failure_rate is None else float(failure_rate),
+        n_low=cfg.n_low,
+        n_up=cfg.n_up,
     )
 
 

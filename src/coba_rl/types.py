@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -380,6 +381,30 @@ def _as_int(v: Any, name: str) -> int:
     return int(v)
 
 
+def _trusted_allocation(
+    counts: NDArray[np.int64],
+    budget: int,
+    pass_rates: NDArray[np.float64],
+    **fields: Any,
+) -> Allocation:
+    """An :class:`Allocation` from the library's own solvers, without re-validating it.
+
+    For the per-step path only: ``counts`` must be a read-only int64 array built by a
+    solver, ``pass_rates`` a read-only float64 array of the same length, ``budget`` an
+    int and every other field already of its declared type (Python floats and ints, or
+    ``None``). Field-by-field validation costs more than the O(M) allocation at small
+    ``M``; the one check kept is the contract itself, that the counts sum to the budget.
+    """
+    total = int(np.add.reduce(counts, dtype=np.int64)) if counts.size else 0
+    if total != budget:  # a solver bug, never bad input
+        raise AssertionError(f"internal error: counts sum to {total}, not to the budget {budget}")
+    out = object.__new__(Allocation)
+    state = out.__dict__
+    state.update(_ALLOCATION_DEFAULTS)
+    state.update(fields, counts=counts, budget=budget, pass_rates=pass_rates)
+    return out
+
+
 def _optional_real(v: Any, name: str) -> float | None:
     if v is None:
         return None
@@ -409,3 +434,11 @@ def _counts(counts: Any, budget: int) -> NDArray[np.int64]:
     if out.flags.writeable or out.dtype != np.int64:
         out = _read_only(out)
     return out
+
+
+#: Field defaults of :class:`Allocation` (the empty arrays are read-only, so shared).
+_ALLOCATION_DEFAULTS: dict[str, Any] = {
+    f.name: f.default_factory() if callable(f.default_factory) else f.default
+    for f in dataclasses.fields(Allocation)
+    if f.name not in ("counts", "budget")
+}
