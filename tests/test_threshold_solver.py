@@ -40,6 +40,7 @@ def route(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
     name = str(getattr(request, "param", "fixed band"))
     if name == "ragged band":
         monkeypatch.setattr(solvers, "_band_select", lambda *args: None)
+        monkeypatch.setattr(solvers._GeometricRows, "fixed_band", lambda *args: None)
     return name
 
 
@@ -465,3 +466,45 @@ def test_fixed_band_with_an_off_centre_threshold(
         np.testing.assert_array_equal(
             capability_greedy(p, 9.0, 2.0, 4.0, budget, 2, 64), greedy(table, budget, 2, 64)
         )
+
+
+def test_fixed_band_settles_large_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Above _BAND_ROWS distinct rates the fixed band is centred by the sampled relaxed
+    # threshold and its Newton steps; it must settle such batches itself, exactly.
+    settled = []
+    real = solvers._GeometricRows.fixed_band
+
+    def spy(self: Any, weight: Any, spare: int) -> Any:
+        out = real(self, weight, spare)
+        settled.append(out is not None)
+        return out
+
+    monkeypatch.setattr(solvers._GeometricRows, "fixed_band", spy)
+    rng = np.random.default_rng(50)
+    m = 3 * solvers._BAND_ROWS
+    for it in range(4):
+        p = rng.random(m)
+        p[: m // 4] = 0.0  # one rate shared by a quarter of the batch (a heavy row)
+        p[m // 4 : m // 3] = 1.0
+        rng.shuffle(p)
+        budget = m * (4 + 8 * it)
+        table = marginal_gains(p, 9.0, 2.0, 4.0, 2, 128)
+        np.testing.assert_array_equal(
+            capability_greedy(p, 9.0, 2.0, 4.0, budget, 2, 128), greedy(table, budget, 2, 128)
+        )
+    assert settled == [True] * 4
+
+
+def test_sampled_rows_keep_heavy_rows() -> None:
+    # A rate shared by many prompts must stay in the sample with its whole weight, and the
+    # sample's total weight must equal the batch's.
+    rng = np.random.default_rng(51)
+    u = 20 * solvers._SORT_ROWS
+    top, rate = rng.normal(size=u), rng.random(u) + 0.1
+    w = np.ones(u, dtype=np.int64)
+    w[7] = 50_000  # stride sampling from row 0 would skip row 7
+    t, r, ww = solvers._sample_rows(top, rate, w)
+    assert np.array_equal(r[t == top[7]], rate[[7]])
+    assert t.size <= solvers._SORT_ROWS + 1
+    assert top[7] in t and ww[np.flatnonzero(t == top[7])[0]] == 50_000
+    assert float(ww.sum()) == pytest.approx(float(w.sum()))

@@ -326,7 +326,7 @@ _BAND_CHUNK = 1 << 18
 #: Bracket widenings tried before falling back to the table.
 _MAX_TRIES = 8
 #: Rows up to which the relaxed threshold sorts every breakpoint (above: sample + Newton).
-_SORT_ROWS = 1 << 14
+_SORT_ROWS = 1 << 12
 
 
 def capability_greedy(
@@ -440,7 +440,11 @@ def _capability_extra(
         if uniq.size <= _BAND_ROWS:
             found = _band_select(uniq, pdf, weight, m, tau, n_low, k_cols, spare)
         if found is None:
-            found = _GeometricRows(uniq, pdf, tau, n_low, k_cols).select(weight, spare)
+            rows = _GeometricRows(uniq, pdf, tau, n_low, k_cols)
+            if uniq.size > _BAND_ROWS:
+                found = rows.fixed_band(weight, spare)
+            if found is None:
+                found = rows.select(weight, spare)
     if found is None:
         # The threshold is at floating-point noise level: rank the table itself.
         gains_u, inv = _unique_gains(p, alpha, beta, tau, n_low, n_up, smoothing)
@@ -454,7 +458,7 @@ _BAND_WIDTH = 4
 #: Band units up to which :func:`_band_select` selects among repeated keys.
 _REPEAT_KEYS = 1 << 16
 #: Distinct rates up to which the fixed band is tried (above, the ragged band is faster).
-_BAND_ROWS = 1 << 13
+_BAND_ROWS = 1 << 12
 
 
 def _band_select(
@@ -470,16 +474,14 @@ def _band_select(
     """:meth:`_GeometricRows.select` in few array operations: one fixed-width band.
 
     The closed form places every row's crossing of the relaxed threshold; the exact float
-    gains of a band of :data:`_BAND_WIDTH` columns around it (a ``(U, width)`` array, no
-    ragged indexing) give the threshold ``lam`` of the ``spare``-th unit. The answer is
-    returned only once proved: each band's first float gain is above ``lam`` by twice the
-    error bound (or the band starts at column 0), and its last is below ``lam`` by as much
-    (or the band ends at the last column), so no gain outside the bands can reach ``lam``.
-    ``None`` where that proof fails or a row is degenerate: the caller then runs the
-    general :meth:`_GeometricRows.select`. Call under ``np.errstate(all="ignore")``.
+    gains of a band of :data:`_BAND_WIDTH` columns around it (a ``(width, U)`` array, no
+    ragged indexing) give the threshold ``lam`` of the ``spare``-th unit, and
+    :func:`_band_counts` proves it. ``None`` where a proof fails or a row is degenerate:
+    the caller then runs the general :meth:`_GeometricRows.select`. Call under
+    ``np.errstate(all="ignore")``.
 
-    Complexity: O(U log U) time (sorting ``2 U`` breakpoints and ``U * width`` band
-    keys), O(U) memory; about 60 array operations, whatever ``U``.
+    Complexity: O(U log U) time (sorting ``2 U`` breakpoints, selecting among ``M *
+    width`` band units), O(M) memory; about 50 array operations, whatever ``U``.
     """
     width = min(_BAND_WIDTH, k)
     om = 1.0 - p_s
@@ -500,27 +502,7 @@ def _band_select(
         return None
     x = log_a - t0
     x /= rate
-    np.ceil(x, out=x)
-    x -= width // 2
-    np.maximum(x, 0, out=x)
-    np.minimum(x, k - width, out=x)
-    start = x.astype(np.int64)
-    # Values V(n) at n = n_low + start .. n_low + start + width, one band column per row
-    # of a (width + 1, U) array, in the arithmetic of marginal_gains:
-    # (1 - exp(((-n) / tau) p (1 - p))) C.
-    vals = _band_offsets(width, n_low) + x
-    np.negative(vals, out=vals)
-    vals /= tau
-    vals *= p_s
-    vals *= om
-    np.exp(vals, out=vals)
-    np.subtract(1, vals, out=vals)
-    vals *= pdf
-    g = np.subtract(vals[1:], vals[:-1])
-    last = g[-1]  # the float gain itself, before any running minimum
-    if bool(np.greater(g[1:], g[:-1]).any()):
-        last = last.copy()
-        np.minimum.accumulate(g, axis=0, out=g)  # float rows that rise by an ulp
+    start, g, last = _band_gains_2d(x, width, p_s, om, pdf, tau, n_low, k)
     # The (spare - units left of the bands)-th largest band key, each counted as often
     # as its rate occurs (the weights sum to m).
     need = spare - int(np.dot(weight, start))
@@ -534,13 +516,66 @@ def _band_select(
         lam = float(keys[total - need])
     else:
         lam = _weighted_kth_largest(g.reshape(-1), np.tile(weight, width), need)
-    # The proof: every gain left of a band is above lam, every gain right of it below.
-    # A float gain is within err = pdf GAIN_ERROR + abs of the exact one, which is
-    # non-increasing along the row: a band whose first float gain is above lam + 2 err
-    # has every gain to its left above lam, and one whose last float gain is below
-    # lam - 2 err has every gain to its right below lam. Rows failing a test must have
-    # their band at that end of the row (a zero dot product with the distance to it).
-    err2 = 2.0 * (float(np.maximum.reduce(pdf)) * GAIN_ERROR + _GAIN_ERROR_ABS)
+    return _band_counts(start, g, last, lam, float(np.maximum.reduce(pdf)), k)
+
+
+def _band_gains_2d(
+    x: FloatArray,
+    width: int,
+    p_s: FloatArray,
+    om: FloatArray,
+    pdf: FloatArray,
+    tau: float,
+    n_low: int,
+    k: int,
+) -> tuple[IntArray, FloatArray, FloatArray]:
+    """Float gains of a band of ``width`` columns per row, around crossings ``x``.
+
+    Row ``u``'s band starts ``width // 2`` columns before ``ceil(x[u])`` (the first column
+    whose exact gain is not above the threshold that ``x`` was computed for), moved to lie
+    within ``[0, k)``. Returns ``start``, the gains as a ``(width, U)`` array with each
+    row's running minimum applied from its band's start, and the last column's float
+    gains before that minimum. ``x`` is overwritten. The arithmetic is
+    :func:`coba_rl.value.marginal_gains`' own: ``V(n) = (1 - exp(((-n) / tau) p (1 - p)))
+    C`` at ``width + 1`` values of ``n``, then ``V(n + 1) - V(n)``.
+
+    Complexity: O(U width) time and memory, about 15 array operations.
+    """
+    np.ceil(x, out=x)
+    x -= width // 2
+    np.maximum(x, 0, out=x)
+    np.minimum(x, k - width, out=x)
+    start = x.astype(np.int64)
+    vals = _band_offsets(width, n_low) + x
+    np.negative(vals, out=vals)
+    vals /= tau
+    vals *= p_s
+    vals *= om
+    np.exp(vals, out=vals)
+    np.subtract(1, vals, out=vals)
+    vals *= pdf
+    g = np.subtract(vals[1:], vals[:-1])
+    last = g[-1]  # the float gain itself, before any running minimum
+    if bool(np.greater(g[1:], g[:-1]).any()):
+        last = last.copy()
+        np.minimum.accumulate(g, axis=0, out=g)  # float rows that rise by an ulp
+    return start, g, last
+
+
+def _band_counts(
+    start: IntArray, g: FloatArray, last: FloatArray, lam: float, pdf_max: float, k: int
+) -> tuple[IntArray, IntArray] | None:
+    """Per row, the keys above ``lam`` and equal to it, once the bands are proved to hold them.
+
+    The proof: a float gain is within ``err = pdf GAIN_ERROR + abs`` of the exact one,
+    which is non-increasing along the row. A band whose first float gain is above
+    ``lam + 2 err`` has every gain to its left above ``lam``; one whose last float gain is
+    below ``lam - 2 err`` has every gain to its right below ``lam``. Rows failing a test
+    must have their band at that end of the row (a zero dot product with the distance to
+    it); otherwise ``None``. Complexity: O(U width).
+    """
+    width = g.shape[0]
+    err2 = 2.0 * (pdf_max * GAIN_ERROR + _GAIN_ERROR_ABS)
     if int(np.dot(start, g[0] <= lam + err2)):
         return None
     if int(np.dot(k - width - start, last >= lam - err2)):
@@ -598,7 +633,9 @@ def _small_table_extra(
 
 
 #: Batches above this size are checked for mostly distinct rates before deduplicating.
-_DEDUP_CHECK = 1 << 16
+_DEDUP_CHECK = 1 << 14
+#: Share of distinct rates in that sample above which the batch is not deduplicated.
+_DEDUP_FRAC = 0.5
 
 
 def _mostly_distinct(q: FloatArray) -> bool:
@@ -609,7 +646,7 @@ def _mostly_distinct(q: FloatArray) -> bool:
     if q.size <= _DEDUP_CHECK:
         return False
     sample = q[:: q.size // 4096]
-    return bool(np.unique(sample).size > 0.9 * sample.size)
+    return bool(np.unique(sample).size > _DEDUP_FRAC * sample.size)
 
 
 def _weighted_kth_largest(vals: FloatArray, wts: IntArray, k: int) -> float:
@@ -667,12 +704,26 @@ class _GeometricRows:
         np.log(tail, out=tail)
         log_a += tail
         self.log_a = log_a if self.all_active else np.where(active, log_a, -np.inf)
-        err = pdf * GAIN_ERROR
-        err += _GAIN_ERROR_ABS
-        self.err = err
-        self.err2 = 2 * err
         self.inv_rate = 1.0 / rate
-        self.err_cols = err * self.inv_rate  # the error bound, in log-threshold columns
+
+    # The error bounds of the ragged band, built on first use (the fixed band needs none).
+
+    @functools.cached_property
+    def err(self) -> FloatArray:
+        """Per row, the bound on ``|float gain - exact gain|``."""
+        err = self.pdf * GAIN_ERROR
+        err += _GAIN_ERROR_ABS
+        return err
+
+    @functools.cached_property
+    def err2(self) -> FloatArray:
+        """Twice :attr:`err`."""
+        return 2 * self.err
+
+    @functools.cached_property
+    def err_cols(self) -> FloatArray:
+        """:attr:`err` in log-threshold columns."""
+        return self.err * self.inv_rate
 
     # -- closed form ------------------------------------------------------------------------
 
@@ -696,10 +747,7 @@ class _GeometricRows:
         if top.size <= _SORT_ROWS:
             t0 = _relaxed_root(top, rate, w, self.k, spare)
         else:
-            step = -(-top.size // _SORT_ROWS)
-            w_sub = w[::step]
-            scale = float(w.sum()) / float(w_sub.sum())
-            t0 = _relaxed_root(top[::step], rate[::step], w_sub, self.k, spare / scale)
+            t0 = _relaxed_root(*_sample_rows(top, rate, w), self.k, spare)
         if t0 is None or not math.isfinite(t0):
             return None
         # Newton steps on the integer count (entries above exp(t)). What is left after them
@@ -732,6 +780,44 @@ class _GeometricRows:
                 break
         d = (spread + 0.05 * abs(miss)) / s_lin
         return t0, d, d
+
+    def fixed_band(self, weight: IntArray, spare: int) -> tuple[IntArray, IntArray] | None:
+        """:func:`_band_select` for many rows: the same fixed-width band and proofs, centred
+        by :meth:`relaxed_threshold` (a sample of the rows, then Newton steps on the integer
+        count), which also brackets the threshold, so that only the band keys inside the
+        bracket are ranked. ``None`` where a row is degenerate, the bracket misses or a
+        proof fails: :meth:`select` then answers.
+
+        Complexity: O(U) time and memory (O(U log U) below :data:`_SORT_ROWS` rows), about
+        40 array operations.
+        """
+        if not self.all_active:
+            return None
+        relaxed = self.relaxed_threshold(weight, spare)
+        if relaxed is None:
+            return None
+        t0, d_hi, d_lo = relaxed
+        lam_hi = math.exp(min(max(t0 + d_hi, -746.0), 709.0))
+        lam_lo = math.exp(min(max(t0 - d_lo - 1e-12 * (1.0 + abs(t0)), -746.0), 709.0))
+        width = min(_BAND_WIDTH, self.k)
+        x = self.log_a - t0
+        x *= self.inv_rate
+        start, g, last = _band_gains_2d(
+            x, width, self.p_s, self.om, self.pdf, self.tau, self.n_low, self.k
+        )
+        # Units above the bracket (left of the bands or above lam_hi in them), then the
+        # keys inside it, each with its row's multiplicity.
+        above_hi = np.add.reduce(g > lam_hi, axis=0, dtype=np.int64)
+        above_hi += start
+        n_hi = int(np.dot(weight, above_hi))
+        inside = g >= lam_lo
+        inside &= g <= lam_hi
+        at = np.flatnonzero(inside)
+        wts = weight[at % g.shape[1]]
+        if not n_hi < spare <= n_hi + int(np.add.reduce(wts)):
+            return None
+        lam = _weighted_kth_largest(g.reshape(-1)[at], wts, spare - n_hi)
+        return _band_counts(start, g, last, lam, float(np.maximum.reduce(self.pdf)), self.k)
 
     def first_columns(
         self, rows: IntArray, lam_lo: float, lam_hi: float
@@ -947,6 +1033,30 @@ class _GeometricRows:
         if len(vals) == 1:
             return a, b, vals[0], vrows[0]
         return a, b, np.concatenate(vals), np.concatenate(vrows)
+
+
+def _sample_rows(
+    top: FloatArray, rate: FloatArray, w: IntArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """About :data:`_SORT_ROWS` rows standing for all of them in the relaxed count.
+
+    Every heavy row (more than 8 times the mean weight: a rate many prompts share, such
+    as 0) is kept with its weight; a strided sample of the others is scaled up to their
+    total weight. Without the heavy rows kept, a sample that happened to miss a rate
+    shared by a quarter of the batch would misplace the threshold by far.
+    Complexity: O(U).
+    """
+    total = float(np.add.reduce(w))
+    heavy = w > 8.0 * total / w.size
+    keep = np.flatnonzero(heavy)
+    light = np.flatnonzero(~heavy)
+    light = light[:: -(-light.size // _SORT_ROWS)] if light.size else light
+    w_heavy = float(np.add.reduce(w[keep]))
+    w_light = float(np.add.reduce(w[light]))
+    scale = (total - w_heavy) / w_light if w_light > 0 else 0.0
+    rows = np.concatenate([keep, light])
+    wts = np.concatenate([w[keep].astype(np.float64), w[light] * scale])
+    return top[rows], rate[rows], wts
 
 
 def _relaxed_root(
