@@ -419,11 +419,13 @@ def _capability_extra(
         return np.zeros(m, dtype=np.int64)
     if spare >= m * k_cols:
         return np.full(m, k_cols, dtype=np.int64)
+    inverse: IntArray | None = None  # each prompt's row; None: one row per prompt
     if _mostly_distinct(p):
-        # Sorting a million distinct rates costs more than it saves: one row per prompt
-        # (equal rates get equal rows, so ties still split in prompt order).
+        # A large batch of mostly distinct rates: deduplicating costs more than it saves.
+        # One row per prompt (equal rates get equal rows, so ties still split in prompt
+        # order).
         uniq = np.minimum(np.maximum(p, smoothing), 1.0 - smoothing)
-        inverse, weight = np.arange(m), np.ones(m, dtype=np.int64)
+        weight = np.ones(m, dtype=np.int64)
     else:
         # A sort and a search: cheaper than np.unique's argsort when rates repeat. Rows
         # of rates that clip to the same value are equal rows: harmless.
@@ -450,6 +452,8 @@ def _capability_extra(
         gains_u, inv = _unique_gains(p, alpha, beta, tau, n_low, n_up, smoothing)
         return _greedy_extra_grouped(_running_min(gains_u), inv, spare)
     above, equal = found
+    if inverse is None:
+        return _split_ties(above, equal, spare)
     return _split_ties(above[inverse], equal[inverse], spare)
 
 
@@ -487,21 +491,23 @@ def _band_select(
     om = 1.0 - p_s
     rate = p_s * om
     rate /= tau
-    # log of the exact first gain C e^{-k n_low} (1 - e^{-k}); non-finite for degenerate rows.
-    log_a = np.log(pdf)
-    log_a -= rate * n_low
-    tail = np.expm1(np.negative(rate))
-    np.negative(tail, out=tail)
-    log_a += np.log(tail, out=tail)
-    if not math.isfinite(float(np.add.reduce(log_a))):
+    # The exact gains are C e^{-k n} (1 - e^{-k}) at n = n_low, n_low + 1, ..: their log
+    # at column x is log_a - k x with log_a = log C - k n_low + log(1 - e^{-k}). Only the
+    # band's place depends on it (the proofs make the answer exact), so the cheaper
+    # log(1 - e^{-k}) ~ log k - k / 2 serves (off by at most half a column). ``top`` is
+    # log_a + k / 2: the count of gains above e^t, ceil(x), is about x + 1/2, so the root
+    # of the relaxed count of x + 1/2 centres the band. Non-finite for degenerate rows.
+    top = np.log(pdf)
+    top += np.log(rate)
+    top -= rate * n_low
+    if not math.isfinite(float(np.add.reduce(top))):
         return None
-    # Centre the band where the count of exact gains above the threshold, ceil(x), is
-    # about spare: ceil(x) ~ x + 1/2, so the root of the relaxed count of x + 1/2.
-    t0 = _relaxed_root(log_a + 0.5 * rate, rate, weight, k, spare)
+    t0 = _relaxed_root(top, rate, weight, k, spare)
     if t0 is None or not math.isfinite(t0):
         return None
-    x = log_a - t0
+    x = top - t0
     x /= rate
+    x -= 0.5  # (log_a - t0) / k
     start, g, last = _band_gains_2d(x, width, p_s, om, pdf, tau, n_low, k)
     # The (spare - units left of the bands)-th largest band key, each counted as often
     # as its rate occurs (the weights sum to m).
