@@ -507,7 +507,7 @@ def _band_select(
         return None
     x = top - t0
     x /= rate
-    x -= 0.5  # (log_a - t0) / k
+    x -= 0.5 + width // 2  # (log_a - t0) / k, less half the band
     start, g, last = _band_gains_2d(x, width, p_s, om, pdf, tau, n_low, k)
     # The (spare - units left of the bands)-th largest band key, each counted as often
     # as its rate occurs (the weights sum to m).
@@ -535,10 +535,10 @@ def _band_gains_2d(
     n_low: int,
     k: int,
 ) -> tuple[IntArray, FloatArray, FloatArray]:
-    """Float gains of a band of ``width`` columns per row, around crossings ``x``.
+    """Float gains of a band of ``width`` columns per row, starting at ``ceil(x)``.
 
-    Row ``u``'s band starts ``width // 2`` columns before ``ceil(x[u])`` (the first column
-    whose exact gain is not above the threshold that ``x`` was computed for), moved to lie
+    ``x`` is each row's crossing less ``width // 2``: the band starts that many columns
+    before the first column whose exact gain is not above the threshold, moved to lie
     within ``[0, k)``. Returns ``start``, the gains as a ``(width, U)`` array with each
     row's running minimum applied from its band's start, and the last column's float
     gains before that minimum. ``x`` is overwritten. The arithmetic is
@@ -548,12 +548,11 @@ def _band_gains_2d(
     Complexity: O(U width) time and memory, about 15 array operations.
     """
     np.ceil(x, out=x)
-    x -= width // 2
     np.maximum(x, 0, out=x)
     np.minimum(x, k - width, out=x)
     start = x.astype(np.int64)
-    vals = _band_offsets(width, n_low) + x
-    np.negative(vals, out=vals)
+    # -n = -(n_low + offset) - start: exact (integers), as marginal_gains' ``-n``.
+    vals = _band_offsets(width, n_low) - x
     vals /= tau
     vals *= p_s
     vals *= om
@@ -594,11 +593,11 @@ def _band_counts(
 
 @functools.cache
 def _band_offsets(width: int, n_low: int) -> FloatArray:
-    """``n_low, .., n_low + width`` as a read-only float column.
+    """``-n_low, .., -(n_low + width)`` as a read-only float column.
 
     Complexity: O(width), once per ``(width, n_low)``.
     """
-    out = np.arange(n_low, n_low + width + 1, dtype=np.float64)[:, None]
+    out = -np.arange(n_low, n_low + width + 1, dtype=np.float64)[:, None]
     out.flags.writeable = False
     return out
 
@@ -808,6 +807,7 @@ class _GeometricRows:
         width = min(_BAND_WIDTH, self.k)
         x = self.log_a - t0
         x *= self.inv_rate
+        x -= width // 2
         start, g, last = _band_gains_2d(
             x, width, self.p_s, self.om, self.pdf, self.tau, self.n_low, self.k
         )
