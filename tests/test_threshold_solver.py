@@ -50,6 +50,21 @@ both_routes = pytest.mark.parametrize("route", ["fixed band", "ragged band"], in
 ragged_route = pytest.mark.parametrize("route", ["ragged band"], indirect=True)
 
 
+def _record_settled(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[bool]:
+    """Wrap ``owner.name`` (a solver step that may give up with ``None``): the returned
+    list records, per call, whether that step settled the allocation."""
+    settled: list[bool] = []
+    real = getattr(owner, name)
+
+    def spy(*args: Any) -> Any:
+        out = real(*args)
+        settled.append(out is not None)
+        return out
+
+    monkeypatch.setattr(owner, name, spy)
+    return settled
+
+
 grid_rates = st.integers(0, 16).map(lambda k: k / 16)
 tie_rates = st.sampled_from([0.25, 0.5, 0.75])
 any_rates = st.floats(0.0, 1.0, allow_nan=False)
@@ -163,15 +178,7 @@ def test_ulp_rising_rows_settled_by_the_band(monkeypatch: pytest.MonkeyPatch) ->
     # Budgets whose threshold lies among the rising entries, but above exact zero, must be
     # settled by the band (not by the table fallback) and still equal the heap.
     table = marginal_gains(ULP_RATES, 9.0, 2.0, 3.0, 2, 700)
-    settled = []
-    real_select = solvers._GeometricRows.select
-
-    def spy(self: Any, weight: Any, spare: int) -> Any:
-        out = real_select(self, weight, spare)
-        settled.append(out is not None)
-        return out
-
-    monkeypatch.setattr(solvers._GeometricRows, "select", spy)
+    settled = _record_settled(monkeypatch, solvers._GeometricRows, "select")
     rising = np.flatnonzero((table[:, 1:] > table[:, :-1]).any(axis=0))
     for col in rising[:8]:
         budget = 5 * 2 + int((table > table[:, col + 1].max()).sum()) + 1
@@ -395,17 +402,9 @@ def test_fixed_band_settles_realistic_batches(monkeypatch: pytest.MonkeyPatch) -
     # varying) it must settle the allocation itself, not leave it to the fallback.
     from coba_rl.bench import paper_batch
 
-    settled = []
-    real = solvers._band_select
-
-    def spy(*args: Any) -> Any:
-        out = real(*args)
-        settled.append(out is not None)
-        return out
-
     rng = np.random.default_rng(21)
     batches = [paper_batch(rng, m=512, kind="realistic") for _ in range(20)]
-    monkeypatch.setattr(solvers, "_band_select", spy)
+    settled = _record_settled(monkeypatch, solvers, "_band_select")
     for p in batches:
         table = marginal_gains(p, 9.0, 2.0, 4.0, 2, 128)
         np.testing.assert_array_equal(
@@ -422,15 +421,7 @@ def test_narrow_fixed_band_is_proved_or_refused(
     # path answers); a band that proves itself must be right.
     monkeypatch.setattr(solvers, "_BAND_WIDTH", width)
     rng = np.random.default_rng(30 + width)
-    outcomes = []
-    real = solvers._band_select
-
-    def spy(*args: Any) -> Any:
-        out = real(*args)
-        outcomes.append(out is not None)
-        return out
-
-    monkeypatch.setattr(solvers, "_band_select", spy)
+    outcomes = _record_settled(monkeypatch, solvers, "_band_select")
     for it in range(40):
         m = int(rng.integers(20, 400))
         n = rng.integers(1, 129, m)
@@ -471,15 +462,7 @@ def test_fixed_band_with_an_off_centre_threshold(
 def test_fixed_band_settles_large_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     # Above _BAND_ROWS distinct rates the fixed band is centred by the sampled relaxed
     # threshold and its Newton steps; it must settle such batches itself, exactly.
-    settled = []
-    real = solvers._GeometricRows.fixed_band
-
-    def spy(self: Any, weight: Any, spare: int) -> Any:
-        out = real(self, weight, spare)
-        settled.append(out is not None)
-        return out
-
-    monkeypatch.setattr(solvers._GeometricRows, "fixed_band", spy)
+    settled = _record_settled(monkeypatch, solvers._GeometricRows, "fixed_band")
     rng = np.random.default_rng(50)
     m = 3 * solvers._BAND_ROWS
     for it in range(4):
