@@ -33,6 +33,14 @@ The model:
   the fraction ``decay`` of its distance, ``theta -= decay * (theta - theta_0)``, not
   scaled by the learning rate. ``m_i`` moves by plain SGD on the prompt's own scalar gradient
   under either optimiser: memorisation helps the prompt itself, never the held-out set.
+* Every rollout has a response length in tokens that grows with the prompt's difficulty
+  and stops at a length limit: prompt ``i`` at pass rate ``p`` has the mean length
+  ``c_i(p) = length_base + length_span (1 - p) e_i`` (``e_i`` a fixed per-prompt
+  log-normal factor, as :func:`coba_rl.bench.token_batch` draws its lengths); a failed
+  rollout is ``failure_length_ratio`` times as long as a successful one of the same
+  prompt, each rollout has its own log-normal spread, and the length is cut at
+  ``length_limit``. Lengths come from their own random stream: they never change the
+  rewards, the noise or the learning curve, only what a step costs in tokens.
 * Held-out accuracy is the mean held-out pass rate (no memorisation, no sampling noise).
   A validation set, drawn like the held-out set and disjoint from it, serves to choose
   learning rates.
@@ -47,7 +55,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -57,6 +65,9 @@ from coba_rl._validation import as_id_array, check_rewards
 from coba_rl.grpo import expand, group_advantages
 from coba_rl.types import Allocation
 
+if TYPE_CHECKING:
+    from coba_rl.allocator import CoBAAllocator
+
 __all__ = [
     "PASS_RATE_BINS",
     "AllocatorLike",
@@ -64,6 +75,7 @@ __all__ = [
     "SimConfig",
     "SimHistory",
     "StepOutcome",
+    "TokenBudgetCoBA",
     "run_simulation",
 ]
 
@@ -110,6 +122,14 @@ class SimConfig(BaseModel):
       ddof, eps, scale: GRPO advantage options, as in :func:`coba_rl.grpo.group_advantages`.
       per_prompt_weights: weight each row by ``G / n_i`` so each prompt counts equally.
       reward: ``"binary"`` rewards in {0, 1}, or ``"signed"`` rewards in {-1, +1}.
+      length_limit: the generation length limit (tokens): no response is longer.
+      length_base, length_span: a prompt's mean response length (before the limit) is
+        ``length_base + length_span * (1 - p) * e_i`` at pass rate ``p``.
+      length_prompt_spread: ``e_i ~ LogNormal(0, length_prompt_spread)``, fixed per prompt.
+      length_rollout_spread: each rollout's length is multiplied by a log-normal factor of
+        mean 1 and this log-scale spread.
+      failure_length_ratio: a failed rollout is this many times as long as a successful
+        one of the same prompt (the prompt's mean length is unchanged).
 
     Example:
       >>> cfg = SimConfig(num_train=512)
@@ -149,6 +169,12 @@ class SimConfig(BaseModel):
     scale: bool = True
     per_prompt_weights: bool = False
     reward: Literal["binary", "signed"] = "binary"
+    length_limit: int = Field(default=4096, ge=1)
+    length_base: float = Field(default=250.0, gt=0.0, allow_inf_nan=False)
+    length_span: float = Field(default=2500.0, ge=0.0, allow_inf_nan=False)
+    length_prompt_spread: float = Field(default=0.35, ge=0.0, allow_inf_nan=False)
+    length_rollout_spread: float = Field(default=0.3, ge=0.0, allow_inf_nan=False)
+    failure_length_ratio: float = Field(default=1.5, gt=0.0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _shares(self) -> SimConfig:
@@ -169,12 +195,14 @@ class StepOutcome:
       rewards: one reward per row ({0, 1} or {-1, +1}).
       successes: successes per prompt of the batch, shape ``(M,)``.
       pass_rates: the true pass rate of each prompt before the update, shape ``(M,)``.
+      lengths: the response length of each row in tokens, in ``[1, length_limit]``.
     """
 
     row_prompt_ids: IntArray
     rewards: FloatArray
     successes: IntArray
     pass_rates: FloatArray
+    lengths: IntArray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
 
 def _sigmoid(x: FloatArray) -> FloatArray:
@@ -191,7 +219,8 @@ class RLVRSimulator:
 
     Args:
       config: the model constants; defaults to :class:`SimConfig` ``()``.
-      seed: seeds the prompts, the batch order and the reward draws (independent streams).
+      seed: seeds the prompts, the batch order, the reward draws, the gradient noise and
+        the response lengths (independent streams: the lengths never move the others).
 
     Example:
       >>> sim = RLVRSimulator(SimConfig(num_train=64, num_heldout=32), seed=0)
@@ -202,6 +231,8 @@ class RLVRSimulator:
       ((32,), True)
       >>> 0.0 < sim.heldout_accuracy() < 1.0
       True
+      >>> out.lengths.shape, bool(out.lengths.max() <= sim.config.length_limit)
+      ((32,), True)
 
     Complexity: a step costs O(R log R + M d) for R rows and M prompts (plus O(N d) for
     the memorisation-free held-out accuracy, when asked).
@@ -211,14 +242,20 @@ class RLVRSimulator:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise TypeError(f"seed must be a non-negative int, got {seed!r}")
         self.config = config if config is not None else SimConfig()
-        world_ss, order_ss, outcome_ss, noise_ss, val_ss = np.random.SeedSequence(int(seed)).spawn(
-            5
-        )
+        # Children 0-4 are what they were before the length stream (child 5) was added.
+        world_ss, order_ss, outcome_ss, noise_ss, val_ss, length_ss = np.random.SeedSequence(
+            int(seed)
+        ).spawn(6)
         world = np.random.default_rng(world_ss)
         self._order_rng = np.random.default_rng(order_ss)
         self._outcome_rng = np.random.default_rng(outcome_ss)
         self._noise_rng = np.random.default_rng(noise_ss)
+        self._length_rng = np.random.default_rng(length_ss)
         cfg = self.config
+        #: Per-prompt log-normal length factor ``e_i`` of the training prompts.
+        self.length_factor: FloatArray = self._length_rng.lognormal(
+            0.0, cfg.length_prompt_spread, cfg.num_train
+        )
         self.z_train, self.b_train = self._draw_prompts(world, cfg.num_train)
         self.z_heldout, self.b_heldout = self._draw_prompts(world, cfg.num_heldout)
         self.z_val, self.b_val = self._draw_prompts(np.random.default_rng(val_ss), cfg.num_val)
@@ -285,6 +322,23 @@ class RLVRSimulator:
         """Mean training-set pass rate (memorisation included)."""
         return float(self.pass_rates().mean())
 
+    def mean_lengths(self, prompt_ids: ArrayLike | None = None) -> FloatArray:
+        """Mean response length of training prompts, before the limit, at their pass rates now.
+
+        ``length_base + length_span * (1 - p_i) * e_i``: harder prompts write longer
+        responses. The same form as :func:`coba_rl.bench.token_batch`'s lengths.
+
+        Args:
+          prompt_ids: training-set indices; ``None`` means the whole training set.
+        """
+        cfg = self.config
+        factor = (
+            self.length_factor
+            if prompt_ids is None
+            else self.length_factor[self._check_ids(prompt_ids)]
+        )
+        return cfg.length_base + cfg.length_span * (1.0 - self.pass_rates(prompt_ids)) * factor
+
     # -- a training step ------------------------------------------------------------------
 
     def next_batch(self, batch_size: int) -> IntArray:
@@ -320,6 +374,42 @@ class RLVRSimulator:
         success = self._outcome_rng.random(idx.size) < self.pass_rates(idx)
         fail = -1.0 if self.config.reward == "signed" else 0.0
         return np.where(success, 1.0, fail)
+
+    def sample_lengths(self, row_prompt_ids: ArrayLike, rewards: ArrayLike) -> IntArray:
+        r"""One response length (tokens) per rollout row, given whether the row succeeded.
+
+        .. math::
+
+            L_r = \min\bigl(\ell_{max},\ \max(1,\ \mathrm{round}(c_i(p_i)\, w_r\, \eta_r))\bigr),
+            \quad w_r = \frac{\rho^{[r \text{ failed}]}}{p_i + \rho (1 - p_i)}, \quad
+            \eta_r \sim \mathrm{LogNormal}(-s^2 / 2, s)
+
+        with ``c_i`` from :meth:`mean_lengths`, ``rho = failure_length_ratio``,
+        ``s = length_rollout_spread`` and ``l_max = length_limit``. ``w`` and ``eta``
+        have mean 1, so before the limit a prompt's rollouts average ``c_i(p_i)`` tokens
+        and a failure is ``rho`` times as long as a success. Draws come from the
+        simulator's length stream only.
+
+        Args:
+          row_prompt_ids: shape ``(R,)``, the prompt id of each row.
+          rewards: shape ``(R,)``; a row succeeded if its reward is 1.
+
+        Returns:
+          int64 lengths of shape ``(R,)`` in ``[1, length_limit]``.
+
+        Complexity: O(R).
+        """
+        idx = self._check_ids(row_prompt_ids)
+        success = check_rewards(rewards, idx.size) == 1.0
+        cfg = self.config
+        p = self.pass_rates(idx)
+        rho = cfg.failure_length_ratio
+        w = np.where(success, 1.0, rho) / (p + rho * (1.0 - p))
+        s = cfg.length_rollout_spread
+        eta = np.exp(s * self._length_rng.standard_normal(idx.size) - 0.5 * s * s)
+        mean = cfg.length_base + cfg.length_span * (1.0 - p) * self.length_factor[idx]
+        lengths = np.clip(np.rint(mean * w * eta), 1, cfg.length_limit)
+        return lengths.astype(np.int64)
 
     def policy_gradient_step(
         self,
@@ -394,7 +484,8 @@ class RLVRSimulator:
 
         Rows are laid out with :func:`coba_rl.grpo.expand`; advantages come from
         :func:`coba_rl.grpo.group_advantages` with the configured ``ddof``, ``eps`` and
-        ``scale`` (and ``G / n_i`` row weights if ``per_prompt_weights``).
+        ``scale`` (and ``G / n_i`` row weights if ``per_prompt_weights``). Every row also
+        gets a response length (:meth:`sample_lengths`), drawn before the update.
 
         Raises:
           ValueError: duplicate or out-of-range ids, or counts of the wrong length.
@@ -411,6 +502,7 @@ class RLVRSimulator:
         row_ids = ids[rows]
         p = self.pass_rates(ids)
         rewards = self.sample_rewards(row_ids)
+        lengths = self.sample_lengths(row_ids, rewards)  # before the update: same policy
         cfg = self.config
         adv, w = group_advantages(
             rewards, rows, ddof=cfg.ddof, eps=cfg.eps, scale=cfg.scale, return_weights=True
@@ -422,6 +514,7 @@ class RLVRSimulator:
             rewards=rewards,
             successes=successes.astype(np.int64),
             pass_rates=p,
+            lengths=lengths,
         )
 
     def _check_ids(self, prompt_ids: ArrayLike) -> IntArray:
@@ -458,6 +551,13 @@ class SimHistory:
       counts_by_bin: shape ``(steps, len(PASS_RATE_BINS))``, mean rollouts per prompt in
         each true-pass-rate bin (``nan`` for an empty bin).
       prompts_by_bin: same shape, how many prompts of the batch fell in each bin.
+      rollouts: per step, the rollouts generated (the budget, unless the allocator
+        spends a token budget).
+      generated_tokens: per step, the response tokens generated (the rows' lengths summed).
+      truncated_rollouts: per step, rollouts that ran to the length limit.
+      token_budget: per step, the allocation's token budget ``T`` (``nan`` if none).
+      expected_tokens: per step, the tokens the allocation expected to spend under its
+        own length estimates (``nan`` for a rollout-only allocation).
     """
 
     heldout_accuracy: list[float] = field(default_factory=list)
@@ -471,6 +571,20 @@ class SimHistory:
     tau: list[float] = field(default_factory=list)
     counts_by_bin: list[list[float]] = field(default_factory=list)
     prompts_by_bin: list[list[int]] = field(default_factory=list)
+    rollouts: list[int] = field(default_factory=list)
+    generated_tokens: list[int] = field(default_factory=list)
+    truncated_rollouts: list[int] = field(default_factory=list)
+    token_budget: list[float] = field(default_factory=list)
+    expected_tokens: list[float] = field(default_factory=list)
+
+    def cumulative_tokens(self) -> list[int]:
+        """Tokens generated before each accuracy entry: ``0``, then running sums per step.
+
+        Example:
+          >>> SimHistory(generated_tokens=[10, 5]).cumulative_tokens()
+          [0, 10, 15]
+        """
+        return [0, *np.cumsum(self.generated_tokens, dtype=np.int64).tolist()]
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready lists (``nan`` stays a float)."""
@@ -496,9 +610,65 @@ def _record_step(hist: SimHistory, sim: RLVRSimulator, alloc: Allocation, out: S
     mean = np.divide(sums, n_in, out=np.full(n_bins, np.nan), where=n_in > 0)
     hist.counts_by_bin.append(mean.tolist())
     hist.prompts_by_bin.append(n_in.tolist())
+    hist.rollouts.append(total)
+    hist.generated_tokens.append(int(out.lengths.sum()))
+    hist.truncated_rollouts.append(int((out.lengths >= sim.config.length_limit).sum()))
+    for series, x in (
+        (hist.token_budget, alloc.token_budget),
+        (hist.expected_tokens, alloc.tokens),
+    ):
+        series.append(math.nan if x is None else float(x))
     hist.heldout_accuracy.append(sim.heldout_accuracy())
     hist.validation_accuracy.append(sim.validation_accuracy())
     hist.train_accuracy.append(sim.train_accuracy())
+
+
+class TokenBudgetCoBA:
+    """CoBA-RL spending a token budget worth ``budget`` uniform rollouts.
+
+    ``allocate(ids, B)`` spends ``T = (B / M) * sum_i c_i`` expected tokens and no rollout
+    cap, where ``c_i`` is prompt ``i``'s windowed mean response length (unknown lengths:
+    the mean of the batch's known ones, or ``default_length`` when none is known). ``T``
+    is what uniform GRPO with ``B / M`` rollouts per prompt would spend on this batch
+    under the same length estimates, so at the full rollout budget the two spend equal
+    expected tokens and at half the budget half of them. ``update`` passes every
+    rollout's length on; :func:`run_simulation` (and the experiment's loop) give it the
+    lengths and accept counts that do not sum to ``B``.
+
+    Example:
+      >>> import coba_rl
+      >>> cfg = coba_rl.CoBAConfig(n_up=16, default_tokens_per_rollout=10.0)
+      >>> a = TokenBudgetCoBA(coba_rl.CoBAAllocator(cfg), 10.0)
+      >>> a.update([1, 1, 2, 2], [1, 0, 0, 0], lengths=[2, 4, 10, 10])
+      >>> a.token_budget([1, 2, 3], 12)  # 4 rollouts each; prompt 3 costs (3 + 10) / 2
+      78.0
+      >>> a.allocate([1, 2, 3], 12).tokens <= 78.0
+      True
+
+    Complexity: O(M log N) for the estimates plus the token-budget allocation's cost.
+    """
+
+    def __init__(self, inner: CoBAAllocator, default_length: float) -> None:
+        self.inner = inner
+        self.default_length = float(default_length)
+
+    def token_budget(self, prompt_ids: Any, budget: int) -> float:
+        """``T`` for this batch (see the class docstring)."""
+        ids = np.asarray(prompt_ids)
+        c = self.inner.mean_lengths(ids)
+        known = c[np.isfinite(c)]
+        fill = float(known.mean()) if known.size else self.default_length
+        return budget / ids.size * float(np.where(np.isfinite(c), c, fill).sum())
+
+    def allocate(self, prompt_ids: Any, budget: int) -> Allocation:
+        """Counts that spend at most :meth:`token_budget` expected tokens."""
+        return self.inner.allocate(
+            prompt_ids, None, token_budget=self.token_budget(prompt_ids, budget)
+        )
+
+    def update(self, prompt_ids: Any, rewards: Any, lengths: Any = None) -> None:
+        """Record one step with the rollouts' lengths."""
+        self.inner.update(prompt_ids, rewards, lengths=lengths)
 
 
 def run_simulation(
@@ -514,8 +684,11 @@ def run_simulation(
     """Train the synthetic policy for ``steps`` steps, asking ``allocator`` for the counts.
 
     Each step: draw a batch, ``allocator.allocate(ids, budget)``, generate and train
-    (:meth:`RLVRSimulator.step`), then ``allocator.update(row ids, rewards)``. Under one
-    seed every allocator sees the same prompts and the same batch order.
+    (:meth:`RLVRSimulator.step`), then ``allocator.update(row ids, rewards)`` (with
+    ``lengths=`` every row's response length for a :class:`TokenBudgetCoBA`). Under one
+    seed every allocator sees the same prompts and the same batch order. The counts
+    must sum to ``budget``, unless the allocation reports a token budget
+    (``Allocation.token_budget``): then it spends tokens, and the rollouts may differ.
 
     Args:
       allocator: any object with ``allocate(prompt_ids, budget)`` and ``update(ids, rewards)``.
@@ -530,8 +703,8 @@ def run_simulation(
       The run's :class:`SimHistory`.
 
     Raises:
-      ValueError: negative ``steps``, a bad batch size, or an allocation that does not
-        sum to ``budget`` or has the wrong length.
+      ValueError: negative ``steps``, a bad batch size, or an allocation that has the
+        wrong length or (without a token budget) does not sum to ``budget``.
 
     Example:
       >>> import coba_rl
@@ -541,7 +714,8 @@ def run_simulation(
       >>> len(h.heldout_accuracy), len(h.effective_ratio), alloc.step
       (6, 5, 5)
 
-    Complexity: O(steps * (B log B + M d + N d)) plus the allocator's own cost.
+    Complexity: O(steps * (B log B + M d + N d)) plus the allocator's own cost (for a
+    token budget, ``B`` is the rollouts it buys).
     """
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise ValueError(f"steps must be a non-negative int, got {steps!r}")
@@ -554,13 +728,17 @@ def run_simulation(
         ids = sim.next_batch(batch_size)
         alloc = allocator.allocate(ids, budget)
         counts = np.asarray(alloc.counts)
-        if counts.shape != ids.shape or int(counts.sum()) != budget:
+        by_tokens = getattr(alloc, "token_budget", None) is not None
+        if counts.shape != ids.shape or not (by_tokens or int(counts.sum()) == budget):
             raise ValueError(
                 f"allocator returned {counts.size} counts summing to {int(counts.sum())}; "
                 f"expected {ids.size} counts summing to the budget {budget}"
             )
         out = sim.step(ids, counts)
-        allocator.update(out.row_prompt_ids, out.rewards)
+        if isinstance(allocator, TokenBudgetCoBA):
+            allocator.update(out.row_prompt_ids, out.rewards, lengths=out.lengths)
+        else:
+            allocator.update(out.row_prompt_ids, out.rewards)
         _record_step(hist, sim, alloc, out)
         if progress is not None:
             progress(t + 1)

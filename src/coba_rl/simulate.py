@@ -2,7 +2,11 @@
 
 Runs uniform GRPO, Knapsack-RL, CoBA-RL (paper) and CoBA-RL (release) on
 :mod:`coba_rl.sim` under the same per-step budget (and a fraction of it), over several
-seeds, and writes a JSON record, a Markdown table and PNG plots.
+seeds, and writes a JSON record, a Markdown table and PNG plots. ``coba-paper-tokens``
+(CoBA-RL's paper variant spending a token budget: at budget ``B``, the expected tokens
+of ``B`` uniform rollouts) can join them; every run records the tokens it generated
+(the simulator's response-length model), and a second table and a plot put held-out
+accuracy against generated tokens.
 
 The comparison is fair by construction: the policy trains with Adam (plain SGD is an
 option), and every (allocator, budget) gets its own learning rate, the best of a small
@@ -43,18 +47,28 @@ from coba_rl._cli import (
     validated,
 )
 from coba_rl.config import CoBAConfig
-from coba_rl.sim import PASS_RATE_BINS, AllocatorLike, SimConfig, SimHistory, run_simulation
+from coba_rl.sim import (
+    PASS_RATE_BINS,
+    AllocatorLike,
+    SimConfig,
+    SimHistory,
+    TokenBudgetCoBA,
+    run_simulation,
+)
 from coba_rl.value import MAX_KAPPA
 
 __all__ = [
     "ALLOCATORS",
+    "DEFAULT_ALLOCATORS",
     "Comparison",
     "SimulateSettings",
     "TextProgress",
     "format_lr_search",
     "format_table",
+    "format_token_table",
     "main",
     "make_allocator",
+    "paired_difference",
     "run_comparison",
     "settings_from_args",
     "summarise",
@@ -62,8 +76,18 @@ __all__ = [
     "write_results",
 ]
 
-#: Allocator names, in the order tables and plots list them.
-ALLOCATORS: tuple[str, ...] = ("uniform", "knapsack-rl", "coba-paper", "coba-release")
+#: Allocator names, in the order tables and plots list them. ``coba-paper-tokens`` spends
+#: a token budget: at budget ``B``, the expected tokens of ``B`` uniform rollouts.
+ALLOCATORS: tuple[str, ...] = (
+    "uniform",
+    "knapsack-rl",
+    "coba-paper",
+    "coba-release",
+    "coba-paper-tokens",
+)
+
+#: The allocators a run compares unless told otherwise (the rollout-budget ones).
+DEFAULT_ALLOCATORS: tuple[str, ...] = ALLOCATORS[:4]
 
 SYNTHETIC_NOTE = (
     "Synthetic model (coba_rl.sim): a logistic policy trained by GRPO's own gradient. "
@@ -81,7 +105,7 @@ class SimulateSettings(BaseModel):
       group_size: GRPO's uniform group size ``G``; the full budget is ``M * G``.
       budget_fractions: budgets to compare, as fractions of ``M * G`` (1.0 and 0.5).
       seeds: simulator seeds; each (allocator, budget) pair runs once per seed.
-      allocators: names from :data:`ALLOCATORS`.
+      allocators: names from :data:`ALLOCATORS` (default :data:`DEFAULT_ALLOCATORS`).
       n_low, n_up: per-prompt bounds for every allocator.
       kappa, gamma, window: CoBA-RL constants (both variants).
       sim: the synthetic model's constants (its ``lr`` is the shared "same lr").
@@ -110,7 +134,7 @@ class SimulateSettings(BaseModel):
     group_size: int = Field(default=16, ge=1)
     budget_fractions: tuple[float, ...] = (1.0, 0.5)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    allocators: tuple[str, ...] = ALLOCATORS
+    allocators: tuple[str, ...] = DEFAULT_ALLOCATORS
     n_low: int = Field(default=2, ge=1)
     n_up: int = Field(default=128, ge=1)
     kappa: float = Field(default=11.0, gt=2.0, le=MAX_KAPPA, allow_inf_nan=False)
@@ -183,12 +207,33 @@ def make_allocator(name: str, settings: SimulateSettings) -> AllocatorLike:
     """A fresh allocator called ``name``, with the bounds and constants of ``settings``.
 
     Uniform GRPO tracks pass rates over ``window`` appearances (for reporting only);
-    Knapsack-RL uses its released constants within ``[n_low, n_up]``.
+    Knapsack-RL uses its released constants within ``[n_low, n_up]``;
+    ``coba-paper-tokens`` is the paper variant wrapped in a
+    :class:`~coba_rl.sim.TokenBudgetCoBA` (a rollout costs the length limit
+    ``sim.length_limit`` until a length is known).
 
     Raises:
       ValueError: an unknown name.
+
+    Example:
+      >>> type(make_allocator("coba-paper-tokens", SimulateSettings())).__name__
+      'TokenBudgetCoBA'
     """
     s = settings
+    if name == "coba-paper-tokens":
+        limit = float(s.sim.length_limit)
+        inner = coba_rl.CoBAAllocator(
+            CoBAConfig(
+                variant="paper",
+                n_low=s.n_low,
+                n_up=s.n_up,
+                kappa=s.kappa,
+                gamma=s.gamma,
+                window=s.window,
+                default_tokens_per_rollout=limit,
+            )
+        )
+        return TokenBudgetCoBA(inner, limit)
     if name in ("coba-paper", "coba-release"):
         cfg = CoBAConfig(
             variant="paper" if name == "coba-paper" else "release",
@@ -429,8 +474,10 @@ def summarise(comparison: Comparison, view: str = "tuned") -> list[dict[str, Any
 
     Keys: ``budget``, ``allocator``, ``lr``, ``seeds``, ``heldout_start``, ``heldout_final``
     (mean, std), ``heldout_gain`` (mean, std), ``train_final`` (mean, std),
-    ``effective_ratio`` (mean over steps; mean, std over seeds) and
-    ``zero_variance_per_step`` (mean, std).
+    ``effective_ratio`` (mean over steps; mean, std over seeds),
+    ``zero_variance_per_step`` (mean, std), and per run ``rollouts`` and
+    ``generated_tokens`` (totals; mean, std) and ``truncated_share`` (the share of
+    rollouts that ran to the length limit; mean, std).
     """
     rows: list[dict[str, Any]] = []
     for budget in comparison.settings.budgets():
@@ -455,6 +502,16 @@ def summarise(comparison: Comparison, view: str = "tuned") -> list[dict[str, Any
                     ),
                     "zero_variance_per_step": _mean_std(
                         [float(np.mean(r.history.zero_variance_rollouts)) for r in runs]
+                    ),
+                    "rollouts": _mean_std([float(sum(r.history.rollouts)) for r in runs]),
+                    "generated_tokens": _mean_std(
+                        [float(sum(r.history.generated_tokens)) for r in runs]
+                    ),
+                    "truncated_share": _mean_std(
+                        [
+                            sum(r.history.truncated_rollouts) / max(sum(r.history.rollouts), 1)
+                            for r in runs
+                        ]
                     ),
                 }
             )
@@ -490,6 +547,74 @@ def format_table(comparison: Comparison, view: str = "tuned") -> str:
     return "\n".join(lines)
 
 
+def paired_difference(
+    comparison: Comparison, name: str, budget: int, ref_budget: int, view: str = "tuned"
+) -> tuple[float, float] | None:
+    """Final held-out accuracy of ``(name, budget)`` minus uniform GRPO's at ``ref_budget``
+    on the same seed: (mean, std) over seeds, or ``None`` if uniform did not run there.
+
+    Same-seed differences share the seed's world (prompts, held-out set, batch order),
+    so they are tighter than the difference of the two means.
+    """
+    runs = {r.seed: r for r in comparison.select(name, budget, view)}
+    ref = {r.seed: r for r in comparison.select("uniform", ref_budget, view)}
+    seeds = [sd for sd in runs if sd in ref]
+    if not seeds:
+        return None
+    return _mean_std(
+        [
+            runs[sd].history.heldout_accuracy[-1] - ref[sd].history.heldout_accuracy[-1]
+            for sd in seeds
+        ]
+    )
+
+
+def format_token_table(comparison: Comparison, view: str = "tuned") -> str:
+    """The Markdown table of generated tokens against held-out accuracy, one row per
+    (budget, allocator) of one view (mean ± std over seeds).
+
+    Tokens and rollouts are totals over a run. "vs uniform" columns are same-seed
+    differences of the final held-out accuracy (points): against uniform GRPO at the
+    same budget (for ``coba-paper-tokens`` at budget ``B``: about the same expected
+    tokens) and at the first (full) budget; "n/a" where uniform did not run.
+
+    Example:
+      >>> s = SimulateSettings(steps=2, batch_size=16, seeds=(0,), lr_grid=(0.3,),
+      ...                      allocators=("uniform", "coba-paper-tokens"),
+      ...                      budget_fractions=(1.0,), sim=SimConfig(num_train=64, num_heldout=32))
+      >>> lines = format_token_table(run_comparison(s)).splitlines()
+      >>> lines[0]
+      '| budget | allocator | lr | tokens generated (M) | rollouts | tokens / rollout | ...
+      >>> lines[2].endswith("| 0.00 ± 0.00 | 0.00 ± 0.00 |")  # uniform against itself
+      True
+    """
+    s = comparison.settings
+    full = s.batch_size * s.group_size
+    ref_budget = s.budgets()[0]
+    lines = [
+        "| budget | allocator | lr | tokens generated (M) | rollouts | tokens / rollout "
+        "| at the length limit (%) | held-out acc. (%) | vs uniform, same budget (points) "
+        f"| vs uniform at B = {ref_budget} (points) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summarise(comparison, view):
+        frac = row["budget"] / full
+        diffs = [
+            paired_difference(comparison, row["allocator"], row["budget"], b, view)
+            for b in (row["budget"], ref_budget)
+        ]
+        cells = ["n/a" if d is None else _pm(d, 100, 2) for d in diffs]
+        tokens, rollouts = row["generated_tokens"], row["rollouts"]
+        per = tokens[0] / rollouts[0] if rollouts[0] else math.nan
+        lines.append(
+            f"| {row['budget']} ({frac:g} x) | {row['allocator']} | {row['lr']:g} "
+            f"| {_pm(tokens, 1e-6, 1)} | {_pm(rollouts, 1, 0)} | {per:.0f} "
+            f"| {_pm(row['truncated_share'], 100, 1)} | {_pm(row['heldout_final'], 100, 2)} "
+            f"| {cells[0]} | {cells[1]} |"
+        )
+    return "\n".join(lines)
+
+
 def _pm(ms: tuple[float, float], factor: float, digits: int) -> str:
     return f"{ms[0] * factor:.{digits}f} ± {ms[1] * factor:.{digits}f}"
 
@@ -509,6 +634,9 @@ def _settings_text(s: SimulateSettings) -> str:
         f"- optimiser: {_optimizer_text(s.sim)}; learning rate per (allocator, budget) from "
         f"{', '.join(f'{x:g}' for x in s.grid())} by final validation accuracy on tuning "
         f"seeds {', '.join(map(str, s.tune_seeds))}; same-lr view: {s.sim.lr:g}\n"
+        f"- response lengths: mean {s.sim.length_base:g} + {s.sim.length_span:g} (1 - p) e_i "
+        f"tokens, failures {s.sim.failure_length_ratio:g} x as long as successes, "
+        f"limit {s.sim.length_limit}\n"
         f"- model: {sim}"
     )
 
@@ -606,6 +734,10 @@ def write_results(
         "",
         format_table(comparison, "tuned"),
         "",
+        "## Generated tokens and held-out accuracy, tuned learning rates (mean ± std over seeds)",
+        "",
+        format_token_table(comparison, "tuned"),
+        "",
         "## Learning-rate search (mean final validation accuracy, %)",
         "",
         format_lr_search(comparison),
@@ -639,7 +771,9 @@ _COLORS = {
     "knapsack-rl": "#1f77b4",
     "coba-paper": "#d62728",
     "coba-release": "#ff7f0e",
+    "coba-paper-tokens": "#2ca02c",
 }
+_STYLES = ("-", "--", ":", "-.")
 
 
 def _stack(runs: list[RunRecord], key: str) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -647,7 +781,8 @@ def _stack(runs: list[RunRecord], key: str) -> np.ndarray[Any, np.dtype[np.float
 
 
 def write_plots(comparison: Comparison, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """Draw ``sim_accuracy.png``, ``sim_shape.png`` and ``sim_allocation.png`` into ``out_dir``.
+    """Draw ``sim_accuracy.png``, ``sim_shape.png``, ``sim_allocation.png`` and
+    ``sim_tokens.png`` (held-out accuracy against cumulative generated tokens) into ``out_dir``.
 
     Needs matplotlib (``pip install 'coba-rl[plot]'``); without it, prints a message on
     stderr and returns ``{}``.
@@ -776,6 +911,33 @@ def write_plots(comparison: Comparison, out_dir: str | os.PathLike[str]) -> dict
     )
     fig.supxlabel(footer, fontsize=8, color="#555555")
     written["allocation"] = _save(fig, out / "sim_allocation.png", plt)
+
+    # accuracy against cumulative generated tokens, every (allocator, budget)
+    fig, ax = plt.subplots(figsize=(7.4, 4.6))
+    for k, budget in enumerate(budgets):
+        for name in names:
+            runs = comparison.select(name, budget)
+            acc = _stack(runs, "heldout_accuracy") * 100
+            tokens = np.array([r.history.cumulative_tokens() for r in runs], dtype=np.float64)
+            x, mean, std = tokens.mean(axis=0) / 1e6, acc.mean(axis=0), acc.std(axis=0)
+            label = f"{name}, B = {budget}"
+            if name == "coba-paper-tokens":
+                label = f"{name}, T = tokens of {budget} uniform rollouts"
+            style = _STYLES[k % len(_STYLES)]
+            ax.plot(x, mean, color=_COLORS[name], ls=style, lw=1.5, label=label)
+            ax.fill_between(x, mean - std, mean + std, color=_COLORS[name], alpha=0.12, lw=0)
+    ax.set_xlabel("generated tokens, cumulative (millions; mean over seeds)")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=7)
+    ax.set_title(
+        f"Held-out accuracy against generated tokens, {seeds_txt}\n"
+        f"(response lengths grow with difficulty, limit {s.sim.length_limit} tokens)",
+        fontsize=10,
+    )
+    fig.text(0.5, 0.01, footer, ha="center", fontsize=8, color="#555555")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    written["tokens"] = _save(fig, out / "sim_tokens.png", plt)
     return written
 
 
@@ -792,9 +954,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``coba-rl simulate``."""
     p = CommandParser(
         prog="coba-rl simulate",
-        description="Compare uniform GRPO, Knapsack-RL and CoBA-RL (paper, release) on a "
-        "synthetic RLVR model, at the same per-step budget and at half of it, over several "
-        "seeds. " + SYNTHETIC_NOTE,
+        description="Compare uniform GRPO, Knapsack-RL and CoBA-RL (paper, release; and by "
+        "tokens on request) on a synthetic RLVR model, at the same per-step budget and at "
+        "half of it, over several seeds. " + SYNTHETIC_NOTE,
     )
     d = SimulateSettings()
     p.add_argument(
@@ -830,7 +992,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(d.allocators),
         choices=ALLOCATORS,
         metavar="NAME",
-        help=f"allocators to compare, from: {', '.join(ALLOCATORS)}",
+        help=f"allocators to compare, from: {', '.join(ALLOCATORS)} (coba-paper-tokens: "
+        "CoBA-RL spending the expected tokens of the budget's uniform rollouts)",
     )
     p.add_argument(
         "--n-low",
@@ -849,6 +1012,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=d.window, help="CoBA-RL pass-rate window")
     p.add_argument(
         "--num-train", type=int, default=d.sim.num_train, help="training prompts of the model"
+    )
+    p.add_argument(
+        "--length-limit",
+        type=int,
+        default=d.sim.length_limit,
+        help="generation length limit in tokens: no response of the model is longer",
     )
     p.add_argument(
         "--per-prompt-weights", action="store_true", help="weight rows by G / n_i in the loss"
@@ -922,6 +1091,7 @@ def settings_from_args(args: argparse.Namespace) -> SimulateSettings:
             "same_lr": not args.no_same_lr,
             "sim": {
                 "num_train": num_train,
+                "length_limit": args.length_limit,
                 "per_prompt_weights": args.per_prompt_weights,
                 "optimizer": args.optimizer,
                 "lr": args.lr if args.lr is not None else SimConfig().lr,
@@ -961,6 +1131,8 @@ def _run(args: argparse.Namespace) -> int:
     print()
     print("Each allocator at its tuned learning rate:")
     print(format_table(comparison, "tuned"))
+    print("\nGenerated tokens and held-out accuracy (tuned learning rates):")
+    print(format_token_table(comparison, "tuned"))
     if "same-lr" in comparison.views():
         print(f"\nSecondary view, every allocator at lr = {settings.sim.lr:g}:")
         print(format_table(comparison, "same-lr"))

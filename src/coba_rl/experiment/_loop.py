@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from coba_rl.allocator import CoBAAllocator
 from coba_rl.experiment._policy import (
     PolicyConfig,
     TinyTransformer,
@@ -39,55 +38,9 @@ from coba_rl.experiment._policy import (
 )
 from coba_rl.experiment.task import ArithmeticTask, Problem
 from coba_rl.grpo import expand, group_advantages
-from coba_rl.sim import AllocatorLike
-from coba_rl.types import Allocation
+from coba_rl.sim import AllocatorLike, TokenBudgetCoBA
 
 __all__ = ["GRPORun", "StepRecord", "TokenBudgetCoBA", "accuracy", "run_grpo", "warm_start"]
-
-
-class TokenBudgetCoBA:
-    """CoBA-RL spending a token budget worth ``budget`` uniform rollouts.
-
-    ``allocate(ids, B)`` spends ``T = (B / M) * sum_i c_i`` expected tokens and no rollout
-    cap, where ``c_i`` is prompt ``i``'s windowed mean response length (unknown lengths:
-    the mean of the batch's known ones, or ``default_length`` when none is known). ``T``
-    is what uniform GRPO with ``B / M`` rollouts per prompt would spend on this batch
-    under the same length estimates, so at the full rollout budget the two spend equal
-    expected tokens and at half the budget half of them. ``update`` passes every
-    rollout's length on.
-
-    Example:
-      >>> import coba_rl
-      >>> cfg = coba_rl.CoBAConfig(n_up=16, default_tokens_per_rollout=10.0)
-      >>> a = TokenBudgetCoBA(coba_rl.CoBAAllocator(cfg), 10.0)
-      >>> a.update([1, 1, 2, 2], [1, 0, 0, 0], lengths=[2, 4, 10, 10])
-      >>> a.token_budget([1, 2, 3], 12)  # 4 rollouts each; prompt 3 costs (3 + 10) / 2
-      78.0
-      >>> a.allocate([1, 2, 3], 12).tokens <= 78.0
-      True
-    """
-
-    def __init__(self, inner: CoBAAllocator, default_length: float) -> None:
-        self.inner = inner
-        self.default_length = float(default_length)
-
-    def token_budget(self, prompt_ids: Any, budget: int) -> float:
-        """``T`` for this batch (see the class docstring)."""
-        ids = np.asarray(prompt_ids)
-        c = self.inner.mean_lengths(ids)
-        known = c[np.isfinite(c)]
-        fill = float(known.mean()) if known.size else self.default_length
-        return budget / ids.size * float(np.where(np.isfinite(c), c, fill).sum())
-
-    def allocate(self, prompt_ids: Any, budget: int) -> Allocation:
-        """Counts that spend at most :meth:`token_budget` expected tokens."""
-        return self.inner.allocate(
-            prompt_ids, None, token_budget=self.token_budget(prompt_ids, budget)
-        )
-
-    def update(self, prompt_ids: Any, rewards: Any, lengths: Any = None) -> None:
-        """Record one step with the rollouts' lengths."""
-        self.inner.update(prompt_ids, rewards, lengths=lengths)
 
 
 def accuracy(net: TinyTransformer, task: ArithmeticTask, problems: Sequence[Problem]) -> float:
