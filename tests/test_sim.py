@@ -12,7 +12,7 @@ from pydantic import ValidationError
 import coba_rl
 from coba_rl import grpo
 from coba_rl._validation import even_split
-from coba_rl.sim import PASS_RATE_BINS, RLVRSimulator, SimConfig, run_simulation
+from coba_rl.sim import PASS_RATE_BINS, RLVRSimulator, SimConfig, TokenBudgetCoBA, run_simulation
 from coba_rl.types import Allocation
 
 SMALL = SimConfig(num_train=256, num_heldout=128)
@@ -382,3 +382,161 @@ def test_validation_set_is_separate_from_heldout_and_training() -> None:
     same = RLVRSimulator(SimConfig(num_train=64, num_heldout=32, num_val=8), seed=0)
     np.testing.assert_array_equal(same.b_heldout, sim.b_heldout)  # val size leaves held-out alone
     assert 0.0 < sim.validation_accuracy() < 1.0
+
+
+# -- response lengths ------------------------------------------------------------------
+
+
+def sample_many(sim: RLVRSimulator, prompt: int, rows: int) -> tuple[Any, Any]:
+    """``rows`` rollouts of one prompt at its current pass rate: (rewards, lengths)."""
+    ids = np.full(rows, prompt)
+    rewards = sim.sample_rewards(ids)
+    return rewards, sim.sample_lengths(ids, rewards)
+
+
+def test_lengths_grow_with_difficulty() -> None:
+    """A prompt's mean length is 250 + 2500 (1 - p) e_i: harder prompts write longer."""
+    cfg = SimConfig(num_train=64, num_heldout=8, length_limit=10**6)  # no truncation
+    sim = RLVRSimulator(cfg, seed=3)
+    p = sim.pass_rates()
+    means = []
+    for i in range(64):
+        _, lengths = sample_many(sim, i, 4000)
+        means.append(lengths.mean())
+        want = 250.0 + 2500.0 * (1.0 - p[i]) * sim.length_factor[i]
+        assert abs(lengths.mean() - want) < 0.05 * want, (i, lengths.mean(), want)
+    # across prompts, harder (lower p) means longer, despite the per-prompt factor e_i
+    order = np.argsort(p)
+    hard, easy = np.array(means)[order[:20]], np.array(means)[order[-20:]]
+    assert hard.mean() > 3 * easy.mean()
+    assert np.corrcoef(p, means)[0, 1] < -0.7
+    # the per-prompt factor is log-normal(0, 0.35), fixed for the run
+    assert abs(np.log(sim.length_factor).std() - 0.35) < 0.1
+    np.testing.assert_array_equal(sim.length_factor, RLVRSimulator(cfg, seed=3).length_factor)
+
+
+def test_failures_are_longer_than_successes_of_the_same_prompt() -> None:
+    sim = RLVRSimulator(SimConfig(num_train=256, num_heldout=8, length_limit=10**6), seed=0)
+    p = sim.pass_rates()
+    mid = int(np.argmin(np.abs(p - 0.5)))
+    rewards, lengths = sample_many(sim, mid, 20000)
+    ratio = lengths[rewards == 0].mean() / lengths[rewards == 1].mean()
+    assert abs(ratio - 1.5) < 0.05, ratio
+
+
+def test_lengths_stop_at_the_limit() -> None:
+    cfg = SimConfig(num_train=256, num_heldout=8, length_limit=1000)
+    sim = RLVRSimulator(cfg, seed=1)
+    p = sim.pass_rates()
+    hardest = int(np.argmin(p))  # mean about 250 + 2500 e_i > 1000
+    _, lengths = sample_many(sim, hardest, 2000)
+    assert lengths.max() == 1000 and (lengths == 1000).mean() > 0.5
+    ids = sim.next_batch(64)
+    out = sim.step(ids, np.full(64, 8))
+    assert out.lengths.dtype == np.int64 and out.lengths.shape == (512,)
+    assert out.lengths.min() >= 1 and out.lengths.max() <= 1000
+
+
+def test_lengths_are_deterministic_under_a_seed() -> None:
+    def lengths(seed: int) -> list[int]:
+        sim = RLVRSimulator(SMALL, seed=seed)
+        out: list[int] = []
+        for _ in range(3):
+            out += sim.step(sim.next_batch(16), np.full(16, 4)).lengths.tolist()
+        return out
+
+    assert lengths(4) == lengths(4)
+    assert lengths(4) != lengths(5)
+
+
+def test_the_length_model_never_moves_rewards_or_learning() -> None:
+    """Lengths have their own random stream: changing every length constant leaves the
+    rewards, the noise and the learning curve bit-for-bit alike; only the tokens move."""
+    other = SMALL.model_copy(
+        update={
+            "length_limit": 300,
+            "length_base": 10.0,
+            "length_span": 90000.0,
+            "length_prompt_spread": 0.0,
+            "length_rollout_spread": 2.0,
+            "failure_length_ratio": 4.0,
+        }
+    )
+    runs = [
+        run_simulation(EvenSplit(), steps=8, batch_size=32, budget=32 * 6, seed=2, config=c)
+        for c in (SMALL, other)
+    ]
+    a, b = (h.as_dict() for h in runs)
+    for key in ("generated_tokens", "truncated_rollouts"):
+        assert a.pop(key) != b.pop(key)
+    assert json_equal(a, b)
+    assert max(runs[1].generated_tokens) <= 300 * 32 * 6
+
+
+def test_a_step_trains_exactly_as_it_would_without_lengths() -> None:
+    """``step`` equals its parts run by hand with no length drawn: rewards, advantages and
+    the Adam step see the same random draws whether or not lengths are generated."""
+    a, b = RLVRSimulator(SMALL, seed=7), RLVRSimulator(SMALL, seed=7)
+    for _ in range(4):
+        ids = a.next_batch(32)
+        np.testing.assert_array_equal(ids, b.next_batch(32))
+        counts = np.arange(32) % 5 + 2
+        out = a.step(ids, counts)
+        rows = grpo.expand(counts)
+        rewards = b.sample_rewards(ids[rows])  # the pieces of step(), without sample_lengths
+        adv = grpo.group_advantages(rewards, rows, ddof=1, eps=1e-6)
+        b.policy_gradient_step(ids[rows], rewards, adv)
+        np.testing.assert_array_equal(out.rewards, rewards)
+        np.testing.assert_array_equal(a.theta, b.theta)
+        np.testing.assert_array_equal(a.memo, b.memo)
+
+
+def test_history_counts_rollouts_and_generated_tokens() -> None:
+    budget = 32 * 6
+    h = run_simulation(EvenSplit(), steps=5, batch_size=32, budget=budget, seed=0, config=SMALL)
+    assert h.rollouts == [budget] * 5
+    assert len(h.generated_tokens) == len(h.truncated_rollouts) == 5
+    assert all(250 <= t / budget <= 4096 for t in h.generated_tokens)
+    assert h.cumulative_tokens() == [0, *np.cumsum(h.generated_tokens).tolist()]
+    assert all(math.isnan(x) for x in h.token_budget + h.expected_tokens)  # rollout-only
+    # the recorded tokens are the rows' lengths: replay the same seed by hand
+    sim = RLVRSimulator(SMALL, seed=0)
+    ids = sim.next_batch(32)
+    assert h.generated_tokens[0] == int(sim.step(ids, np.full(32, 6)).lengths.sum())
+
+
+def test_token_budget_allocator_holds_its_budget_in_the_loop() -> None:
+    """CoBA-RL by tokens: every step's expected tokens fit ``T``, ``T`` is the expected
+    tokens of ``B`` uniform rollouts, and the rollouts it buys vary around ``B``."""
+    limit = SMALL.length_limit
+    inner = coba_rl.CoBAAllocator(
+        coba_rl.CoBAConfig(n_up=64, default_tokens_per_rollout=float(limit))
+    )
+    alloc = TokenBudgetCoBA(inner, float(limit))
+    budget = 32 * 8
+    h = run_simulation(alloc, steps=24, batch_size=32, budget=budget, seed=0, config=SMALL)
+    T, spent = np.array(h.token_budget), np.array(h.expected_tokens)
+    assert np.isfinite(T).all() and (spent <= T * (1 + 1e-9)).all()
+    assert (spent >= 0.9 * T).all()  # it fills the budget, not a fraction of it
+    # first epoch (8 steps of 32 of 256 prompts): every length unknown, each costs the limit
+    np.testing.assert_allclose(T[:8], budget * limit)
+    assert h.rollouts[:8] == [budget] * 8
+    assert len(set(h.rollouts[8:])) > 1 and h.rollouts[8:] != [budget] * 16
+    # later steps: T is B / M times the batch's estimated lengths, which the update fed
+    assert (T[8:] < 0.8 * budget * limit).all()
+    seen = inner.mean_lengths(np.arange(256))
+    assert np.isfinite(seen).all() and (seen >= 1).all() and (seen <= limit).all()
+    # the tokens it actually generates stay near its expected spend
+    ratio = sum(h.generated_tokens[8:]) / spent[8:].sum()
+    assert 0.8 < ratio < 1.1, ratio
+
+
+def test_config_rejects_bad_length_constants() -> None:
+    with pytest.raises(ValidationError, match="length_limit\n  Input should be greater than"):
+        SimConfig(length_limit=0)
+    with pytest.raises(ValidationError, match="failure_length_ratio\n  Input should be greater"):
+        SimConfig(failure_length_ratio=0.0)
+    with pytest.raises(ValidationError, match="length_rollout_spread"):
+        SimConfig(length_rollout_spread=-0.1)
+    with pytest.raises(ValidationError, match="length_base"):
+        SimConfig(length_base=math.nan)

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 import coba_rl
 from coba_rl import simulate
 from coba_rl.cli import main as cli_main
-from coba_rl.sim import SimConfig
+from coba_rl.sim import SimConfig, TokenBudgetCoBA
 from coba_rl.simulate import SimulateSettings
 
 TINY_SIM = SimConfig(num_train=96, num_heldout=48)
@@ -100,7 +100,7 @@ def test_make_allocator_rejects_unknown_names() -> None:
         simulate.make_allocator("ppo", tiny())
 
 
-def test_all_four_allocators_run_at_the_same_budget() -> None:
+def test_all_allocators_run_at_the_same_budget() -> None:
     comp = simulate.run_comparison(tiny(allocators=simulate.ALLOCATORS, seeds=(0,)))
     assert comp.allocators() == list(simulate.ALLOCATORS)
     kinds = [type(simulate.make_allocator(a, tiny())) for a in simulate.ALLOCATORS]
@@ -109,7 +109,9 @@ def test_all_four_allocators_run_at_the_same_budget() -> None:
         coba_rl.KnapsackRLAllocator,
         coba_rl.CoBAAllocator,
         coba_rl.CoBAAllocator,
+        TokenBudgetCoBA,
     ]
+    assert SimulateSettings().allocators == simulate.DEFAULT_ALLOCATORS == simulate.ALLOCATORS[:4]
     for r in comp.runs:
         assert len(r.history.effective_ratio) == 6
     uniform = comp.select("uniform", 128)[0].history
@@ -139,7 +141,7 @@ def test_plots_are_pngs(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     written = simulate.write_results(simulate.run_comparison(tiny()), tmp_path)
     pngs = {k: p for k, p in written.items() if p.suffix == ".png"}
-    assert set(pngs) == {"accuracy", "shape", "allocation"}
+    assert set(pngs) == {"accuracy", "shape", "allocation", "tokens"}
     for p in pngs.values():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![accuracy](sim_accuracy.png)" in written["markdown"].read_text()
@@ -261,3 +263,103 @@ def test_docs_quote_what_the_quick_run_produces() -> None:
     assert _quoted(text, "tuned") == simulate.format_table(comparison, "tuned")
     assert _quoted(text, "same-lr") == simulate.format_table(comparison, "same-lr")
     assert _quoted(text, "lr-search") == simulate.format_lr_search(comparison)
+
+
+# -- token budgets ---------------------------------------------------------------------
+
+
+def test_token_allocator_is_coba_paper_spending_uniform_tokens() -> None:
+    settings = tiny(
+        kappa=9.0, window=2, n_low=3, sim=TINY_SIM.model_copy(update={"length_limit": 777})
+    )
+    alloc = simulate.make_allocator("coba-paper-tokens", settings)
+    assert isinstance(alloc, TokenBudgetCoBA) and alloc.default_length == 777.0
+    cfg = alloc.inner.config
+    assert (cfg.variant, cfg.kappa, cfg.window, cfg.n_low, cfg.n_up) == ("paper", 9.0, 2, 3, 32)
+    assert cfg.default_tokens_per_rollout == 777.0
+
+
+def test_token_table_reports_tokens_and_same_seed_differences() -> None:
+    comp = simulate.run_comparison(
+        tiny(allocators=("uniform", "coba-paper", "coba-paper-tokens"), seeds=(0, 1, 2))
+    )
+    lines = simulate.format_token_table(comp).splitlines()
+    assert lines[0].startswith("| budget | allocator | lr | tokens generated (M) | rollouts |")
+    assert lines[0].endswith("| vs uniform at B = 128 | vs uniform at B = 128, same tokens |")
+    assert len(lines) == 2 + 6
+    assert lines[2].endswith("| 0.00 ± 0.00 | 0.00 ± 0.00 | 0.00 ± 0.00 |")  # uniform vs itself
+    # the half-budget uniform row: same budget is itself, the full budget is not
+    cells = lines[5].strip("| ").split(" | ")
+    assert cells[:2] == ["64 (0.5 x)", "uniform"]
+    assert cells[-3] == "0.00 ± 0.00" and cells[-2] != "0.00 ± 0.00"
+    rows = {(r["allocator"], r["budget"]): r for r in simulate.summarise(comp)}
+    for (name, budget), row in rows.items():
+        runs = comp.select(name, budget)
+        tokens = [float(sum(r.history.generated_tokens)) for r in runs]
+        assert row["generated_tokens"][0] == pytest.approx(np.mean(tokens))
+        assert row["rollouts"][0] == pytest.approx(np.mean([sum(r.history.rollouts) for r in runs]))
+    uni = {r.seed: r.history.heldout_accuracy[-1] for r in comp.select("uniform", 128)}
+    tok = {r.seed: r.history.heldout_accuracy[-1] for r in comp.select("coba-paper-tokens", 64)}
+    diffs = [tok[sd] - uni[sd] for sd in (0, 1, 2)]
+    got = simulate.paired_difference(comp, "coba-paper-tokens", 64, 128)
+    assert got == pytest.approx((np.mean(diffs), np.std(diffs, ddof=1)))
+    # uniform buys exactly its budget; the token runs record a token budget every step
+    assert rows[("uniform", 128)]["rollouts"] == (6 * 128, 0.0)
+    for r in comp.select("coba-paper-tokens", 64):
+        assert np.isfinite(r.history.token_budget).all()
+        assert (np.array(r.history.expected_tokens) <= np.array(r.history.token_budget)).all()
+    assert simulate.paired_difference(comp, "coba-paper", 128, 999) is None
+    # at the same tokens: uniform at B = 128 read where it had generated the half run's tokens
+    want = []
+    for sd in (0, 1, 2):
+        (half,) = [r for r in comp.select("coba-paper-tokens", 64) if r.seed == sd]
+        (ref,) = [r for r in comp.select("uniform", 128) if r.seed == sd]
+        spent, acc, done = sum(half.history.generated_tokens), ref.history.heldout_accuracy, 0
+        for k, step_tokens in enumerate(ref.history.generated_tokens):
+            if done + step_tokens >= spent:
+                ref_acc = acc[k] + (acc[k + 1] - acc[k]) * (spent - done) / step_tokens
+                break
+            done += step_tokens
+        want.append(half.history.heldout_accuracy[-1] - ref_acc)
+    got = simulate.paired_difference(comp, "coba-paper-tokens", 64, 128, at_same_tokens=True)
+    assert got == pytest.approx((np.mean(want), np.std(want, ddof=1)))
+    # uniform at half the budget never generates as many tokens as at the full budget
+    assert simulate.paired_difference(comp, "uniform", 128, 64, at_same_tokens=True) is None
+
+
+def test_token_table_says_n_a_without_uniform() -> None:
+    table = simulate.format_token_table(simulate.run_comparison(tiny(seeds=(0,))))
+    assert table.splitlines()[2].endswith("| n/a | n/a |")
+
+
+def test_results_and_cli_show_the_token_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sim"
+    argv = ["simulate", "--steps", "3", "--batch-size", "16", "--group-size", "8"]
+    argv += ["--n-up", "32", "--num-train", "64", "--seeds", "0", "--out", str(out)]
+    argv += ["--allocators", "uniform", "coba-paper-tokens", "--no-plots", "--quiet"]
+    argv += ["--lr-grid", "0.3", "--no-same-lr", "--length-limit", "2000"]
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Generated tokens and held-out accuracy (tuned learning rates):" in printed
+    assert "| 128 (1 x) | coba-paper-tokens | 0.3 |" in printed
+    assert "limit 2000" in printed
+    record = json.loads((out / "results.json").read_text())
+    assert record["settings"]["sim"]["length_limit"] == 2000
+    hist = record["runs"][0]["history"]
+    assert len(hist["generated_tokens"]) == 3 and max(hist["generated_tokens"]) <= 2000 * 128
+    assert "## Generated tokens and held-out accuracy" in (out / "results.md").read_text()
+
+
+def test_cli_rejects_bad_token_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["simulate", "--length-limit", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert "--length-limit: input should be greater than or equal to 1 (got 0)" in err
+    with pytest.raises(SystemExit):
+        cli_main(["simulate", "--allocators", "coba-tokens", "--quiet"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'coba-tokens'" in err and "coba-paper-tokens" in err
+    with pytest.raises(ValidationError, match="unknown allocator 'coba-tokens'; choose from"):
+        tiny(allocators=("coba-tokens",))

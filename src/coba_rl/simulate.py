@@ -548,35 +548,58 @@ def format_table(comparison: Comparison, view: str = "tuned") -> str:
 
 
 def paired_difference(
-    comparison: Comparison, name: str, budget: int, ref_budget: int, view: str = "tuned"
+    comparison: Comparison,
+    name: str,
+    budget: int,
+    ref_budget: int,
+    view: str = "tuned",
+    at_same_tokens: bool = False,
 ) -> tuple[float, float] | None:
     """Final held-out accuracy of ``(name, budget)`` minus uniform GRPO's at ``ref_budget``
-    on the same seed: (mean, std) over seeds, or ``None`` if uniform did not run there.
+    on the same seed: (mean, std) over seeds.
+
+    With ``at_same_tokens``, uniform's accuracy is read off its curve at the tokens this
+    run generated in all (linear between steps): accuracy at equal generated tokens.
 
     Same-seed differences share the seed's world (prompts, held-out set, batch order),
     so they are tighter than the difference of the two means.
+
+    Returns:
+      ``None`` if uniform did not run at ``ref_budget`` on these seeds or, with
+      ``at_same_tokens``, generated fewer tokens than this run on some seed.
+
+    Complexity: O(seeds * steps).
     """
     runs = {r.seed: r for r in comparison.select(name, budget, view)}
     ref = {r.seed: r for r in comparison.select("uniform", ref_budget, view)}
     seeds = [sd for sd in runs if sd in ref]
     if not seeds:
         return None
-    return _mean_std(
-        [
-            runs[sd].history.heldout_accuracy[-1] - ref[sd].history.heldout_accuracy[-1]
-            for sd in seeds
-        ]
-    )
+    diffs = []
+    for sd in seeds:
+        h, h_ref = runs[sd].history, ref[sd].history
+        ref_acc = h_ref.heldout_accuracy[-1]
+        if at_same_tokens:
+            spent, ref_tokens = sum(h.generated_tokens), h_ref.cumulative_tokens()
+            if spent > ref_tokens[-1]:
+                return None
+            ref_acc = float(np.interp(spent, ref_tokens, h_ref.heldout_accuracy))
+        diffs.append(h.heldout_accuracy[-1] - ref_acc)
+    return _mean_std(diffs)
 
 
 def format_token_table(comparison: Comparison, view: str = "tuned") -> str:
     """The Markdown table of generated tokens against held-out accuracy, one row per
     (budget, allocator) of one view (mean ± std over seeds).
 
-    Tokens and rollouts are totals over a run. "vs uniform" columns are same-seed
-    differences of the final held-out accuracy (points): against uniform GRPO at the
-    same budget (for ``coba-paper-tokens`` at budget ``B``: about the same expected
-    tokens) and at the first (full) budget; "n/a" where uniform did not run.
+    Tokens and rollouts are totals over a run; "mean over steps" averages the held-out
+    accuracy over the run (early speed shows there). The "vs uniform" columns are
+    same-seed differences of the final held-out accuracy, in points
+    (:func:`paired_difference`): against uniform GRPO at the same budget (for
+    ``coba-paper-tokens`` at budget ``B``: about the same expected tokens), against
+    uniform at the first (full) budget, and against uniform at the first budget when it
+    had generated the same tokens as this run; "n/a" where uniform did not run (or,
+    for the last, generated fewer tokens).
 
     Example:
       >>> s = SimulateSettings(steps=2, batch_size=16, seeds=(0,), lr_grid=(0.3,),
@@ -585,7 +608,7 @@ def format_token_table(comparison: Comparison, view: str = "tuned") -> str:
       >>> lines = format_token_table(run_comparison(s)).splitlines()
       >>> lines[0]
       '| budget | allocator | lr | tokens generated (M) | rollouts | tokens / rollout | ...
-      >>> lines[2].endswith("| 0.00 ± 0.00 | 0.00 ± 0.00 |")  # uniform against itself
+      >>> lines[2].endswith("| 0.00 ± 0.00 | 0.00 ± 0.00 | 0.00 ± 0.00 |")  # uniform vs itself
       True
     """
     s = comparison.settings
@@ -593,24 +616,32 @@ def format_token_table(comparison: Comparison, view: str = "tuned") -> str:
     ref_budget = s.budgets()[0]
     lines = [
         "| budget | allocator | lr | tokens generated (M) | rollouts | tokens / rollout "
-        "| at the length limit (%) | held-out acc. (%) | vs uniform, same budget (points) "
-        f"| vs uniform at B = {ref_budget} (points) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| at the length limit (%) | held-out acc. (%) | mean over steps (%) "
+        f"| vs uniform, same budget | vs uniform at B = {ref_budget} "
+        f"| vs uniform at B = {ref_budget}, same tokens |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summarise(comparison, view):
-        frac = row["budget"] / full
+        name, budget = row["allocator"], row["budget"]
         diffs = [
-            paired_difference(comparison, row["allocator"], row["budget"], b, view)
-            for b in (row["budget"], ref_budget)
+            paired_difference(comparison, name, budget, budget, view),
+            paired_difference(comparison, name, budget, ref_budget, view),
+            paired_difference(comparison, name, budget, ref_budget, view, at_same_tokens=True),
         ]
-        cells = ["n/a" if d is None else _pm(d, 100, 2) for d in diffs]
+        cells = " | ".join("n/a" if d is None else _pm(d, 100, 2) for d in diffs)
         tokens, rollouts = row["generated_tokens"], row["rollouts"]
         per = tokens[0] / rollouts[0] if rollouts[0] else math.nan
+        over_run = _mean_std(
+            [
+                float(np.mean(r.history.heldout_accuracy))
+                for r in comparison.select(name, budget, view)
+            ]
+        )
         lines.append(
-            f"| {row['budget']} ({frac:g} x) | {row['allocator']} | {row['lr']:g} "
+            f"| {budget} ({budget / full:g} x) | {name} | {row['lr']:g} "
             f"| {_pm(tokens, 1e-6, 1)} | {_pm(rollouts, 1, 0)} | {per:.0f} "
             f"| {_pm(row['truncated_share'], 100, 1)} | {_pm(row['heldout_final'], 100, 2)} "
-            f"| {cells[0]} | {cells[1]} |"
+            f"| {_pm(over_run, 100, 2)} | {cells} |"
         )
     return "\n".join(lines)
 
@@ -736,6 +767,9 @@ def write_results(
         "",
         "## Generated tokens and held-out accuracy, tuned learning rates (mean ± std over seeds)",
         "",
+        "Differences to uniform GRPO are on the same seed, final step, in points; "
+        "'same tokens' reads uniform's accuracy where it had generated as many tokens.",
+        "",
         format_token_table(comparison, "tuned"),
         "",
         "## Learning-rate search (mean final validation accuracy, %)",
@@ -748,6 +782,8 @@ def write_results(
             f"## Secondary view: every allocator at the same learning rate ({s.sim.lr:g})",
             "",
             format_table(comparison, "same-lr"),
+            "",
+            format_token_table(comparison, "same-lr"),
             "",
         ]
     md += [
