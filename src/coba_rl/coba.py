@@ -21,10 +21,10 @@ from coba_rl._validation import (
     even_split,
 )
 from coba_rl.config import CoBAConfig
-from coba_rl.solvers import _capability_extra, _running_min
-from coba_rl.tokens import resolve_costs, token_greedy_prepared
+from coba_rl.solvers import _capability_extra
+from coba_rl.tokens import resolve_costs, token_greedy_value
 from coba_rl.types import Allocation, BatchStats, _owned, _trusted_allocation
-from coba_rl.value import _adaptive_tau, _beta_shape_scalar, _unique_gains
+from coba_rl.value import _adaptive_tau, _beta_shape_scalar
 
 __all__ = ["allocate", "initial_shape"]
 
@@ -253,16 +253,31 @@ def allocate_tokens_with_shape(
             f"token_budget {t:g} is below the floor n_low * sum(costs) = {floor:g}: even "
             f"{cfg.n_low} rollout(s) per prompt do not fit; raise the token budget"
         )
-    p = np.where(unseen, cfg.unseen_pass_rate, pass_rates)
+    if n_unseen == 0 and not pass_rates.flags.writeable:
+        p = pass_rates  # read-only and complete: the Allocation can hold it as it is
+    else:
+        p = np.where(unseen, cfg.unseen_pass_rate, pass_rates)
     xg: IntArray | None = None
     if b is not None and n_unseen < m:
         counts, tau = _paper_counts(p, b, cfg, alpha, beta)  # the rollout-only counts
         if float(c @ counts) <= t and (caps is None or bool((counts <= caps).all())):
             return result(counts, p, "greedy", tau, 0.0)
         xg = counts - cfg.n_low
-    tau, g, inverse = _paper_gains(p, cfg, alpha, beta)
-    sol = token_greedy_prepared(
-        g, inverse, c, t, cfg.n_low, cfg.n_up, b, caps, None if caps is not None else xg
+    else:
+        tau = _tau(p, cfg)
+    sol = token_greedy_value(
+        p,
+        alpha,
+        beta,
+        tau,
+        cfg.n_low,
+        cfg.n_up,
+        cfg.smoothing,
+        c,
+        t,
+        b,
+        caps,
+        None if caps is not None else xg,
     )
     return result(sol.counts.copy(), p, "greedy", tau, sol.gap, sol.bound)
 
@@ -328,15 +343,6 @@ def _tau(p: FloatArray, cfg: CoBAConfig) -> float:
     if cfg.tau == "adaptive":
         return _adaptive_tau(p, cfg.tau_min, cfg.tau_max, cfg.var_max, cfg.smoothing)
     return float(cfg.tau)
-
-
-def _paper_gains(
-    p: FloatArray, cfg: CoBAConfig, alpha: float, beta: float
-) -> tuple[float, FloatArray, IntArray]:
-    """``tau``, the distinct gain rows (running minimum applied) and each prompt's row."""
-    tau = _tau(p, cfg)
-    gains_u, inverse = _unique_gains(p, alpha, beta, tau, cfg.n_low, cfg.n_up, cfg.smoothing)
-    return tau, _running_min(gains_u), inverse
 
 
 def _greedy_counts(

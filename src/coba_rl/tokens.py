@@ -95,8 +95,10 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from coba_rl._token_rows import Fallback, GeometricTokenRows, Prefix
 from coba_rl._validation import as_real_array, check_bounds, check_real
 from coba_rl.solvers import _greedy_extra_grouped, _running_min
+from coba_rl.value import _unique_gains
 
 __all__ = [
     "TokenSolution",
@@ -341,9 +343,7 @@ def _exact_counts(
         hi = np.where(active & ~gt, mid, hi)
 
 
-def _prefix(
-    p: _Problem, w: FloatArray, unit: FloatArray, cap: float
-) -> tuple[IntArray, tuple[int, int] | None, IntArray]:
+def _prefix(p: _Problem, w: FloatArray, unit: FloatArray, cap: float) -> Prefix:
     """The longest prefix of the positive units, in key order, whose ``sum(unit)`` fits ``cap``.
 
     Returns the extra units per prompt, the first unit that does not fit (or None), and
@@ -365,7 +365,7 @@ def _prefix(
     # Units whose key is positive (a tiny positive gain divided by w can round to 0).
     top = _exact_counts(p, w, 0.0, guess=p.pos)
     if float(unit @ top) <= cap:
-        return top, None, top
+        return Prefix(top, None, top)
     t_star, guess = _relaxed_threshold(p, w, unit, cap, top)
     e = _exact_counts(p, w, math.exp(min(t_star, 700.0)), guess=guess)
     layers = 2
@@ -374,7 +374,7 @@ def _prefix(
         if done is not None:
             counts, fail = done
             above = _exact_counts(p, w, float(_keys_at(p, w, *_pair(fail))[0]), guess=counts)
-            return counts, fail, above
+            return Prefix(counts, fail, above, float(p.g[p.inv[fail[0]], fail[1]]))
         layers *= 4
 
 
@@ -567,7 +567,7 @@ class _Eval:
 def _token_prefix_size(p: _Problem, w: FloatArray, fast: bool) -> int:
     """How many units the ranking by ``gains / w`` takes before one fails on tokens."""
     if fast:
-        return int(_prefix(p, w, p.c, p.t_spare)[0].sum())
+        return int(_prefix(p, w, p.c, p.t_spare).counts.sum())
     return _scan_table(p, w, math.inf)[3]
 
 
@@ -576,10 +576,26 @@ def _value(p: _Problem, x: IntArray) -> float:
     return float(p.cum.reshape(-1)[p.inv * (p.g.shape[1] + 1) + x].sum())
 
 
-_Prefix = tuple[IntArray, "tuple[int, int] | None", IntArray]
+# The solver below runs on either engine: the gain table (:class:`_Problem`) or, for
+# CoBA-RL's value, the closed form of its rows (:class:`GeometricTokenRows`).
+_Engine = _Problem | GeometricTokenRows
 
 
-def _evaluate(p: _Problem, nu: float, fast: bool, pre: _Prefix | None = None) -> _Eval:
+def _engine_prefix(p: _Engine, w: FloatArray, unit: FloatArray, cap: float) -> Prefix:
+    return p.prefix(w, unit, cap) if isinstance(p, GeometricTokenRows) else _prefix(p, w, unit, cap)
+
+
+def _engine_fill(p: _Engine, w: FloatArray, pre: Prefix, b_left: float) -> IntArray:
+    if isinstance(p, GeometricTokenRows):
+        return p.fill(w, pre, b_left)
+    return _fill(p, w, pre.counts, b_left)
+
+
+def _engine_value(p: _Engine, x: IntArray) -> float:
+    return p.value(x) if isinstance(p, GeometricTokenRows) else _value(p, x)
+
+
+def _evaluate(p: _Engine, nu: float, fast: bool, pre: Prefix | None = None) -> _Eval:
     """Rank by ``gain / (c + nu)``, take the prefix, fill, and certify with the dual bound.
 
     ``pre``: the token prefix of this ranking (:func:`_prefix`), if already computed.
@@ -587,41 +603,52 @@ def _evaluate(p: _Problem, nu: float, fast: bool, pre: _Prefix | None = None) ->
     w = p.c + nu
     b_cap = math.inf if p.b_spare is None else float(p.b_spare)
     above: IntArray | None = None
+    g_star = 0.0
     if fast:
-        s, fail, above = pre if pre is not None else _prefix(p, w, p.c, p.t_spare)
-        n_tokens = int(s.sum())
+        if pre is None:
+            pre = _engine_prefix(p, w, p.c, p.t_spare)
+        n_tokens = int(pre.counts.sum())
         if n_tokens > b_cap:
-            s, fail, above = _prefix(p, w, np.ones_like(p.c), b_cap)
+            pre = _engine_prefix(p, w, np.ones_like(p.c), b_cap)
+        s, fail, above, g_star = pre.counts, pre.fail, pre.above, pre.g_fail
         # The first unit left out fails on the rollout cap (perhaps on tokens as well).
         on_rollouts = fail is not None and int(s.sum()) >= b_cap
-        x = _fill(p, w, s, b_cap - float(s.sum()))
+        x = _engine_fill(p, w, pre, b_cap - float(s.sum()))
     else:
+        assert isinstance(p, _Problem)
         x, fail, on_rollouts, _ = _scan_table(p, w, b_cap)
         n_tokens = _token_prefix_size(p, w, fast) if p.b_spare is not None else 0
-    value = _value(p, x)
+        if fail is not None:
+            g_star = float(p.g[p.inv[fail[0]], fail[1]])
+    value = _engine_value(p, x)
     if fail is None:  # every positive unit is taken: optimal
+        assert isinstance(p, _Problem)  # the closed form hands such instances to the table
         return _Eval(x, value, _value(p, p.pos), 0.0, on_rollouts, n_tokens)
-    i, j = fail
-    g_star = float(p.g[p.inv[i], j])
+    i, _ = fail
     k_star = float(g_star / w[i])
     # Dual point (lambda, mu) = (k*, nu k*). Units ranked above k* contribute
     # g - k* (c + nu) > 0; every other unit contributes nothing.
     if above is None:
+        assert isinstance(p, _Problem)
         above = _exact_counts(p, w, k_star)
-    dual = _value(p, above) + k_star * (p.t_spare - float(p.c @ above))
+    dual = _engine_value(p, above) + k_star * (p.t_spare - float(p.c @ above))
     if p.b_spare is not None:
         dual += nu * k_star * (p.b_spare - float(above.sum()))
     return _Eval(x, value, dual, g_star, on_rollouts, n_tokens)
 
 
-def _solve(p: _Problem, fast: bool, rollout_extra: IntArray | None = None) -> TokenSolution:
+def _solve(p: _Engine, fast: bool, rollout_extra: IntArray | None = None) -> TokenSolution:
     """Case 1, then the token ranking, then the search; ``rollout_extra`` is case 1's
     rollout-only allocation (extra units) when the caller already has it."""
-    m = p.inv.size
+    m = p.c.size
     xg = np.zeros(m, dtype=np.int64)
     if p.b_spare is not None:
         if rollout_extra is not None:
             xg = rollout_extra
+        elif isinstance(p, GeometricTokenRows):
+            # The top B' gains, ties by prompt then unit: the prefix of the ranking by gain.
+            ones = np.ones(m)
+            xg = p.prefix(ones, ones, float(p.b_spare)).counts
         elif p.capped:  # the rollout-only greedy under the same per-prompt caps
             cols = np.arange(p.g.shape[1])[None, :]
             keys = np.where(cols < p.limit[:, None], p.g[p.inv], -np.inf)
@@ -633,11 +660,12 @@ def _solve(p: _Problem, fast: bool, rollout_extra: IntArray | None = None) -> To
 
     # The size of the token-only prefix of the ranking by gain / (c + nu): a search step
     # costs one prefix; rankings are filled and certified only near the crossing.
-    def token_prefix(nu: float) -> tuple[int, _Prefix | None]:
+    def token_prefix(nu: float) -> tuple[int, Prefix | None]:
         w = p.c + nu
         if fast:
-            pre = _prefix(p, w, p.c, p.t_spare)
-            return int(pre[0].sum()), pre
+            pre = _engine_prefix(p, w, p.c, p.t_spare)
+            return int(pre.counts.sum()), pre
+        assert isinstance(p, _Problem)
         return _token_prefix_size(p, w, fast), None
 
     n0, pre0 = token_prefix(0.0)
@@ -713,7 +741,7 @@ def _solve(p: _Problem, fast: bool, rollout_extra: IntArray | None = None) -> To
     return _solution(p, best.x, max(dual - best.value, 0.0), best_nu)
 
 
-def _first_nu(p: _Problem, xg: IntArray, pre0: _Prefix, n0: int) -> float | None:
+def _first_nu(p: _Engine, xg: IntArray, pre0: Prefix, n0: int) -> float | None:
     """A first guess of the rollout price, between the two one-budget solutions.
 
     The token ranking (``nu = 0``) stops at key ``k0`` with ``h0`` rollouts too many; the
@@ -722,15 +750,18 @@ def _first_nu(p: _Problem, xg: IntArray, pre0: _Prefix, n0: int) -> float | None
     the relative excesses ``h0 / B'`` and ``-E / T'`` interpolate to zero; the line's
     price is ``nu = t gB / ((1 - t) k0)``. Only where the search starts depends on it.
     """
-    fail = pre0[1]
+    fail = pre0.fail
     b_spare = p.b_spare
     if fail is None or b_spare is None or b_spare <= 0 or p.t_spare <= 0:
         return None
-    k0 = float(p.g[p.inv[fail[0]], fail[1]] / p.c[fail[0]])
-    taken = np.flatnonzero(xg > 0)
-    if taken.size == 0 or k0 <= 0:
+    k0 = float(pre0.g_fail / p.c[fail[0]])
+    if not (xg > 0).any() or k0 <= 0:
         return None
-    g_b = float(p.g[p.inv[taken], xg[taken] - 1].min())
+    if isinstance(p, GeometricTokenRows):
+        g_b = p.min_last_gain(xg)
+    else:
+        taken = np.flatnonzero(xg > 0)
+        g_b = float(p.g[p.inv[taken], xg[taken] - 1].min())
     f0 = (n0 - b_spare) / b_spare
     f1 = -(float(p.c @ xg) - p.t_spare) / p.t_spare
     if not f0 > 0 > f1 or g_b <= 0:
@@ -739,7 +770,7 @@ def _first_nu(p: _Problem, xg: IntArray, pre0: _Prefix, n0: int) -> float | None
     return t * g_b / ((1.0 - t) * k0) if t < 1.0 else None
 
 
-def _solution(p: _Problem, x: IntArray, gap: float, nu: float) -> TokenSolution:
+def _solution(p: _Engine, x: IntArray, gap: float, nu: float) -> TokenSolution:
     counts = (p.n_low + x).astype(np.int64)
     t_left = p.t_spare - float(p.c @ x)
     open_rows = x < p.limit
@@ -830,6 +861,81 @@ def token_greedy_prepared(
     """
     p = _trusted_problem(gains, inverse, costs, token_budget, n_low, n_up, rollout_budget, caps)
     return _solve(p, fast=True, rollout_extra=rollout_extra)
+
+
+def token_greedy_value(
+    p: FloatArray,
+    alpha: float,
+    beta: float,
+    tau: float,
+    n_low: int,
+    n_up: int,
+    smoothing: float,
+    costs: FloatArray,
+    token_budget: float,
+    rollout_budget: int | None,
+    caps: IntArray | None,
+    rollout_extra: IntArray | None,
+) -> TokenSolution:
+    """:func:`token_greedy_prepared` on CoBA-RL's gains, without their table.
+
+    Returns what :func:`token_greedy_prepared` returns on the table of
+    :func:`coba_rl.value.marginal_gains` (``p``: validated pass rates with unseen prompts
+    replaced; the other arguments as there): the same rankings, prefixes, fills and
+    search. Each prompt's keys ``gain / (c_i + nu)`` are geometric in exact arithmetic,
+    so the closed form locates every threshold and exact float keys (the table's
+    arithmetic) are computed only in a band of a few columns per prompt
+    (:class:`coba_rl._token_rows.GeometricTokenRows`). Only the objectives that the
+    certificate and the two-budget search compare are summed differently: as
+    ``V(n_low + x) - V(n_low)`` per prompt (exact in real arithmetic) instead of the
+    table's running sums. Instances the closed form cannot settle (every unit fitting,
+    thresholds at floating-point noise level, non-finite densities) are ranked on the
+    table.
+
+    Complexity: O(M log M) per ranking (a sort of ``2 M`` breakpoints and of the keys in
+    the bracket) and O(M) memory, independent of ``n_up - n_low``; the fill adds
+    O(F log M) for the F units it considers.
+    """
+    m = p.size
+    floor = float(costs @ np.full(m, n_low, dtype=np.int64))
+    if floor > token_budget:
+        raise ValueError(
+            f"token_budget {token_budget:g} is below the floor n_low * sum(costs) = "
+            f"{floor:g}: even {n_low} rollout(s) per prompt do not fit; raise the token budget"
+        )
+    b_spare = None if rollout_budget is None else int(rollout_budget) - m * n_low
+    if m and n_up > n_low:
+        try:
+            with np.errstate(all="ignore"):
+                rows = GeometricTokenRows(
+                    p,
+                    alpha,
+                    beta,
+                    tau,
+                    n_low,
+                    n_up,
+                    smoothing,
+                    costs,
+                    token_budget,
+                    token_budget - floor,
+                    b_spare,
+                    caps,
+                )
+                return _solve(rows, fast=True, rollout_extra=rollout_extra)
+        except Fallback:
+            pass
+    gains_u, inverse = _unique_gains(p, alpha, beta, tau, n_low, n_up, smoothing)
+    return token_greedy_prepared(
+        _running_min(gains_u),
+        inverse,
+        costs,
+        token_budget,
+        n_low,
+        n_up,
+        rollout_budget,
+        caps,
+        rollout_extra,
+    )
 
 
 def _trusted_problem(
