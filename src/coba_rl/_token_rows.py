@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from coba_rl.solvers import GAIN_ERROR
-from coba_rl.value import _beta_pdf_distinct
+from coba_rl.value import _beta_pdf_distinct, _beta_pdf_vector, _vector_pdf_is_exact
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -62,30 +62,62 @@ class Prefix:
     fail: tuple[int, int] | None
     above: IntArray
     g_fail: float = 0.0
-    #: The settled band (start, offsets, running-minimum gains) of the active rows.
-    band: tuple[IntArray, IntArray, FloatArray] | None = None
+    #: The gains of the prefix's units tied with ``fail``'s key (in ``counts``, not in
+    #: ``above``); only :class:`GeometricTokenRows` fills it in.
+    tie_gain: float = 0.0
+    #: The exact gains the prefix settled (:class:`_Band`), for the fill.
+    band: _Band | None = None
 
 
-def _sorted_distinct(p: FloatArray) -> FloatArray:
-    s = np.sort(p)
-    keep = np.empty(s.size, dtype=bool)
-    keep[:1] = True
-    np.not_equal(s[1:], s[:-1], out=keep[1:])
-    return s[keep]
+class _Band:
+    """The exact gains (running minimum applied) a prefix settled, by active row: a dense
+    block ``g[r, j - start[r]]`` or, with ``off``, flat segments ``g[off[r] + j - start[r]]``."""
+
+    def __init__(self, start: IntArray, g: FloatArray, off: IntArray | None) -> None:
+        self.start, self.g, self.off = start, g, off
+
+    def column(self, r: int, pos: int) -> int:
+        """The column of flat position ``pos`` (of active row ``r``)."""
+        if self.off is None:
+            return int(self.start[r]) + pos % int(self.g.shape[1])
+        return int(self.start[r]) + pos - int(self.off[r])
+
+    def gain(self, pos: int) -> float:
+        """The gain at flat position ``pos``."""
+        return float(self.g.reshape(-1)[pos])
+
+    def get(self, r: int, col: int) -> float | None:
+        """The gain of active row ``r`` at ``col``, or ``None`` outside its band."""
+        k = col - int(self.start[r])
+        if self.off is None:
+            return float(self.g[r, k]) if 0 <= k < self.g.shape[1] else None
+        width = (int(self.off[r + 1]) - 1 if r + 1 < self.off.size else self.g.size + 1) - int(
+            self.off[r]
+        )
+        return float(self.g[int(self.off[r]) + k]) if 0 <= k < width - 0 else None
+
+    def at(self, r: IntArray, cols: IntArray) -> FloatArray:
+        """Gains of active rows ``r`` at ``cols`` (inside their bands)."""
+        if self.off is None:
+            return np.asarray(self.g[r, cols - self.start[r]], dtype=np.float64)
+        return np.asarray(self.g[self.off[r] + cols - self.start[r]], dtype=np.float64)
 
 
 class GeometricTokenRows:
     """One row of gains per prompt (CoBA-RL's value), evaluated only where asked.
 
-    Construction: O(M log M) (the distinct pass rates, one density each). Call the
-    methods under ``np.errstate(all="ignore")``: logarithms of 0 are expected.
+    The interface of the gain table that :func:`coba_rl.tokens._solve` uses: ``c``,
+    ``t_total``, ``t_spare``, ``b_spare``, ``n_low``, ``limit``, and the methods
+    :meth:`prefix`, :meth:`fill`, :meth:`value` and :meth:`min_last_gain`. Construction
+    costs O(M) (one density per prompt, or per distinct rate where the density is
+    evaluated one rate at a time). Call it under ``np.errstate(all="ignore")``.
 
     Args:
       p: pass rates with unseen prompts already replaced, shape ``(M,)``.
-      alpha, beta, tau, n_low, n_up, smoothing: the value's constants.
-      c: positive costs; ``t_total``: the token budget (above the floor);
-      b_spare: spare rollouts above ``M n_low`` or ``None``; ``caps``: per-prompt upper
-      bounds in ``[n_low, n_up]`` or ``None``.
+      alpha, beta, tau, n_low, n_up, smoothing: the value's constants (``n_up > n_low``).
+      c: positive costs; t_total: the token budget; t_spare: what is left above the
+        floor ``n_low * sum(c)``; b_spare: spare rollouts above ``M n_low``, or ``None``;
+      caps: per-prompt upper bounds in ``[n_low, n_up]``, or ``None``.
     """
 
     def __init__(
@@ -104,280 +136,228 @@ class GeometricTokenRows:
         caps: IntArray | None,
     ) -> None:
         m, k = p.size, n_up - n_low
-        raw = _sorted_distinct(p)
-        uniq = np.minimum(np.maximum(raw, smoothing), 1.0 - smoothing)
-        pdf_u = _beta_pdf_distinct(uniq, alpha, beta)
-        if not np.isfinite(pdf_u).all():
-            raise Fallback
-        if raw.size == m and raw.size > 1 and bool((p[1:] > p[:-1]).all()):
-            ps, pdf = uniq, pdf_u
-        else:
-            inverse = raw.searchsorted(p)
-            ps, pdf = uniq[inverse], pdf_u[inverse]
-        self.ps, self.pdf, self.tau, self.n_low, self.k = ps, pdf, tau, n_low, k
-        self.om = 1 - ps
+        ps = np.maximum(p, smoothing)
+        np.minimum(ps, 1.0 - smoothing, out=ps)
+        pop = np.empty((m, 3))  # rows (p, 1 - p, density): one gather serves a band
+        pop[:, 0] = ps
+        np.subtract(1, ps, out=pop[:, 1])
+        if _vector_pdf_is_exact():
+            pop[:, 2] = _beta_pdf_vector(ps, alpha, beta)
+        else:  # one scalar density per distinct rate
+            uniq, inverse = np.unique(ps, return_inverse=True)
+            pop[:, 2] = _beta_pdf_distinct(uniq, alpha, beta)[inverse.reshape(-1)]
+        self.pop = pop
+        pdf = pop[:, 2]
+        self.tau, self.n_low, self.k, self.m = tau, n_low, k, m
         self.c, self.t_total, self.t_spare, self.b_spare = c, t_total, t_spare, b_spare
-        self.m = m
-        self.capped = caps is not None
+        self._c_min = float(c.min())
         self.limit: IntArray = (
             np.full(m, k, dtype=np.int64) if caps is None else caps.astype(np.int64) - n_low
         )
-        rate = ps * self.om
+        rate = ps * pop[:, 1]
         rate /= tau
-        active = (rate > 0) & (pdf > 0) & (rate < np.inf) & (self.limit > 0)
-        self.all_active = bool(active.all())
-        self.act = np.arange(m) if self.all_active else np.flatnonzero(active)
-        if not self.all_active:
-            rate = np.where(active, rate, 1.0)
-        self.rate = rate
-        self.inv_rate = 1.0 / rate
+        # log of the exact first gain C e^{-k n_low} (1 - e^{-k}); -inf or NaN on rows
+        # whose float gains are all 0 (p in {0, 1}, a zero density).
         log_a = np.log(pdf)
-        log_a -= rate * n_low
-        tail = np.log(-np.expm1(-rate))
+        tail = np.negative(rate)
+        np.expm1(tail, out=tail)
+        np.negative(tail, out=tail)
+        np.log(tail, out=tail)
         log_a += tail
-        self.log_a = log_a
-        err = pdf * GAIN_ERROR
-        err += _GAIN_ERROR_ABS
-        self.err = err
-        self.lim_f = self.limit.astype(np.float64)
-        self._v0: FloatArray | None = None
+        tail = rate * n_low
+        log_a -= tail
+        active = np.isfinite(log_a)
+        if caps is not None:
+            active &= self.limit > 0
+        self.all_active = bool(active.all())
+        self.act: IntArray = np.arange(m) if self.all_active else np.flatnonzero(active)
         if not self.all_active:
+            act = self.act
             pos_of = np.full(m, -1, dtype=np.int64)
-            pos_of[self.act] = np.arange(self.act.size)
+            pos_of[act] = np.arange(act.size)
             self.pos_of = pos_of
+            rate, log_a = rate[act], log_a[act]
+        self.log_a = log_a
+        self.rate = rate
+        self.capped = caps is not None
+        self.pop_act = pop if self.all_active else pop[self.act]
+        self.inv_rate = 1.0 / rate
+        self.half_rate = 0.5 * rate
+        lim = self.limit if self.all_active else self.limit[self.act]
+        self.lim_act = lim
+        self.lim_f = lim.astype(np.float64)
+        self.lim_rate = self.lim_f * rate
+        err = pdf * GAIN_ERROR if self.all_active else pdf[self.act] * GAIN_ERROR
+        err += _GAIN_ERROR_ABS
+        self.err2 = 2.0 * err
+        self._v0: FloatArray | None = None
 
     # -- exact float gains ----------------------------------------------------------------
 
-    def _values(self, rows: IntArray | None, n: FloatArray) -> FloatArray:
-        """``V(n)`` of ``rows`` (``None``: every prompt, in order), in the arithmetic of
-        :func:`coba_rl.value.marginal_gains`: ``(1 - exp(((-n) / tau) p (1 - p))) C``."""
-        if rows is None:
-            ps, om, pdf = self.ps, self.om, self.pdf
-        else:
-            ps, om, pdf = self.ps[rows], self.om[rows], self.pdf[rows]
-        v = np.negative(n)
-        v /= self.tau
-        v *= ps
-        v *= om
-        np.exp(v, out=v)
-        np.subtract(1, v, out=v)
-        v *= pdf
-        return v
-
-    def _band_gains(
-        self, rows: IntArray, start: IntArray, width: IntArray, whole: bool
-    ) -> tuple[FloatArray, IntArray]:
-        """Running-minimum-free float gains of ``rows`` at ``start .. start + width - 1``
-        (every width >= 1), flat, and each segment's offset. Complexity: O(sum widths)."""
-        n_vals = width + 1
-        off_v = n_vals.cumsum()
-        off_v -= n_vals
-        n = (start + self.n_low - off_v).astype(np.float64).repeat(n_vals)
-        n += np.arange(n.size)
-        if whole:
-            ps, om, pdf = self.ps.repeat(n_vals), self.om.repeat(n_vals), self.pdf.repeat(n_vals)
-        else:
-            at = rows.repeat(n_vals)
-            ps, om, pdf = self.ps[at], self.om[at], self.pdf[at]
-        np.negative(n, out=n)
+    def _values(self, n: FloatArray) -> FloatArray:
+        """``V(n_low + x)`` of every prompt for ``n`` = ``-(n_low + x)``, in place, in the
+        arithmetic of :func:`coba_rl.value.marginal_gains`:
+        ``(1 - exp(((-n) / tau) p (1 - p))) C``. Complexity: O(M)."""
+        pop = self.pop
         n /= self.tau
-        n *= ps
-        n *= om
+        n *= pop[:, 0]
+        n *= pop[:, 1]
         np.exp(n, out=n)
         np.subtract(1, n, out=n)
-        n *= pdf
-        keep = np.ones(n.size - 1, dtype=bool)
-        keep[off_v[1:] - 1] = False
-        g = np.subtract(n[1:], n[:-1])[keep]
-        off_v -= np.arange(rows.size)
-        return g, off_v
+        n *= pop[:, 2]
+        return n
+
+    def _gains(
+        self, rows: IntArray | None, start: IntArray, width: IntArray
+    ) -> tuple[FloatArray, IntArray]:
+        """Float gains of ``rows`` (``None``: the active rows) at columns
+        ``start .. start + width - 1`` (every width >= 1), without the running minimum.
+
+        Flat: segment ``i`` is ``g[off[i] : off[i] + width[i]]``, followed by one ``-inf``
+        between segments. Complexity: O(sum of widths).
+        """
+        n_vals = width + 1
+        off = n_vals.cumsum()
+        total = int(off[-1])
+        if total > _MAX_BAND:
+            raise Fallback("too many band entries")
+        off -= n_vals
+        base = start - off
+        base += self.n_low
+        n_int = base.repeat(n_vals)
+        n_int += np.arange(total)
+        v = np.negative(n_int, dtype=np.float64)
+        if rows is None:
+            pop = self.pop if self.all_active else self.pop[self.act]
+        else:
+            pop = self.pop[rows]
+        q = pop.repeat(n_vals, axis=0)
+        v /= self.tau
+        v *= q[:, 0]
+        v *= q[:, 1]
+        np.exp(v, out=v)
+        np.subtract(1, v, out=v)
+        v *= q[:, 2]
+        g = v[1:] - v[:-1]
+        if off.size > 1:
+            g[off[1:] - 1] = -np.inf
+        return g, off
 
     @staticmethod
     def _running_min(g: FloatArray, off: IntArray) -> None:
-        """Segmented running minimum of ``g`` in place (segments start at ``off``)."""
+        """Each segment of :meth:`_gains` replaced by its running minimum, in place
+        (rises are rare ulp-level blips: a few passes)."""
         up = g[1:] > g[:-1]
-        up[off[1:] - 1] = False
+        if off.size > 1:
+            up[off[1:] - 1] = False  # a segment's first gain follows the separator
         if up.any():
             rise = np.flatnonzero(up) + 1
-            new_seg = np.zeros(g.size, dtype=bool)
-            new_seg[off] = True
             while rise.size:
+                # Lowering g[j] can only make g[j + 1] rise; separators never rise.
                 g[rise] = g[rise - 1]
                 nxt = rise + 1
                 nxt = nxt[nxt < g.size]
-                nxt = nxt[~new_seg[nxt]]
                 rise = nxt[g[nxt] > g[nxt - 1]]
 
-    # -- the closed form --------------------------------------------------------------------
-
-    def _relaxed(self, lt: FloatArray, unit: FloatArray, cap: float) -> tuple[float, float, float]:
-        """A log-key ``t`` where about ``cap`` of ``unit`` is spent on keys above ``exp(t)``,
-        and the half-widths of the bracket to try first.
-
-        ``S(t) = sum_i unit_i clip((lt_i - t) / k_i, 0, L_i)`` is piecewise linear; its
-        ``2 M`` breakpoints are sorted, then Newton steps on the integer count
-        ``sum_i unit_i clip(ceil((lt_i - t) / k_i), 0, L_i)``. Complexity: O(M log M).
-        """
-        act = self.act
-        if self.all_active:
-            top, rate, inv, u, lim = lt, self.rate, self.inv_rate, unit, self.lim_f
-        else:
-            top, rate, inv = lt[act], self.rate[act], self.inv_rate[act]
-            u, lim = unit[act], self.lim_f[act]
-        n = top.size
-        if n == 0:
-            raise Fallback
-        ts = np.empty(2 * n)
-        ts[:n] = top
-        np.subtract(top, lim * rate, out=ts[n:])
-        ds = np.empty(2 * n)
-        np.multiply(u, inv, out=ds[:n])
-        np.negative(ds[:n], out=ds[n:])
-        order = ts.argsort()[::-1]
-        ts, ds = ts[order], ds[order]
-        run = ds.cumsum()
-        gaps = ts[:-1] - ts[1:]
-        gaps *= run[:-1]
-        level = gaps.cumsum()
-        i = int(level.searchsorted(cap)) + 1
-        if i >= ts.size or not math.isfinite(float(level[-1])):
-            raise Fallback  # (about) every unit fits
-        done = float(level[i - 2]) if i >= 2 else 0.0
-        s = float(run[i - 1])
-        t0 = float(ts[i - 1]) - (cap - done) / s if s > 0 else float(ts[i])
-        add = np.add.reduce
-        spread = 0.0
-        miss = 0.0
-        s_lin = 1.0
-        for _ in range(3):
-            x = top - t0
-            x *= inv
-            lin = x > 0
-            lin &= x < lim
-            ul = u * lin
-            s_lin = float(add(ul * inv))
-            if s_lin <= 0:
-                d = float(rate.min())
-                return t0, d, d
-            np.maximum(x, 0, out=x)
-            np.ceil(x, out=x)
-            np.minimum(x, lim, out=x)
-            x *= u
-            miss = float(add(x)) - cap
-            t0 += miss / s_lin
-            ul *= ul
-            spread = 3.0 * math.sqrt(float(add(ul))) + 3.0 * float(u.max())
-            if abs(miss) <= spread:
-                break
-        d = (spread + 0.05 * abs(miss)) / s_lin
-        return t0, d, d
-
-    def _columns(
-        self, lt: FloatArray, w: FloatArray, lam_lo: float, lam_hi: float
-    ) -> tuple[IntArray, IntArray]:
-        """Per active row, the band of columns that can hold keys in ``[lam_lo, lam_hi]``
-        with a proof at its left end (see :meth:`_settle`). Complexity: O(M)."""
-        whole = self.all_active
-        act = self.act
-        inv = self.inv_rate if whole else self.inv_rate[act]
-        top = lt if whole else lt[act]
-        err = self.err if whole else self.err[act]
-        ww = w if whole else w[act]
-        lim = self.limit if whole else self.limit[act]
-        # Exact gain at the start column above lam_hi w (1 + slack) + 3 err: its float
-        # gain then proves every column left of it (log(x + e) <= log x + e / x).
-        x_hi = (top - math.log(lam_hi)) * inv
-        x_hi -= (3.0 * err / (lam_hi * ww) + 4 * _KEY_SLACK) * inv
-        start = np.minimum(np.maximum(np.ceil(x_hi) - 1, 0), lim - 1).astype(np.int64)
-        eps = 3.0 * err / (lam_lo * ww) + 4 * _KEY_SLACK
-        x_lo = (top - math.log(lam_lo)) * inv
-        with np.errstate(divide="ignore"):
-            x_lo += (eps / (1.0 - eps)) * inv
-        x_lo = np.where(eps < 0.5, x_lo, lim)
-        stop = np.minimum(np.maximum(np.ceil(x_lo), start), lim - 1).astype(np.int64)
-        return start, stop
-
-    def _settle(
-        self, w: FloatArray, start: IntArray, stop: IntArray, lam_lo: float, lam_hi: float
-    ) -> tuple[IntArray, IntArray, IntArray, FloatArray, FloatArray, IntArray, IntArray]:
-        """Exact keys of the active rows on their bands; per row ``a`` (keys > lam_hi) and
-        ``b`` (keys >= lam_lo). Rows whose band cannot prove both are computed in full.
-
-        Returns ``a``, ``b`` (every prompt), the band's start and offsets, its gains
-        (running minimum applied), and the bracket's keys with their flat positions.
-        Complexity: O(sum of band widths).
-        """
-        act = self.act
-        whole = self.all_active
-        ww = w if whole else w[act]
-        lim = self.limit if whole else self.limit[act]
-        err2 = 2.0 * (self.err if whole else self.err[act])
-        for attempt in range(2):
-            width = stop - start + 1
-            if int(np.add.reduce(width)) > _MAX_BAND:
-                raise Fallback
-            g, off = self._band_gains(act, start, width, whole)
-            first = g[off]
-            self._running_min(g, off)
-            keys = g / ww.repeat(width)
-            above = keys > lam_hi
-            within = keys >= lam_lo
-            a = np.add.reduceat(above, off, dtype=np.int64)
-            a += start
-            b = np.add.reduceat(within, off, dtype=np.int64)
-            b += start
-            ok = start == 0
-            ok |= first - err2 > lam_hi * ww * (1.0 + _KEY_SLACK)
-            ok &= np.minimum(b, lim - 1) <= stop
-            if ok.all():
-                break
-            if attempt:
-                raise Fallback
-            bad = ~ok
-            start = np.where(bad, 0, start)
-            stop = np.where(bad, lim - 1, stop)
-        within ^= above
-        inside = np.flatnonzero(within)
-        if not whole:
-            a_all = np.zeros(self.m, dtype=np.int64)
-            b_all = np.zeros(self.m, dtype=np.int64)
-            a_all[act], b_all[act] = a, b
-            a, b = a_all, b_all
-        return a, b, start, off, g, keys[inside], inside
+    # -- the longest prefix that fits -----------------------------------------------------
 
     def prefix(self, w: FloatArray, unit: FloatArray, cap: float) -> Prefix:
         """The longest prefix of the ranking by ``gain / w`` (key descending, prompt
         ascending, unit ascending) whose ``sum(unit)`` fits ``cap``.
 
-        The closed form brackets the key of the first unit that does not fit; the exact
-        keys in the bracket are ranked and summed. Raises :class:`Fallback` if every
-        positive unit fits or the bracket cannot be found. Complexity: O(M log M + sum of
-        band widths), the band a few columns per prompt.
+        1. The relaxed count ``sum_i unit_i clip((lt_i - t) / k_i + 1/2, 0, L_i)`` of keys
+           above ``e^t`` (``lt_i`` the log of the exact first key) is piecewise linear in
+           ``t``: its ``2 M`` breakpoints are sorted and its root ``t0`` read off; the
+           bracket ``[t0 - d, t0 + d]`` allows three spreads of the rounding up of counts.
+        2. Each prompt's band: from a column whose float gain proves every column left
+           of it above the bracket, to one below it. Exact keys there (the table's
+           arithmetic, the running minimum, ``/ w``) give the units above the bracket and
+           the units inside it.
+        3. The units inside are ranked and their ``unit`` summed onto what lies above:
+           the first one that does not fit is the answer. If the bracket missed it, it
+           is widened (four times wider per try).
+
+        Raises :class:`Fallback` when every positive unit fits, or the bracket is not
+        found (thresholds at floating-point noise level). Complexity: O(M log M + sum of
+        band widths), a few columns per prompt.
         """
-        lt = self.log_a - np.log(w)
-        t0, d_hi, d_lo = self._relaxed(lt, unit, cap)
-        d_lo += 1e-12 * (1.0 + abs(t0))
-        d_hi += 1e-12 * (1.0 + abs(t0))
         whole = self.all_active
         act = self.act
+        if whole:
+            lt = self.log_a - np.log(w)
+            ww, u = w, unit
+        else:
+            ww, u = w[act], unit[act]
+            lt = self.log_a - np.log(ww)
+        n = lt.size
+        if n == 0:
+            raise Fallback("no row has positive gains")
+        rate, inv, lim_f = self.rate, self.inv_rate, self.lim_f
+        uinv = u * inv
+        ts = np.empty(2 * n)
+        np.add(lt, self.half_rate, out=ts[:n])
+        np.subtract(ts[:n], self.lim_rate, out=ts[n:])
+        ds = np.empty(2 * n)
+        ds[:n] = uinv
+        np.negative(uinv, out=ds[n:])
+        order = ts.argsort()[::-1]
+        ts = ts[order]
+        run = ds[order].cumsum()
+        gaps = ts[:-1] - ts[1:]
+        gaps *= run[:-1]
+        level = gaps.cumsum()  # level[j]: the relaxed count at ts[j + 1]
+        i = int(level.searchsorted(cap)) + 1
+        if i >= ts.size or not math.isfinite(float(level[-1])):
+            raise Fallback("every positive unit fits")  # (about) every positive unit fits
+        done = float(level[i - 2]) if i >= 2 else 0.0
+        s = float(run[i - 1])
+        t0 = float(ts[i - 1]) - (cap - done) / s if s > 0 else float(ts[i])
+        y = lt - t0
+        y *= inv  # columns above e^t0, continuous
+        lin = y > -0.5
+        lin &= y < lim_f - 0.5
+        s_lin = float(uinv @ lin)
+        spread = 3.0 * math.sqrt(float((u * u) @ lin)) + 2.0 * float(u.max())
+        d = spread / s_lin if s_lin > 0 else float(rate.min())
+        d += 1e-12 * (1.0 + abs(t0))
+        d_hi = d_lo = d
+        emax = float((self.err2 / ww).max())  # 2 err / w: the key's error bound, doubled
+        lim_1 = lim_f - 1.0
         for _ in range(_MAX_TRIES):
-            if t0 - d_lo < -700.0 or t0 + d_hi > 700.0:
-                raise Fallback
+            if not -700.0 < t0 - d_lo < t0 + d_hi < 700.0:
+                raise Fallback("threshold beyond the float range")
             lam_hi = math.exp(t0 + d_hi)
             lam_lo = math.exp(t0 - d_lo)
-            start, stop = self._columns(lt, w, lam_lo, lam_hi)
-            a, _, start, off, g, vals, pos = self._settle(w, start, stop, lam_lo, lam_hi)
+            # Start: the exact gain exceeds lam_hi w (1 + 4 slack) + 3 err, so its float
+            # gain (within err) proves the columns left of it (log(x + e) <= log x + e/x).
+            e_hi, e_lo = 1.5 * emax / lam_hi, 1.5 * emax / lam_lo
+            if e_lo < 0.25:  # one bound for every row (the common case)
+                x_hi = y - (d_hi + e_hi + 4 * _KEY_SLACK) * inv
+                eps = e_lo + 4 * _KEY_SLACK
+                x_lo = y + (d_lo + eps / (1.0 - eps)) * inv
+            else:  # per row; rows whose error reaches the bracket are computed whole
+                ew = (1.5 * self.err2) / ww
+                x_hi = y - (d_hi + ew / lam_hi + 4 * _KEY_SLACK) * inv
+                eps_r = ew / lam_lo + 4 * _KEY_SLACK
+                x_lo = np.where(eps_r < 0.5, y + (d_lo + eps_r / (1.0 - eps_r)) * inv, lim_f)
+            start_f = np.ceil(x_hi)
+            start_f -= 1.0
+            np.maximum(start_f, 0.0, out=start_f)
+            np.minimum(start_f, lim_1, out=start_f)
+            stop_f = np.ceil(x_lo)
+            np.maximum(stop_f, start_f, out=stop_f)
+            np.minimum(stop_f, lim_1, out=stop_f)
+            a, vals, ridx, pos, band = self._settle(ww, start_f, stop_f, lam_lo, lam_hi)
             cost_a = float(unit @ a)
             if cost_a > cap:
                 d_hi *= 4.0
                 continue
-            # The bracket's units in ranking order: flat positions are (row, column)
+            # The bracket's units in ranking order: flat positions are (prompt, column)
             # ordered, so a stable sort on the key descending is the ranking.
-            seg = off.searchsorted(pos, side="right") - 1
-            rows = seg if whole else act[seg]
+            rows = ridx if whole else act[ridx]
             order = np.argsort(-vals, kind="stable")
             r_sorted = rows[order]
-            cum = np.cumsum(unit[r_sorted])
+            cum = unit[r_sorted].cumsum()
             cum += cost_a
             n_fit = int(cum.searchsorted(cap, side="right"))
             if n_fit >= order.size:
@@ -387,100 +367,239 @@ class GeometricTokenRows:
             counts = a + np.bincount(r_sorted[:n_fit], minlength=m)
             f = int(order[n_fit])
             k_star = vals[f]
-            fi = int(rows[f])
-            fj = int(start[seg[f]] + (pos[f] - off[seg[f]]))
+            fail = (int(rows[f]), band.column(int(ridx[f]), int(pos[f])))
             above = a + np.bincount(rows[vals > k_star], minlength=m)
-            return Prefix(counts, (fi, fj), above, float(g[pos[f]]), (start, off, g))
-        raise Fallback
+            tie_gain = 0.0
+            if n_fit and vals[order[n_fit - 1]] == k_star:  # taken units tied with k*
+                taken = order[:n_fit]
+                tied = pos[taken[vals[taken] == k_star]]
+                tie_gain = float(np.add.reduce(band.g.reshape(-1)[tied]))
+            return Prefix(counts, fail, above, band.gain(int(pos[f])), tie_gain, band)
+        raise Fallback("no bracket found")
 
-    # -- after the prefix ---------------------------------------------------------------------
+    def _settle(
+        self, ww: FloatArray, start_f: FloatArray, stop_f: FloatArray, lam_lo: float, lam_hi: float
+    ) -> tuple[IntArray, FloatArray, IntArray, IntArray, _Band]:
+        """Exact keys of the active rows on their bands ``start .. stop``.
 
-    def fill(self, w: FloatArray, pre: Prefix, b_left: float) -> IntArray:
-        """Keep adding, in key order, the units that still fit (as
-        :func:`coba_rl.tokens._fill` on the table), after the prefix ``pre`` of the
-        ranking by ``gain / w``. Complexity: O(M + F log M) for F units considered, plus
-        one band of at most ``t_left / c_i`` columns per prompt that fits.
+        Returns per prompt ``a`` (units with keys > lam_hi), the keys in
+        ``[lam_lo, lam_hi]`` with their active-row index and flat position, and the band
+        (gains with the running minimum applied). A band proves its row when its first
+        float gain, less twice the error bound, is above the bracket (or it starts at
+        column 0), and it reaches a key below the bracket (or the row's end); rows it
+        does not prove are computed in full. Bands of one width (the widest, shifted left
+        where a row ends) when that costs at most about twice the exact widths: a dense
+        block, fewer operations. Complexity: O(sum of band widths).
+        """
+        lim = self.lim_act
+        n = start_f.size
+        span = stop_f - start_f
+        w1 = int(span.max()) + 1
+        if w1 <= 8 or w1 * n <= 2 * int(np.add.reduce(span)) + 2 * n + 4096:
+            if w1 > _MAX_BAND // max(n, 1):
+                raise Fallback("band too wide")
+            start_f = np.minimum(start_f, self.lim_f - w1, out=start_f)
+            np.maximum(start_f, 0.0, out=start_f)
+            g = self._dense_gains(start_f, w1)
+            first = g[:, 0].copy()
+            if w1 > 1 and bool((g[:, 1:] > g[:, :-1]).any()):
+                np.minimum.accumulate(g, axis=1, out=g)
+            if self.capped and bool((lim < w1).any()):
+                g[np.arange(w1)[None, :] >= lim[:, None]] = -np.inf  # beyond the row's end
+            keys = g / ww[:, None]
+            above = keys > lam_hi
+            within = keys >= lam_lo
+            start = start_f.astype(np.int64)
+            a = np.add.reduce(above, axis=1, dtype=np.int64)
+            a += start
+            b = np.add.reduce(within, axis=1, dtype=np.int64)
+            b += start
+            first -= self.err2
+            ok = first > ww * (lam_hi * (1.0 + _KEY_SLACK))
+            ok |= start == 0
+            np.minimum(b, lim - 1, out=b)
+            ok &= b < start + w1
+            if ok.all():
+                within ^= above
+                pos = np.flatnonzero(within)
+                a = self._scatter(a)
+                return a, keys.reshape(-1)[pos], pos // w1, pos, _Band(start, g, None)
+        return self._settle_segments(
+            ww, start_f.astype(np.int64), stop_f.astype(np.int64), lam_lo, lam_hi
+        )
+
+    def _scatter(self, a: IntArray) -> IntArray:
+        """Per active row to per prompt (0 on the others)."""
+        if self.all_active:
+            return a
+        out = np.zeros(self.m, dtype=np.int64)
+        out[self.act] = a
+        return out
+
+    def _dense_gains(self, start_f: FloatArray, w1: int) -> FloatArray:
+        """Float gains of every active row at columns ``start .. start + w1 - 1``, as a
+        block (the arithmetic of :func:`coba_rl.value.marginal_gains`, element for
+        element). Complexity: O(rows * w1)."""
+        pa = self.pop_act
+        v = (-1.0 - np.arange(w1 + 1.0))[None, :] - (start_f + (self.n_low - 1))[:, None]
+        v /= self.tau
+        v *= pa[:, 0:1]
+        v *= pa[:, 1:2]
+        np.exp(v, out=v)
+        np.subtract(1, v, out=v)
+        v *= pa[:, 2:3]
+        return np.subtract(v[:, 1:], v[:, :-1])
+
+    def _settle_segments(
+        self, ww: FloatArray, start: IntArray, stop: IntArray, lam_lo: float, lam_hi: float
+    ) -> tuple[IntArray, FloatArray, IntArray, IntArray, _Band]:
+        """:meth:`_settle` on bands of their own widths (flat segments)."""
+        for attempt in range(2):
+            width = stop - start
+            width += 1
+            g, off = self._gains(None, start, width)
+            first = g[off]
+            self._running_min(g, off)
+            keys = g / ww.repeat(width + 1)[:-1]
+            above = keys > lam_hi
+            within = keys >= lam_lo
+            a = np.add.reduceat(above, off, dtype=np.int64)
+            a += start
+            b = np.add.reduceat(within, off, dtype=np.int64)
+            b += start
+            first -= self.err2
+            ok = first > ww * (lam_hi * (1.0 + _KEY_SLACK))
+            ok |= start == 0
+            np.minimum(b, self.lim_act - 1, out=b)
+            ok &= b <= stop
+            if ok.all():
+                break
+            if attempt:
+                raise Fallback(
+                    "band without proof"
+                )  # pragma: no cover - a whole row always proves itself
+            bad = ~ok
+            start = np.where(bad, 0, start)
+            stop = np.where(bad, self.lim_act - 1, stop)
+        within ^= above
+        pos = np.flatnonzero(within)
+        seg = off.searchsorted(pos, side="right")
+        seg -= 1
+        return self._scatter(a), keys[pos], seg, pos, _Band(start, g, off)
+
+    # -- after the prefix -----------------------------------------------------------------
+
+    def fill(self, w: FloatArray, pre: Prefix, b_left: float) -> tuple[IntArray, float]:
+        """Keep adding, in key order, the units that still fit (what
+        :func:`coba_rl.tokens._fill` does on the table), after the prefix ``pre`` of the
+        ranking by ``gain / w``.
+
+        The next units of the prompts that still fit, ranked by key (ties: lower prompt
+        first), are merged with a heap of the units after those taken; a prompt whose
+        unit does not fit is dropped for good (the tokens left only shrink). Next keys
+        come from the prefix's band, or from a few more exact columns where a prompt
+        runs past it. Returns the counts and the sum of the gains added.
+        Complexity: O(M + F log F) for F units considered.
         """
         x = pre.counts.copy()
-        if b_left <= 0:
-            return x
         c = self.c
         t_left = self.t_spare - float(c @ x)
+        if b_left <= 0 or not t_left >= self._c_min:
+            return x, 0.0
         cand = np.flatnonzero((x < self.limit) & (c <= t_left))
-        if cand.size == 0:
-            return x
-        if pre.band is None:
-            raise Fallback  # pragma: no cover - every prefix of this class has its band
-        # Units of a prompt that could still fit: at most t_left / c_i of them.
-        q = np.floor(t_left / c[cand])
-        width = np.minimum(np.minimum(q + 1, self.limit[cand] - x[cand]), b_left + 1)
-        width = width.astype(np.int64)
-        g, off = self._band_gains(cand, x[cand], width, False)
-        # The running minimum continues from column x_i: its value there is the prefix
-        # band's (exact at or below its bracket), and 0 on rows without gains.
-        seed = np.zeros(cand.size)
-        start_b, off_b, g_b = pre.band
+        band = pre.band
+        if cand.size == 0 or band is None:
+            return x, 0.0
+        xc = x[cand]
+        # Each candidate's next gain: the prefix band's (exact at or below the bracket),
+        # and 0 on rows without gains.
         if self.all_active:
-            seed = g_b[off_b[cand] + x[cand] - start_b[cand]]
+            ridx = cand
+            g0 = band.at(cand, xc)
         else:
-            rows_b = self.pos_of[cand]
-            has = rows_b >= 0
-            rb = rows_b[has]
-            seed[has] = g_b[off_b[rb] + x[cand[has]] - start_b[rb]]
-        np.minimum(g[off], seed, out=seed)
-        g[off] = seed
-        self._running_min(g, off)
-        keys = (g / w[cand].repeat(width)).tolist()
-        offs = off.tolist()
-        widths = width.tolist()
-        rows = cand.tolist()
-        heap = [(-keys[offs[r]], rows[r], r) for r in range(len(rows))]
-        heapq.heapify(heap)
-        c_list = c.tolist()
-        taken = [0] * len(rows)
+            ridx = self.pos_of[cand]
+            has = ridx >= 0
+            g0 = np.zeros(cand.size)
+            g0[has] = band.at(ridx[has], xc[has])
+        keys0 = g0 / w[cand]
+        order = np.argsort(-keys0, kind="stable")
+        s_keys = (-keys0[order]).tolist()
+        s_rows = cand[order].tolist()
+        s_gain = g0[order].tolist()
+        s_ridx = ridx[order].tolist()
+        cost = c.tolist()
+        limit = self.limit
+        w_list = w.tolist()
+        c_min = self._c_min
+        extra: dict[int, list[float]] = {}  # exact gains past the band, by prompt
+        heap: list[tuple[float, int, float, int]] = []
         pop, push = heapq.heappop, heapq.heappush
-        while heap and b_left > 0:
-            _, i, r = pop(heap)
-            if c_list[i] > t_left:
-                continue  # never fits again: t_left only decreases
+        k = 0
+        n = len(s_rows)
+        added = 0.0
+        while b_left > 0 and t_left >= c_min:
+            if heap and (k >= n or heap[0][:2] < (s_keys[k], s_rows[k])):
+                _, i, g_prev, r = pop(heap)
+            elif k < n:
+                i, g_prev, r = s_rows[k], s_gain[k], s_ridx[k]
+                k += 1
+            else:
+                break
+            if cost[i] > t_left:
+                continue  # never fits again
             x[i] += 1
             b_left -= 1
+            added += g_prev
             t_left = self.t_spare - float(c @ x)
-            taken[r] += 1
-            if taken[r] < widths[r]:
-                push(heap, (-keys[offs[r] + taken[r]], i, r))
-        return x
+            j = int(x[i])
+            if j < limit[i]:
+                g = 0.0 if r < 0 else self._next_gain(band, r, i, j, g_prev, extra)
+                push(heap, (-(g / w_list[i]), i, g, r))
+        return x, added
+
+    def _next_gain(
+        self, band: _Band, r: int, i: int, j: int, g_prev: float, extra: dict[int, list[float]]
+    ) -> float:
+        """The running-minimum gain of prompt ``i`` (active row ``r``) at column ``j``,
+        given its value ``g_prev`` at ``j - 1``: from the band, or exact columns beyond."""
+        g = band.get(r, j)
+        if g is None:
+            more = extra.get(i)
+            if more is None or not more or more[0] != j:
+                width = min(8, int(self.limit[i]) - j)
+                gs, _ = self._gains(np.array([i]), np.array([j]), np.array([width]))
+                more = [float(j), *gs.tolist()]
+            g = more.pop(1)
+            more[0] = j + 1.0
+            extra[i] = more if len(more) > 1 else []
+        return min(g, g_prev)
 
     def value(self, x: IntArray) -> float:
         """``sum_i V_i(n_low + x_i) - V_i(n_low)``: the objective of ``x`` extra units
-        (the telescoped sum of the row's gains). Complexity: O(M)."""
+        (the row's gains telescoped; the table sums them one by one). Complexity: O(M)."""
         if self._v0 is None:
-            self._v0 = self._values(None, np.full(self.m, float(self.n_low)))
-        v = self._values(None, (x + self.n_low).astype(np.float64))
+            self._v0 = self._values(np.full(self.m, -float(self.n_low)))
+        v = self._values(np.negative(x + self.n_low, dtype=np.float64))
         v -= self._v0
         return float(np.add.reduce(v))
 
     def min_last_gain(self, x: IntArray) -> float:
-        """``min`` over prompts with ``x_i > 0`` of the running-minimum gain at column
-        ``x_i - 1``: the smallest gain taken. Complexity: O(M)."""
+        """The smallest running-minimum gain at column ``x_i - 1`` over prompts with
+        ``x_i > 0``: the last gain the counts ``x`` took. Complexity: O(M)."""
         rows = np.flatnonzero(x > 0)
-        if rows.size == 0:
-            raise Fallback
         last = x[rows] - 1
         start = np.maximum(last - 1, 0)
         width = last - start + 1
-        g, off = self._band_gains(rows, start, width, False)
+        g, off = self._gains(rows, start, width)
         first = g[off]
         self._running_min(g, off)
-        ends = off + width - 1
-        low = g[ends]
-        # Columns left of the band hold float gains >= first - 2 err: they cannot lower
-        # the running minimum unless that bound is below it.
-        unsure = (start > 0) & (first - 2.0 * self.err[rows] <= low)
-        if unsure.any():
-            bad = np.flatnonzero(unsure)
-            z = np.zeros(bad.size, dtype=np.int64)
-            g2, off2 = self._band_gains(rows[bad], z, last[bad] + 1, False)
+        low = g[off + width - 1]
+        # Columns left of the band hold float gains >= first - 2 err (the exact row
+        # falls): they lower the running minimum only if that bound is below it.
+        err2 = self.pop[rows, 2] * (2 * GAIN_ERROR) + 2 * _GAIN_ERROR_ABS
+        unsure = np.flatnonzero((start > 0) & (first - err2 <= low))
+        if unsure.size:
+            g2, off2 = self._gains(rows[unsure], np.zeros(unsure.size, np.int64), x[rows[unsure]])
             self._running_min(g2, off2)
-            low[bad] = g2[off2 + last[bad]]
+            low[unsure] = g2[off2 + last[unsure]]
         return float(low.min())

@@ -7,6 +7,7 @@ training loop.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -136,6 +137,14 @@ def allocate(
 
 def resolve_batch_costs(costs: FloatArray | None, m: int, cfg: CoBAConfig) -> FloatArray:
     """Per-prompt costs with unknowns filled ([Rules: token budgets][rules-token-budget])."""
+    if costs is not None and costs.size and costs.ndim == 1:
+        # Every cost known, finite and positive (the common case): nothing to fill.
+        lo, hi = float(costs.min()), float(costs.max())  # NaN fails both tests
+        if lo > 0 and math.isfinite(hi):
+            if costs.flags.writeable:
+                costs = costs.copy()
+                costs.setflags(write=False)
+            return costs
     raw = np.full(m, np.nan) if costs is None else costs
     if m and bool(np.isnan(raw).all()) and cfg.default_tokens_per_rollout is None:
         raise ValueError(
@@ -266,6 +275,7 @@ def allocate_tokens_with_shape(
     else:
         tau = _tau(p, cfg)
     sol = token_greedy_value(
+        floor,
         p,
         alpha,
         beta,

@@ -585,56 +585,82 @@ def _engine_prefix(p: _Engine, w: FloatArray, unit: FloatArray, cap: float) -> P
     return p.prefix(w, unit, cap) if isinstance(p, GeometricTokenRows) else _prefix(p, w, unit, cap)
 
 
-def _engine_fill(p: _Engine, w: FloatArray, pre: Prefix, b_left: float) -> IntArray:
-    if isinstance(p, GeometricTokenRows):
-        return p.fill(w, pre, b_left)
-    return _fill(p, w, pre.counts, b_left)
-
-
-def _engine_value(p: _Engine, x: IntArray) -> float:
-    return p.value(x) if isinstance(p, GeometricTokenRows) else _value(p, x)
-
-
-def _evaluate(p: _Engine, nu: float, fast: bool, pre: Prefix | None = None) -> _Eval:
+def _evaluate(
+    p: _Engine, nu: float, fast: bool, pre: Prefix | None = None, need_value: bool = True
+) -> _Eval:
     """Rank by ``gain / (c + nu)``, take the prefix, fill, and certify with the dual bound.
 
     ``pre``: the token prefix of this ranking (:func:`_prefix`), if already computed.
+    ``need_value=False``: only ``dual - value`` (the gap) is used; on the closed form,
+    ``value`` is then 0 and ``dual`` the gap.
     """
     w = p.c + nu
     b_cap = math.inf if p.b_spare is None else float(p.b_spare)
+    if isinstance(p, GeometricTokenRows):
+        return _evaluate_rows(p, w, nu, b_cap, pre, need_value)
     above: IntArray | None = None
     g_star = 0.0
     if fast:
         if pre is None:
-            pre = _engine_prefix(p, w, p.c, p.t_spare)
+            pre = _prefix(p, w, p.c, p.t_spare)
         n_tokens = int(pre.counts.sum())
         if n_tokens > b_cap:
-            pre = _engine_prefix(p, w, np.ones_like(p.c), b_cap)
+            pre = _prefix(p, w, np.ones_like(p.c), b_cap)
         s, fail, above, g_star = pre.counts, pre.fail, pre.above, pre.g_fail
         # The first unit left out fails on the rollout cap (perhaps on tokens as well).
         on_rollouts = fail is not None and int(s.sum()) >= b_cap
-        x = _engine_fill(p, w, pre, b_cap - float(s.sum()))
+        x = _fill(p, w, s, b_cap - float(s.sum()))
     else:
-        assert isinstance(p, _Problem)
         x, fail, on_rollouts, _ = _scan_table(p, w, b_cap)
         n_tokens = _token_prefix_size(p, w, fast) if p.b_spare is not None else 0
         if fail is not None:
             g_star = float(p.g[p.inv[fail[0]], fail[1]])
-    value = _engine_value(p, x)
+    value = _value(p, x)
     if fail is None:  # every positive unit is taken: optimal
-        assert isinstance(p, _Problem)  # the closed form hands such instances to the table
         return _Eval(x, value, _value(p, p.pos), 0.0, on_rollouts, n_tokens)
     i, _ = fail
     k_star = float(g_star / w[i])
     # Dual point (lambda, mu) = (k*, nu k*). Units ranked above k* contribute
     # g - k* (c + nu) > 0; every other unit contributes nothing.
     if above is None:
-        assert isinstance(p, _Problem)
         above = _exact_counts(p, w, k_star)
-    dual = _engine_value(p, above) + k_star * (p.t_spare - float(p.c @ above))
+    dual = _value(p, above) + k_star * (p.t_spare - float(p.c @ above))
     if p.b_spare is not None:
         dual += nu * k_star * (p.b_spare - float(above.sum()))
     return _Eval(x, value, dual, g_star, on_rollouts, n_tokens)
+
+
+def _evaluate_rows(
+    p: GeometricTokenRows,
+    w: FloatArray,
+    nu: float,
+    b_cap: float,
+    pre: Prefix | None,
+    need_value: bool,
+) -> _Eval:
+    """:func:`_evaluate` on the closed form of the rows.
+
+    The dual bound less the objective is summed where it lives: ``k* (T' - c . above)``
+    (plus ``nu k* (B' - |above|)``) less the gains of the units taken beyond ``above``
+    (ties with ``k*`` in the prefix, then the fill), all exact running-minimum gains.
+    That is the table's ``dual - value`` in real arithmetic, without its cancellation.
+    """
+    if pre is None:
+        pre = p.prefix(w, p.c, p.t_spare)
+    n_tokens = int(pre.counts.sum())
+    if n_tokens > b_cap:
+        pre = p.prefix(w, np.ones_like(p.c), b_cap)
+    s, fail, above, g_star = pre.counts, pre.fail, pre.above, pre.g_fail
+    assert fail is not None  # the closed form hands instances where every unit fits on
+    on_rollouts = int(s.sum()) >= b_cap
+    x, fill_gain = p.fill(w, pre, b_cap - float(s.sum()))
+    k_star = float(g_star / w[fail[0]])
+    gap = k_star * (p.t_spare - float(p.c @ above))
+    if p.b_spare is not None:
+        gap += nu * k_star * (p.b_spare - float(above.sum()))
+    gap -= pre.tie_gain + fill_gain
+    value = p.value(x) if need_value else 0.0
+    return _Eval(x, value, value + gap, g_star, on_rollouts, n_tokens)
 
 
 def _solve(p: _Engine, fast: bool, rollout_extra: IntArray | None = None) -> TokenSolution:
@@ -670,7 +696,7 @@ def _solve(p: _Engine, fast: bool, rollout_extra: IntArray | None = None) -> Tok
 
     n0, pre0 = token_prefix(0.0)
     if p.b_spare is None or n0 < p.b_spare:  # the ranking stops on tokens (case 2)
-        e0 = _evaluate(p, 0.0, fast, pre0)
+        e0 = _evaluate(p, 0.0, fast, pre0, need_value=False)
         if not e0.on_rollouts or p.b_spare is None:
             return _solution(p, e0.x, max(e0.dual - e0.value, 0.0), 0.0)
     b_spare = p.b_spare
@@ -864,6 +890,7 @@ def token_greedy_prepared(
 
 
 def token_greedy_value(
+    floor: float,
     p: FloatArray,
     alpha: float,
     beta: float,
@@ -881,7 +908,8 @@ def token_greedy_value(
 
     Returns what :func:`token_greedy_prepared` returns on the table of
     :func:`coba_rl.value.marginal_gains` (``p``: validated pass rates with unseen prompts
-    replaced; the other arguments as there): the same rankings, prefixes, fills and
+    replaced; ``floor``: ``n_low * sum(costs)`` as :func:`_trusted_problem` sums it; the
+    other arguments as there): the same rankings, prefixes, fills and
     search. Each prompt's keys ``gain / (c_i + nu)`` are geometric in exact arithmetic,
     so the closed form locates every threshold and exact float keys (the table's
     arithmetic) are computed only in a band of a few columns per prompt
@@ -897,7 +925,6 @@ def token_greedy_value(
     O(F log M) for the F units it considers.
     """
     m = p.size
-    floor = float(costs @ np.full(m, n_low, dtype=np.int64))
     if floor > token_budget:
         raise ValueError(
             f"token_budget {token_budget:g} is below the floor n_low * sum(costs) = "

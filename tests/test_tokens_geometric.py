@@ -1,0 +1,306 @@
+"""The token-budget greedy on CoBA-RL's value without the gain table: the same rankings,
+prefixes, fills and search as the table, on random instances (continuous, grid, tied and
+extreme pass rates, extreme Beta shapes and saturation scales, rows whose float gains rise
+by an ulp, both budgets binding, straggler caps, fills that run past the settled band)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from coba_rl import BatchStats, CoBAConfig, allocate, tokens
+from coba_rl._token_rows import Fallback, GeometricTokenRows
+from coba_rl.bench._inputs import token_batch
+from coba_rl.solvers import _capability_extra, _running_min
+from coba_rl.value import capability_value, unique_gains
+
+Arr = np.ndarray[Any, Any]
+
+SHAPES = [(9.0, 2.0), (1.0, 1.0), (2.7, 8.3), (500.0, 400.0), (1.5, 998.5), (998.5, 1.5)]
+EXTREME_RATES = [0.0, 1e-300, 1e-12, 0.01, 0.5, 0.99, 1 - 1e-12, 1.0]
+
+
+@st.composite
+def coba_instance(draw: st.DrawFn, max_m: int = 24) -> dict[str, Any]:
+    """Pass rates, Beta shape, tau, bounds, costs, budgets and caps of one allocation."""
+    m = draw(st.integers(1, max_m))
+    n_low = draw(st.integers(1, 3))
+    k = draw(st.sampled_from([1, 2, 5, 16, 60, 126, 400]))
+    kind = draw(st.sampled_from(["continuous", "grid", "ties", "extreme"]))
+    if kind == "continuous":
+        rates = draw(st.lists(st.floats(0.0, 1.0), min_size=m, max_size=m))
+    elif kind == "grid":
+        g = draw(st.sampled_from([2, 4, 8, 16, 128]))
+        rates = [x / g for x in draw(st.lists(st.integers(0, g), min_size=m, max_size=m))]
+    elif kind == "ties":
+        pool = draw(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=3))
+        rates = draw(st.lists(st.sampled_from(pool), min_size=m, max_size=m))
+    else:
+        rates = draw(st.lists(st.sampled_from(EXTREME_RATES), min_size=m, max_size=m))
+    cost_kind = draw(st.sampled_from(["int", "float", "ties", "mixed"]))
+    if cost_kind == "int":
+        costs = draw(st.lists(st.integers(1, 5000), min_size=m, max_size=m))
+    elif cost_kind == "float":  # multiples of 1/8: sums of costs are exact, as in the table
+        costs = [x / 8 for x in draw(st.lists(st.integers(1, 32768), min_size=m, max_size=m))]
+    elif cost_kind == "ties":
+        costs = draw(st.lists(st.sampled_from([100, 250]), min_size=m, max_size=m))
+    else:  # a few cheap prompts among long ones: the fill runs past the band
+        costs = draw(st.lists(st.sampled_from([1, 2, 3, 4096, 3000]), min_size=m, max_size=m))
+    c = np.asarray(costs, dtype=np.float64)
+    if kind == "ties" and draw(st.booleans()):
+        c = np.full(m, c[0])  # identical prompts: ties across prompts
+    n_up = n_low + k
+    floor = float(c @ np.full(m, n_low, dtype=np.int64))
+    share = draw(st.sampled_from([0.0, 0.001, 0.01, 0.1, 0.3, 0.5, 0.9, 0.999, 1.0, 1.2]))
+    t = floor + share * float(c.sum()) * k
+    b = None
+    if draw(st.booleans()):
+        b = draw(st.integers(m * n_low, m * n_up))
+    caps = None
+    if draw(st.booleans()):
+        caps = np.asarray(
+            draw(st.lists(st.integers(n_low, n_up), min_size=m, max_size=m)), dtype=np.int64
+        )
+    return {
+        "p": np.asarray(rates, dtype=np.float64),
+        "shape": draw(st.sampled_from(SHAPES)),
+        "tau": draw(st.sampled_from([0.01, 1.0, 3.0, 7.5, 12.0, 1e4])),
+        "smoothing": draw(st.sampled_from([0.01, 0.0, 0.1, 0.5])),
+        "n_low": n_low,
+        "n_up": n_up,
+        "c": c,
+        "t": t,
+        "b": b,
+        "caps": caps,
+    }
+
+
+def _rollout_extra(case: dict[str, Any]) -> Arr | None:
+    """Case 1's rollout-only allocation, as ``allocate`` passes it (uncapped only)."""
+    if case["b"] is None or case["caps"] is not None:
+        return None
+    (alpha, beta), m = case["shape"], case["p"].size
+    return _capability_extra(
+        case["p"],
+        alpha,
+        beta,
+        case["tau"],
+        case["n_low"],
+        case["n_up"],
+        case["smoothing"],
+        case["b"] - m * case["n_low"],
+    )
+
+
+def _table(case: dict[str, Any], xg: Arr | None) -> tokens.TokenSolution:
+    """The reference: the table solver on the table of the same gains."""
+    alpha, beta = case["shape"]
+    g, inv = unique_gains(
+        case["p"], alpha, beta, case["tau"], case["n_low"], case["n_up"], case["smoothing"]
+    )
+    return tokens.token_greedy_prepared(
+        _running_min(g),
+        inv,
+        case["c"],
+        case["t"],
+        case["n_low"],
+        case["n_up"],
+        case["b"],
+        case["caps"],
+        xg,
+    )
+
+
+def _geometric(
+    case: dict[str, Any], xg: Arr | None, why: list[str] | None = None
+) -> tokens.TokenSolution | None:
+    """The table-free solver alone; ``None`` where it hands the instance to the table."""
+    alpha, beta = case["shape"]
+    m, n_low = case["p"].size, case["n_low"]
+    floor = float(case["c"] @ np.full(m, n_low, dtype=np.int64))
+    b_spare = None if case["b"] is None else case["b"] - m * n_low
+    try:
+        with np.errstate(all="ignore"):
+            rows = GeometricTokenRows(
+                case["p"],
+                alpha,
+                beta,
+                case["tau"],
+                n_low,
+                case["n_up"],
+                case["smoothing"],
+                case["c"],
+                case["t"],
+                case["t"] - floor,
+                b_spare,
+                case["caps"],
+            )
+            return tokens._solve(rows, fast=True, rollout_extra=xg)
+    except Fallback as e:
+        if why is not None:
+            why.append(str(e))
+        return None
+
+
+def _value_scale(case: dict[str, Any]) -> float:
+    """The largest objective of the instance: sum_i V(n_up, p_i)."""
+    alpha, beta = case["shape"]
+    v = capability_value(case["n_up"], case["p"], alpha, beta, case["tau"], case["smoothing"])
+    return float(np.sum(v)) + 1e-300
+
+
+def _note_rises(case: dict[str, Any]) -> None:
+    alpha, beta = case["shape"]
+    g, _ = unique_gains(
+        case["p"], alpha, beta, case["tau"], case["n_low"], case["n_up"], case["smoothing"]
+    )
+    if g.shape[1] > 1 and bool((g[:, 1:] > g[:, :-1]).any()):
+        event("a row of float gains rises")
+
+
+def _assert_same(new: tokens.TokenSolution, ref: tokens.TokenSolution, scale: float) -> None:
+    np.testing.assert_array_equal(new.counts, ref.counts)
+    assert new.bound == ref.bound
+    assert new.nu == ref.nu
+    assert new.tokens == ref.tokens
+    # Objectives are summed differently (telescoped values, not running sums).
+    assert new.gap == pytest.approx(ref.gap, rel=1e-6, abs=1e-9 * scale)
+
+
+@settings(max_examples=400, deadline=None)
+@given(coba_instance())
+def test_table_free_equals_the_table(case: dict[str, Any]) -> None:
+    xg = _rollout_extra(case)
+    ref = _table(case, xg)
+    why: list[str] = []
+    new = _geometric(case, xg, why)
+    _note_rises(case)
+    if new is None:
+        event(f"handed to the table: {why[0]}")
+    else:
+        event(f"settled without the table, bound {new.bound}")
+        _assert_same(new, ref, _value_scale(case))
+    # The entry point used by allocate returns the reference either way.
+    alpha, beta = case["shape"]
+    m, n_low = case["p"].size, case["n_low"]
+    floor = float(case["c"] @ np.full(m, n_low, dtype=np.int64))
+    out = tokens.token_greedy_value(
+        floor,
+        case["p"],
+        alpha,
+        beta,
+        case["tau"],
+        n_low,
+        case["n_up"],
+        case["smoothing"],
+        case["c"],
+        case["t"],
+        case["b"],
+        case["caps"],
+        xg,
+    )
+    _assert_same(out, ref, _value_scale(case))
+
+
+@settings(max_examples=150, deadline=None)
+@given(coba_instance(max_m=8).filter(lambda c: c["n_up"] - c["n_low"] <= 16))
+def test_table_free_equals_the_unit_by_unit_rule_on_integer_costs(case: dict[str, Any]) -> None:
+    case["c"] = np.ceil(case["c"])  # exact sums: every formulation of the rule agrees
+    case["t"] = float(np.floor(case["t"]))
+    m, n_low = case["p"].size, case["n_low"]
+    if float(case["c"] @ np.full(m, n_low)) > case["t"]:
+        case["t"] = float(case["c"] @ np.full(m, n_low))
+    new = _geometric(case, None)
+    if new is None:
+        return
+    alpha, beta = case["shape"]
+    g, inv = unique_gains(
+        case["p"], alpha, beta, case["tau"], n_low, case["n_up"], case["smoothing"]
+    )
+    ref = tokens.token_greedy_table(
+        g, case["c"], case["t"], n_low, case["n_up"], case["b"], inverse=inv, caps=case["caps"]
+    )
+    np.testing.assert_array_equal(new.counts, ref.counts)
+    assert new.bound == ref.bound
+
+
+def _paper_batch(seed: int) -> tuple[Arr, Arr, CoBAConfig, float]:
+    rng = np.random.default_rng(seed)
+    rates, costs = token_batch(rng, 512, 2, 128)
+    cfg = CoBAConfig(n_low=2, n_up=128)
+    spend = float(costs @ allocate(BatchStats(pass_rates=rates), 8192, cfg).counts)
+    return rates, costs, cfg, spend
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize(
+    ("share", "rollouts", "cap"),
+    [
+        (1.0, None, None),
+        (0.5, None, None),
+        (0.9, 8192, None),
+        (0.5, 8192, None),
+        (0.7, None, 60_000.0),
+        (0.9, 8192, 60_000.0),
+    ],
+)
+def test_paper_scale_runs_without_the_table(
+    seed: int, share: float, rollouts: int | None, cap: float | None, monkeypatch: Any
+) -> None:
+    """The bench's batches (M = 512, [2, 128], lengths growing with difficulty) are
+    settled from the closed form: the table is never built, and the counts are the
+    table's."""
+    rates, costs, cfg, spend = _paper_batch(seed)
+    cfg = CoBAConfig(n_low=2, n_up=128, max_prompt_tokens=cap)
+    stats = BatchStats(pass_rates=rates, costs=costs)
+    real_unique_gains = tokens._unique_gains
+
+    def no_table(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the gain table was built")
+
+    monkeypatch.setattr(tokens, "_unique_gains", no_table)
+    out = allocate(stats, rollouts, cfg, token_budget=share * spend)
+    monkeypatch.setattr(tokens, "_unique_gains", real_unique_gains)
+    assert out.alpha is not None and out.beta is not None and out.tau is not None
+    g, inv = unique_gains(rates, out.alpha, out.beta, out.tau, 2, 128)
+    caps = None if cap is None else np.clip(np.floor(cap / costs), 2, 128).astype(np.int64)
+    if caps is not None:
+        caps = np.where(caps * costs > cap, caps - 1, caps).clip(2, 128)
+    ref = tokens.token_greedy(g, costs, share * spend, 2, 128, rollouts, inverse=inv, caps=caps)
+    np.testing.assert_array_equal(out.counts, ref.counts)
+    assert out.binding == ref.bound
+    assert out.gap == pytest.approx(ref.gap, rel=1e-6, abs=1e-12)
+
+
+def test_fill_past_the_band_takes_the_cheap_units_in_key_order() -> None:
+    """One-token prompts after a prefix stopped by a long one: the fill takes dozens of
+    units, well past the columns the prefix settled, exactly as the table does."""
+    rng = np.random.default_rng(7)
+    m = 64
+    p = rng.uniform(0.05, 0.95, m)
+    c = np.where(rng.random(m) < 0.1, 1.0, 4000.0)
+    case = {
+        "p": p,
+        "shape": (9.0, 2.0),
+        "tau": 7.5,
+        "smoothing": 0.01,
+        "n_low": 2,
+        "n_up": 128,
+        "c": c,
+        "b": None,
+        "caps": None,
+    }
+    floor = 2 * float(c.sum())
+    found = 0
+    for t in floor + np.linspace(1e4, 2e6, 40):
+        case["t"] = float(t)
+        ref = _table(case, None)
+        new = _geometric(case, None)
+        assert new is not None
+        _assert_same(new, ref, _value_scale(case))
+        found += int(np.sum(new.counts[c == 1.0])) > 0
+    assert found > 0
