@@ -65,6 +65,9 @@ class Prefix:
     #: The gains of the prefix's units tied with ``fail``'s key (in ``counts``, not in
     #: ``above``); only :class:`GeometricTokenRows` fills it in.
     tie_gain: float = 0.0
+    #: ``sum(unit)`` of the prefix and ``fail`` (what did not fit); only
+    #: :class:`GeometricTokenRows` fills it in.
+    over: float = math.inf
     #: The exact gains the prefix settled (:class:`_Band`), for the fill.
     band: _Band | None = None
 
@@ -374,7 +377,10 @@ class GeometricTokenRows:
                 taken = order[:n_fit]
                 tied = pos[taken[vals[taken] == k_star]]
                 tie_gain = float(np.add.reduce(band.g.reshape(-1)[tied]))
-            return Prefix(counts, fail, above, band.gain(int(pos[f])), tie_gain, band)
+            over = float(cum[n_fit])
+            return Prefix(
+                counts, fail, above, band.gain(int(pos[f])), tie_gain=tie_gain, over=over, band=band
+            )
         raise Fallback("no bracket found")
 
     def _settle(

@@ -8,7 +8,7 @@ training loop.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -266,14 +266,14 @@ def allocate_tokens_with_shape(
         p = pass_rates  # read-only and complete: the Allocation can hold it as it is
     else:
         p = np.where(unseen, cfg.unseen_pass_rate, pass_rates)
-    xg: IntArray | None = None
-    if b is not None and n_unseen < m:
-        counts, tau = _paper_counts(p, b, cfg, alpha, beta)  # the rollout-only counts
-        if float(c @ counts) <= t and (caps is None or bool((counts <= caps).all())):
-            return result(counts, p, "greedy", tau, 0.0)
-        xg = counts - cfg.n_low
-    else:
-        tau = _tau(p, cfg)
+    tau = _tau(p, cfg)
+    rollout: Callable[[], IntArray] | None = None
+    if b is not None and caps is None:
+        spare = b - m * cfg.n_low
+
+        def rollout() -> IntArray:  # the rollout-only allocation, above n_low
+            return _capability_extra(p, alpha, beta, tau, cfg.n_low, cfg.n_up, cfg.smoothing, spare)
+
     sol = token_greedy_value(
         floor,
         p,
@@ -287,8 +287,10 @@ def allocate_tokens_with_shape(
         t,
         b,
         caps,
-        None if caps is not None else xg,
+        rollout,
     )
+    if sol.nu == math.inf:  # the rollout-only allocation fits: returned unchanged
+        return result(sol.counts.copy(), p, "greedy", tau, 0.0)
     return result(sol.counts.copy(), p, "greedy", tau, sol.gap, sol.bound)
 
 

@@ -89,6 +89,7 @@ motivates controlling tokens rather than rollouts.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -663,11 +664,49 @@ def _evaluate_rows(
     return _Eval(x, value, value + gap, g_star, on_rollouts, n_tokens)
 
 
-def _solve(p: _Engine, fast: bool, rollout_extra: IntArray | None = None) -> TokenSolution:
+#: Relative margin by which the token prefix must overshoot T' for case 1 to be skipped.
+SKIP_MARGIN = 1e-9
+
+
+def _solve(
+    p: _Engine,
+    fast: bool,
+    rollout_extra: IntArray | None = None,
+    rollout: Callable[[], IntArray] | None = None,
+) -> TokenSolution:
     """Case 1, then the token ranking, then the search; ``rollout_extra`` is case 1's
-    rollout-only allocation (extra units) when the caller already has it."""
+    rollout-only allocation (extra units) when the caller already has it, ``rollout``
+    computes it when called.
+
+    With ``rollout`` (on the closed form), the token ranking goes first: if its prefix
+    stops on tokens with fewer than ``B'`` units, the rollout-only allocation cannot
+    fit (below), so case 1 does not apply and the ranking is case 2's answer; the
+    rollout-only allocation is then never computed. Proof: let ``S`` be the prefix,
+    ``u*`` (key ``k*``) the unit that stopped it, ``R`` the top ``B' > |S|`` gains and
+    ``g_R`` the least of them. A unit of ``S`` not in ``R`` has key ``>= k*`` and gain
+    ``<= g_R``, so it costs at most ``g_R / k*``; a unit of ``R`` not in ``S`` has key
+    ``<= k*`` and gain ``>= g_R``, so it costs at least ``g_R / k*``. ``R`` has more
+    units outside ``S`` than ``S`` has outside ``R``, so ``c(R) >= c(S) + g_R / k*``;
+    if ``R`` fit, ``g_R / k* <= T' - c(S) < c(u*)``, so ``g(u*) > g_R``: ``u*`` is in
+    ``R``, and pairing the other units gives ``c(R) >= c(S) + c(u*) > T'``. The skip
+    asks the overshoot ``c(S) + c(u*) - T'`` to exceed :data:`SKIP_MARGIN` relatively,
+    far above the rounding of keys and sums.
+    """
     m = p.c.size
     xg = np.zeros(m, dtype=np.int64)
+    early: tuple[int, Prefix | None] | None = None
+    if p.b_spare is not None and rollout_extra is None and rollout is not None:
+        if isinstance(p, GeometricTokenRows):
+            first = p.prefix(p.c + 0.0, p.c, p.t_spare)
+            early = int(first.counts.sum()), first
+            if (
+                first.fail is not None
+                and early[0] < p.b_spare
+                and first.over - p.t_spare > SKIP_MARGIN * abs(first.over)
+            ):
+                e0 = _evaluate(p, 0.0, fast, first, need_value=False)
+                return _solution(p, e0.x, max(e0.dual - e0.value, 0.0), 0.0)
+        rollout_extra = rollout()
     if p.b_spare is not None:
         if rollout_extra is not None:
             xg = rollout_extra
@@ -694,7 +733,7 @@ def _solve(p: _Engine, fast: bool, rollout_extra: IntArray | None = None) -> Tok
         assert isinstance(p, _Problem)
         return _token_prefix_size(p, w, fast), None
 
-    n0, pre0 = token_prefix(0.0)
+    n0, pre0 = early if early is not None else token_prefix(0.0)
     if p.b_spare is None or n0 < p.b_spare:  # the ranking stops on tokens (case 2)
         e0 = _evaluate(p, 0.0, fast, pre0, need_value=False)
         if not e0.on_rollouts or p.b_spare is None:
@@ -902,7 +941,7 @@ def token_greedy_value(
     token_budget: float,
     rollout_budget: int | None,
     caps: IntArray | None,
-    rollout_extra: IntArray | None,
+    rollout: Callable[[], IntArray] | None,
 ) -> TokenSolution:
     """:func:`token_greedy_prepared` on CoBA-RL's gains, without their table.
 
@@ -931,6 +970,14 @@ def token_greedy_value(
             f"{floor:g}: even {n_low} rollout(s) per prompt do not fit; raise the token budget"
         )
     b_spare = None if rollout_budget is None else int(rollout_budget) - m * n_low
+    done: list[IntArray] = []
+
+    def rollout_once() -> IntArray:
+        if not done:
+            assert rollout is not None
+            done.append(rollout())
+        return done[0]
+
     if m and n_up > n_low:
         try:
             with np.errstate(all="ignore"):
@@ -948,9 +995,10 @@ def token_greedy_value(
                     b_spare,
                     caps,
                 )
-                return _solve(rows, fast=True, rollout_extra=rollout_extra)
+                return _solve(rows, True, rollout=None if rollout is None else rollout_once)
         except Fallback:
             pass
+    rollout_extra = None if rollout is None or rollout_budget is None else rollout_once()
     gains_u, inverse = _unique_gains(p, alpha, beta, tau, n_low, n_up, smoothing)
     return token_greedy_prepared(
         _running_min(gains_u),
