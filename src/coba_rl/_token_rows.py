@@ -94,10 +94,9 @@ class _Band:
         k = col - int(self.start[r])
         if self.off is None:
             return float(self.g[r, k]) if 0 <= k < self.g.shape[1] else None
-        width = (int(self.off[r + 1]) - 1 if r + 1 < self.off.size else self.g.size + 1) - int(
-            self.off[r]
-        )
-        return float(self.g[int(self.off[r]) + k]) if 0 <= k < width - 0 else None
+        start = int(self.off[r])
+        end = int(self.off[r + 1]) - 1 if r + 1 < self.off.size else self.g.size
+        return float(self.g[start + k]) if 0 <= k < end - start else None
 
     def at(self, r: IntArray, cols: IntArray) -> FloatArray:
         """Gains of active rows ``r`` at ``cols`` (inside their bands)."""
@@ -185,14 +184,23 @@ class GeometricTokenRows:
         self.capped = caps is not None
         self.pop_act = pop if self.all_active else pop[self.act]
         self.inv_rate = 1.0 / rate
-        self.half_rate = 0.5 * rate
+        half = 0.5 * rate
+        half += log_a
+        self._ts_base = np.concatenate((half, half))
         lim = self.limit if self.all_active else self.limit[self.act]
         self.lim_act = lim
         self.lim_f = lim.astype(np.float64)
-        self.lim_rate = self.lim_f * rate
+        self._ts_base[rate.size :] -= self.lim_f * rate
+        self.lim_half = self.lim_f - 0.5
+        self.lim_1 = self.lim_f - 1.0
+        self.short_rows = caps is not None
+        self._stats: list[tuple[FloatArray, tuple[FloatArray, FloatArray, float]]] = []
+        self._col_cache: dict[int, NDArray[np.int64]] = {}
+        self._n_cache: dict[int, FloatArray] = {}
         err = pdf * GAIN_ERROR if self.all_active else pdf[self.act] * GAIN_ERROR
         err += _GAIN_ERROR_ABS
         self.err2 = 2.0 * err
+        self._err2_max = float(self.err2.max()) if self.err2.size else 0.0
         self._v0: FloatArray | None = None
 
     # -- exact float gains ----------------------------------------------------------------
@@ -286,46 +294,42 @@ class GeometricTokenRows:
         """
         whole = self.all_active
         act = self.act
-        if whole:
-            lt = self.log_a - np.log(w)
-            ww, u = w, unit
-        else:
-            ww, u = w[act], unit[act]
-            lt = self.log_a - np.log(ww)
-        n = lt.size
+        ww, u = (w, unit) if whole else (w[act], unit[act])
+        n = self.rate.size
         if n == 0:
             raise Fallback("no row has positive gains")
-        rate, inv, lim_f = self.rate, self.inv_rate, self.lim_f
-        uinv = u * inv
-        ts = np.empty(2 * n)
-        np.add(lt, self.half_rate, out=ts[:n])
-        np.subtract(ts[:n], self.lim_rate, out=ts[n:])
-        ds = np.empty(2 * n)
-        ds[:n] = uinv
-        np.negative(uinv, out=ds[n:])
+        inv = self.inv_rate
+        stats = self._unit_stats(unit, u)
+        uinv2, u2, u_max = stats
+        # Breakpoints of the relaxed count: where a row starts (log first key + k/2) and
+        # where it is full (L k lower); log first key = log_a - log w.
+        log_w = np.log(ww)
+        ts = self._ts_base - np.concatenate((log_w, log_w))
         order = ts.argsort()[::-1]
         ts = ts[order]
-        run = ds[order].cumsum()
+        run = uinv2[order].cumsum()
         gaps = ts[:-1] - ts[1:]
         gaps *= run[:-1]
         level = gaps.cumsum()  # level[j]: the relaxed count at ts[j + 1]
         i = int(level.searchsorted(cap)) + 1
         if i >= ts.size or not math.isfinite(float(level[-1])):
-            raise Fallback("every positive unit fits")  # (about) every positive unit fits
+            raise Fallback("every positive unit fits")
         done = float(level[i - 2]) if i >= 2 else 0.0
         s = float(run[i - 1])
         t0 = float(ts[i - 1]) - (cap - done) / s if s > 0 else float(ts[i])
-        y = lt - t0
-        y *= inv  # columns above e^t0, continuous
+        y = self._ts_base[:n] - log_w
+        y -= t0
+        y *= inv
+        y -= 0.5  # columns above e^t0, continuous
         lin = y > -0.5
-        lin &= y < lim_f - 0.5
-        s_lin = float(uinv @ lin)
-        spread = 3.0 * math.sqrt(float((u * u) @ lin)) + 2.0 * float(u.max())
-        d = spread / s_lin if s_lin > 0 else float(rate.min())
+        lin &= y < self.lim_half
+        s_lin = float(uinv2[:n] @ lin)
+        spread = 3.0 * math.sqrt(float(u2 @ lin)) + 2.0 * u_max
+        d = spread / s_lin if s_lin > 0 else float(self.rate.min())
         d += 1e-12 * (1.0 + abs(t0))
         d_hi = d_lo = d
-        emax = float((self.err2 / ww).max())  # 2 err / w: the key's error bound, doubled
-        lim_1 = lim_f - 1.0
+        # 2 err / w bounded by one number (the proofs only need an upper bound).
+        emax = self._err2_max / float(ww.min()) * (1.0 + 4 * _KEY_SLACK)
         for _ in range(_MAX_TRIES):
             if not -700.0 < t0 - d_lo < t0 + d_hi < 700.0:
                 raise Fallback("threshold beyond the float range")
@@ -335,22 +339,18 @@ class GeometricTokenRows:
             # gain (within err) proves the columns left of it (log(x + e) <= log x + e/x).
             e_hi, e_lo = 1.5 * emax / lam_hi, 1.5 * emax / lam_lo
             if e_lo < 0.25:  # one bound for every row (the common case)
-                x_hi = y - (d_hi + e_hi + 4 * _KEY_SLACK) * inv
                 eps = e_lo + 4 * _KEY_SLACK
-                x_lo = y + (d_lo + eps / (1.0 - eps)) * inv
+                start_f = y - (d_hi + e_hi + 4 * _KEY_SLACK) * inv
+                stop_f = y + (d_lo + eps / (1.0 - eps)) * inv
             else:  # per row; rows whose error reaches the bracket are computed whole
                 ew = (1.5 * self.err2) / ww
-                x_hi = y - (d_hi + ew / lam_hi + 4 * _KEY_SLACK) * inv
+                start_f = y - (d_hi + ew / lam_hi + 4 * _KEY_SLACK) * inv
                 eps_r = ew / lam_lo + 4 * _KEY_SLACK
-                x_lo = np.where(eps_r < 0.5, y + (d_lo + eps_r / (1.0 - eps_r)) * inv, lim_f)
-            start_f = np.ceil(x_hi)
+                stop_f = np.where(eps_r < 0.5, y + (d_lo + eps_r / (1.0 - eps_r)) * inv, self.lim_f)
+            np.ceil(start_f, out=start_f)
             start_f -= 1.0
-            np.maximum(start_f, 0.0, out=start_f)
-            np.minimum(start_f, lim_1, out=start_f)
-            stop_f = np.ceil(x_lo)
-            np.maximum(stop_f, start_f, out=stop_f)
-            np.minimum(stop_f, lim_1, out=stop_f)
-            a, vals, ridx, pos, band = self._settle(ww, start_f, stop_f, lam_lo, lam_hi)
+            np.ceil(stop_f, out=stop_f)
+            a, vals, ridx, pos, band = self._settle(ww, start_f, stop_f, lam_lo, lam_hi, emax)
             cost_a = float(unit @ a)
             if cost_a > cap:
                 d_hi *= 4.0
@@ -384,55 +384,94 @@ class GeometricTokenRows:
         raise Fallback("no bracket found")
 
     def _settle(
-        self, ww: FloatArray, start_f: FloatArray, stop_f: FloatArray, lam_lo: float, lam_hi: float
+        self,
+        ww: FloatArray,
+        start_f: FloatArray,
+        stop_f: FloatArray,
+        lam_lo: float,
+        lam_hi: float,
+        emax: float,
     ) -> tuple[IntArray, FloatArray, IntArray, IntArray, _Band]:
-        """Exact keys of the active rows on their bands ``start .. stop``.
+        """Exact keys of the active rows on their bands ``start .. stop`` (clipped to the
+        row; ``emax`` bounds ``2 err / w``).
 
         Returns per prompt ``a`` (units with keys > lam_hi), the keys in
         ``[lam_lo, lam_hi]`` with their active-row index and flat position, and the band
         (gains with the running minimum applied). A band proves its row when its first
-        float gain, less twice the error bound, is above the bracket (or it starts at
-        column 0), and it reaches a key below the bracket (or the row's end); rows it
-        does not prove are computed in full. Bands of one width (the widest, shifted left
-        where a row ends) when that costs at most about twice the exact widths: a dense
-        block, fewer operations. Complexity: O(sum of band widths).
+        key, less ``emax``, is above the bracket (its float gain, less twice the error
+        bound, then is: every column left of it is) or it starts at column 0, and its
+        last key is below the bracket (or it reaches the row's end). Bands of one width
+        (the widest, shifted left where a row ends), a dense block, when that costs at
+        most about twice the exact widths; otherwise, or where a band proves nothing,
+        segments of their own widths, with unproven rows computed in full.
+        Complexity: O(sum of band widths).
         """
-        lim = self.lim_act
-        n = start_f.size
+        lim_1 = self.lim_1
+        np.minimum(start_f, lim_1, out=start_f)
+        np.maximum(start_f, 0.0, out=start_f)
+        np.minimum(stop_f, lim_1, out=stop_f)
         span = stop_f - start_f
-        w1 = int(span.max()) + 1
+        n = start_f.size
+        w1 = max(int(span.max()), 0) + 1
         if w1 <= 8 or w1 * n <= 2 * int(np.add.reduce(span)) + 2 * n + 4096:
             if w1 > _MAX_BAND // max(n, 1):
                 raise Fallback("band too wide")
-            start_f = np.minimum(start_f, self.lim_f - w1, out=start_f)
+            # Shift a band left where it would pass the row's end (a column further left
+            # proves more).
+            last = self.lim_f - w1  # the start of a band that ends at the row's end
+            np.minimum(start_f, last, out=start_f)
             np.maximum(start_f, 0.0, out=start_f)
             g = self._dense_gains(start_f, w1)
-            first = g[:, 0].copy()
             if w1 > 1 and bool((g[:, 1:] > g[:, :-1]).any()):
                 np.minimum.accumulate(g, axis=1, out=g)
-            if self.capped and bool((lim < w1).any()):
-                g[np.arange(w1)[None, :] >= lim[:, None]] = -np.inf  # beyond the row's end
+            if self.short_rows and bool((self.lim_act < w1).any()):
+                g[self._cols(w1) >= self.lim_act[:, None]] = -np.inf  # beyond the row's end
             keys = g / ww[:, None]
-            above = keys > lam_hi
-            within = keys >= lam_lo
-            start = start_f.astype(np.int64)
-            a = np.add.reduce(above, axis=1, dtype=np.int64)
-            a += start
-            b = np.add.reduce(within, axis=1, dtype=np.int64)
-            b += start
-            first -= self.err2
-            ok = first > ww * (lam_hi * (1.0 + _KEY_SLACK))
-            ok |= start == 0
-            np.minimum(b, lim - 1, out=b)
-            ok &= b < start + w1
+            ok = keys[:, 0] > lam_hi * (1.0 + 2 * _KEY_SLACK) + emax
+            ok |= start_f == 0.0
+            end = keys[:, -1] < lam_lo
+            end |= start_f >= last
+            ok &= end
+            if not ok.all():  # the first gain against its own error bound
+                ok = g[:, 0] - self.err2 > ww * (lam_hi * (1.0 + _KEY_SLACK))
+                ok |= start_f == 0.0
+                ok &= end
             if ok.all():
+                above = keys > lam_hi
+                start = start_f.astype(np.int64)
+                a = np.add.reduce(above, axis=1, dtype=np.int64)
+                a += start
+                within = keys >= lam_lo
                 within ^= above
                 pos = np.flatnonzero(within)
-                a = self._scatter(a)
-                return a, keys.reshape(-1)[pos], pos // w1, pos, _Band(start, g, None)
+                return (
+                    self._scatter(a),
+                    keys.reshape(-1)[pos],
+                    pos // w1,
+                    pos,
+                    _Band(start, g, None),
+                )
+        stop_f = np.maximum(stop_f, start_f)
         return self._settle_segments(
             ww, start_f.astype(np.int64), stop_f.astype(np.int64), lam_lo, lam_hi
         )
+
+    def _unit_stats(self, unit: FloatArray, u: FloatArray) -> tuple[FloatArray, FloatArray, float]:
+        """For a cost vector ``unit`` (``u``: its active rows): ``(u / k, -u / k)`` joined,
+        ``u ** 2`` and ``max(u)``, kept per vector (a search ranks by the same ones)."""
+        for ref, stats in self._stats:
+            if ref is unit:
+                return stats
+        uinv = u * self.inv_rate
+        stats = (np.concatenate((uinv, -uinv)), u * u, float(u.max()))
+        self._stats.append((unit, stats))
+        return stats
+
+    def _cols(self, w1: int) -> NDArray[np.int64]:
+        cols = self._col_cache.get(w1)
+        if cols is None:
+            cols = self._col_cache[w1] = np.arange(w1)[None, :]
+        return cols
 
     def _scatter(self, a: IntArray) -> IntArray:
         """Per active row to per prompt (0 on the others)."""
@@ -447,7 +486,10 @@ class GeometricTokenRows:
         block (the arithmetic of :func:`coba_rl.value.marginal_gains`, element for
         element). Complexity: O(rows * w1)."""
         pa = self.pop_act
-        v = (-1.0 - np.arange(w1 + 1.0))[None, :] - (start_f + (self.n_low - 1))[:, None]
+        head = self._n_cache.get(w1)
+        if head is None:  # -(n_low + j), j = 0 .. w1, as a row
+            head = self._n_cache[w1] = -(self.n_low + np.arange(w1 + 1.0))[None, :]
+        v = head - start_f[:, None]
         v /= self.tau
         v *= pa[:, 0:1]
         v *= pa[:, 1:2]
