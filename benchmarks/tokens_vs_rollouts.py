@@ -13,6 +13,11 @@ CoBA-RL step leaves them), response lengths that grow with difficulty and stop a
 token-budget stage). The token budget is half, and all, of what the rollout-only allocation
 spends. Prints median times and the ratios token path / rollout path, measured in one
 run with the calls interleaved; absolute times depend on the machine.
+
+Each token case is timed twice: as ``allocate`` runs it (the gains' closed form, no
+table) and with the gain table ("gain table" rows: the distinct-row table, its running
+minimum and the table solver, the path the closed form replaces), so the two compare in
+the same run. The counts of the two are checked to be identical.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from coba_rl import Allocation, BatchStats, CoBAConfig, allocate
+from coba_rl import tokens as tokens_module
 from coba_rl.bench._inputs import token_batch
 from coba_rl.bench._timing import timed
 from coba_rl.solvers import _greedy_extra_grouped, _running_min
@@ -49,6 +55,19 @@ def token_path(
     return allocate(with_costs, rollout_budget, cfg, token_budget=token_budget)
 
 
+def on_table(fn: Callable[[], Allocation]) -> Callable[[], Allocation]:
+    """``fn`` run with the gain table instead of the closed form."""
+
+    def run() -> Allocation:
+        tokens_module._CLOSED_FORM = False
+        try:
+            return fn()
+        finally:
+            tokens_module._CLOSED_FORM = True
+
+    return run
+
+
 def _paths(
     stats: BatchStats,
     costs: NDArray[np.float64],
@@ -59,13 +78,17 @@ def _paths(
 ) -> dict[str, Callable[[], Any]]:
     """The timed calls for one batch; ``spend`` is the rollout-only allocation's tokens."""
     g_run = _running_min(gains_u)
-    return {
-        "rollouts (allocate)": lambda: allocate(stats, B, cfg),
+    cases: dict[str, Callable[[], Allocation]] = {
         "tokens, T = spend": lambda: token_path(stats, costs, spend, cfg),
         "tokens, T = spend / 2": lambda: token_path(stats, costs, spend / 2, cfg),
         "tokens + rollouts, T = spend": lambda: token_path(stats, costs, spend, cfg, B),
         "tokens + rollouts, T = 0.9 spend": lambda: token_path(stats, costs, 0.9 * spend, cfg, B),
         "tokens + rollouts, T = spend / 2": lambda: token_path(stats, costs, spend / 2, cfg, B),
+    }
+    return {
+        "rollouts (allocate)": lambda: allocate(stats, B, cfg),
+        **cases,
+        **{f"{name} (gain table)": on_table(fn) for name, fn in cases.items()},
         "solver only: greedy (rollouts)": lambda: _greedy_extra_grouped(
             g_run, inverse, B - M * N_LOW
         ),
@@ -95,6 +118,10 @@ def main() -> int:
         paths = _paths(stats, costs, spend, gains_u, inverse, cfg)
         for name, fn in paths.items():
             out = fn()
+            if name.endswith(" (gain table)"):  # the closed form must give the same counts
+                fast = paths[name.removesuffix(" (gain table)")]()
+                assert isinstance(out, Allocation) and isinstance(fast, Allocation)
+                ok &= bool(np.array_equal(out.counts, fast.counts))
             if isinstance(out, TokenSolution):
                 bounds.setdefault(name, set()).add(out.bound)
                 ok &= out.tokens <= spend and int(out.counts.sum()) >= M * N_LOW

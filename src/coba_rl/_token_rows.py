@@ -105,6 +105,10 @@ class _Band:
         return np.asarray(self.g[self.off[r] + cols - self.start[r]], dtype=np.float64)
 
 
+#: :meth:`GeometricTokenRows.relax`'s result: ``(w, y, t0, d, emax)`` on the active rows.
+Relaxed = tuple[FloatArray, FloatArray, float, float, float]
+
+
 class GeometricTokenRows:
     """One row of gains per prompt (CoBA-RL's value), evaluated only where asked.
 
@@ -272,26 +276,10 @@ class GeometricTokenRows:
 
     # -- the longest prefix that fits -----------------------------------------------------
 
-    def prefix(self, w: FloatArray, unit: FloatArray, cap: float) -> Prefix:
-        """The longest prefix of the ranking by ``gain / w`` (key descending, prompt
-        ascending, unit ascending) whose ``sum(unit)`` fits ``cap``.
-
-        1. The relaxed count ``sum_i unit_i clip((lt_i - t) / k_i + 1/2, 0, L_i)`` of keys
-           above ``e^t`` (``lt_i`` the log of the exact first key) is piecewise linear in
-           ``t``: its ``2 M`` breakpoints are sorted and its root ``t0`` read off; the
-           bracket ``[t0 - d, t0 + d]`` allows three spreads of the rounding up of counts.
-        2. Each prompt's band: from a column whose float gain proves every column left
-           of it above the bracket, to one below it. Exact keys there (the table's
-           arithmetic, the running minimum, ``/ w``) give the units above the bracket and
-           the units inside it.
-        3. The units inside are ranked and their ``unit`` summed onto what lies above:
-           the first one that does not fit is the answer. If the bracket missed it, it
-           is widened (four times wider per try).
-
-        Raises :class:`Fallback` when every positive unit fits, or the bracket is not
-        found (thresholds at floating-point noise level). Complexity: O(M log M + sum of
-        band widths), a few columns per prompt.
-        """
+    def relax(self, w: FloatArray, unit: FloatArray, cap: float) -> Relaxed:
+        """Step 1 of :meth:`prefix`: the root ``t0`` of the relaxed count, each active
+        row's continuous count ``y`` above ``e^t0``, the bracket's half-width ``d`` and the
+        bound ``emax`` on ``2 err / w``. Complexity: O(M log M)."""
         whole = self.all_active
         act = self.act
         ww, u = (w, unit) if whole else (w[act], unit[act])
@@ -327,9 +315,49 @@ class GeometricTokenRows:
         spread = 3.0 * math.sqrt(float(u2 @ lin)) + 2.0 * u_max
         d = spread / s_lin if s_lin > 0 else float(self.rate.min())
         d += 1e-12 * (1.0 + abs(t0))
-        d_hi = d_lo = d
         # 2 err / w bounded by one number (the proofs only need an upper bound).
         emax = self._err2_max / float(ww.min()) * (1.0 + 4 * _KEY_SLACK)
+        return ww, y, t0, d, emax
+
+    def relaxed_units(self, relaxed: Relaxed) -> float:
+        """The number of units the relaxed count puts above its root (an estimate of a
+        prefix's size, within a few units per prompt). Complexity: O(M)."""
+        y = relaxed[1] + 0.5
+        np.maximum(y, 0.0, out=y)
+        np.minimum(y, self.lim_f, out=y)
+        return float(np.add.reduce(y))
+
+    def prefix(
+        self, w: FloatArray, unit: FloatArray, cap: float, relaxed: Relaxed | None = None
+    ) -> Prefix:
+        """The longest prefix of the ranking by ``gain / w`` (key descending, prompt
+        ascending, unit ascending) whose ``sum(unit)`` fits ``cap``.
+
+        1. The relaxed count ``sum_i unit_i clip((lt_i - t) / k_i + 1/2, 0, L_i)`` of keys
+           above ``e^t`` (``lt_i`` the log of the exact first key) is piecewise linear in
+           ``t``: its ``2 M`` breakpoints are sorted and its root ``t0`` read off; the
+           bracket ``[t0 - d, t0 + d]`` allows three spreads of the rounding up of counts.
+        2. Each prompt's band: from a column whose float gain proves every column left
+           of it above the bracket, to one below it. Exact keys there (the table's
+           arithmetic, the running minimum, ``/ w``) give the units above the bracket and
+           the units inside it.
+        3. The units inside are ranked and their ``unit`` summed onto what lies above:
+           the first one that does not fit is the answer. If the bracket missed it, it
+           is widened (four times wider per try).
+
+        Raises :class:`Fallback` when every positive unit fits, or the bracket is not
+        found (thresholds at floating-point noise level). Complexity: O(M log M + sum of
+        band widths), a few columns per prompt. ``relaxed``: step 1, if done already
+        (:meth:`relax` with the same arguments).
+        """
+        if relaxed is None:
+            relaxed = self.relax(w, unit, cap)
+        ww, y, t0, d, emax = relaxed
+        whole = self.all_active
+        act = self.act
+        inv = self.inv_rate
+        d_hi = d_lo = d
+
         for _ in range(_MAX_TRIES):
             if not -700.0 < t0 - d_lo < t0 + d_hi < 700.0:
                 raise Fallback("threshold beyond the float range")

@@ -96,7 +96,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from coba_rl._token_rows import Fallback, GeometricTokenRows, Prefix
+from coba_rl._token_rows import Fallback, GeometricTokenRows, Prefix, Relaxed
 from coba_rl._validation import as_real_array, check_bounds, check_real
 from coba_rl.solvers import _greedy_extra_grouped, _running_min
 from coba_rl.value import _unique_gains
@@ -114,6 +114,9 @@ FloatArray = NDArray[np.float64]
 
 Binding = Literal["tokens", "rollouts", "tokens+rollouts", "none"]
 
+#: Whether :func:`token_greedy_value` ranks from the closed form of the rows (``False``:
+#: always on the gain table; for benchmarks and tests that compare the two).
+_CLOSED_FORM = True
 #: Bisection steps of the two-constraint search, at most.
 MAX_NU_STEPS = 60
 #: Search steps that only size the token prefix, unless it lands within NEAR units of B'.
@@ -678,7 +681,9 @@ def _solve(
     rollout-only allocation (extra units) when the caller already has it, ``rollout``
     computes it when called.
 
-    With ``rollout`` (on the closed form), the token ranking goes first: if its prefix
+    With ``rollout`` (on the closed form), the token ranking goes first when its relaxed
+    size (:meth:`GeometricTokenRows.relaxed_units`) is short of ``B'`` (otherwise the
+    rollout-only allocation, which may fit, goes first): if its prefix
     stops on tokens with fewer than ``B'`` units, the rollout-only allocation cannot
     fit (below), so case 1 does not apply and the ranking is case 2's answer; the
     rollout-only allocation is then never computed. Proof: let ``S`` be the prefix,
@@ -695,17 +700,25 @@ def _solve(
     m = p.c.size
     xg = np.zeros(m, dtype=np.int64)
     early: tuple[int, Prefix | None] | None = None
+    relaxed: Relaxed | None = None
     if p.b_spare is not None and rollout_extra is None and rollout is not None:
         if isinstance(p, GeometricTokenRows):
-            first = p.prefix(p.c + 0.0, p.c, p.t_spare)
-            early = int(first.counts.sum()), first
-            if (
-                first.fail is not None
-                and early[0] < p.b_spare
-                and first.over - p.t_spare > SKIP_MARGIN * abs(first.over)
-            ):
-                e0 = _evaluate(p, 0.0, fast, first, need_value=False)
-                return _solution(p, e0.x, max(e0.dual - e0.value, 0.0), 0.0)
+            # Whichever is likely to settle it first: the token ranking when its relaxed
+            # size is short of B', else the rollout-only allocation (which may fit).
+            try:
+                relaxed = p.relax(p.c + 0.0, p.c, p.t_spare)
+            except Fallback:
+                relaxed = None
+            if relaxed is not None and p.relaxed_units(relaxed) < 0.99 * p.b_spare - 2:
+                first = p.prefix(relaxed[0], p.c, p.t_spare, relaxed)
+                early = int(first.counts.sum()), first
+                if (
+                    first.fail is not None
+                    and early[0] < p.b_spare
+                    and first.over - p.t_spare > SKIP_MARGIN * abs(first.over)
+                ):
+                    e0 = _evaluate(p, 0.0, fast, first, need_value=False)
+                    return _solution(p, e0.x, max(e0.dual - e0.value, 0.0), 0.0)
         rollout_extra = rollout()
     if p.b_spare is not None:
         if rollout_extra is not None:
@@ -728,7 +741,10 @@ def _solve(
     def token_prefix(nu: float) -> tuple[int, Prefix | None]:
         w = p.c + nu
         if fast:
-            pre = _engine_prefix(p, w, p.c, p.t_spare)
+            if nu == 0.0 and relaxed is not None and isinstance(p, GeometricTokenRows):
+                pre = p.prefix(relaxed[0], p.c, p.t_spare, relaxed)  # step 1 done above
+            else:
+                pre = _engine_prefix(p, w, p.c, p.t_spare)
             return int(pre.counts.sum()), pre
         assert isinstance(p, _Problem)
         return _token_prefix_size(p, w, fast), None
@@ -978,7 +994,7 @@ def token_greedy_value(
             done.append(rollout())
         return done[0]
 
-    if m and n_up > n_low:
+    if m and n_up > n_low and _CLOSED_FORM:
         try:
             with np.errstate(all="ignore"):
                 rows = GeometricTokenRows(
