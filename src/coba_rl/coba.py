@@ -289,9 +289,24 @@ def allocate_tokens_with_shape(
         caps,
         rollout,
     )
+    counts = sol.counts  # read-only, held by nobody else
     if sol.nu == math.inf:  # the rollout-only allocation fits: returned unchanged
-        return result(sol.counts.copy(), p, "greedy", tau, 0.0)
-    return result(sol.counts.copy(), p, "greedy", tau, sol.gap, sol.bound)
+        binding = _binding(counts, c, t, b, caps, cfg.n_up)
+        gap = 0.0
+    else:
+        binding, gap = sol.bound, float(sol.gap)
+    # The per-step path: every field below is built here, of its declared type.
+    return _trusted_allocation(
+        counts,
+        int(np.add.reduce(counts)),
+        _owned(p),
+        method="greedy",
+        tau=float(tau),
+        tokens=float(sol.tokens),
+        binding=binding,
+        gap=gap,
+        **common,
+    )
 
 
 def allocate_with_shape(
