@@ -45,6 +45,10 @@ _MAX_TRIES = 6
 _MAX_BAND = 1 << 22
 
 
+#: The column offsets ``-(n_low + j)`` of dense bands, by ``(n_low, width)``.
+_HEADS: dict[tuple[int, int], FloatArray] = {}
+
+
 class Fallback(Exception):
     """The closed form cannot settle this instance: rank the gain table instead."""
 
@@ -199,8 +203,6 @@ class GeometricTokenRows:
         self.lim_1 = self.lim_f - 1.0
         self.short_rows = caps is not None
         self._stats: list[tuple[FloatArray, tuple[FloatArray, FloatArray, float]]] = []
-        self._col_cache: dict[int, NDArray[np.int64]] = {}
-        self._n_cache: dict[int, FloatArray] = {}
         err = pdf * GAIN_ERROR if self.all_active else pdf[self.act] * GAIN_ERROR
         err += _GAIN_ERROR_ABS
         self.err2 = 2.0 * err
@@ -496,10 +498,7 @@ class GeometricTokenRows:
         return stats
 
     def _cols(self, w1: int) -> NDArray[np.int64]:
-        cols = self._col_cache.get(w1)
-        if cols is None:
-            cols = self._col_cache[w1] = np.arange(w1)[None, :]
-        return cols
+        return np.arange(w1)[None, :]
 
     def _scatter(self, a: IntArray) -> IntArray:
         """Per active row to per prompt (0 on the others)."""
@@ -514,9 +513,12 @@ class GeometricTokenRows:
         block (the arithmetic of :func:`coba_rl.value.marginal_gains`, element for
         element). Complexity: O(rows * w1)."""
         pa = self.pop_act
-        head = self._n_cache.get(w1)
-        if head is None:  # -(n_low + j), j = 0 .. w1, as a row
-            head = self._n_cache[w1] = -(self.n_low + np.arange(w1 + 1.0))[None, :]
+        head = _HEADS.get((self.n_low, w1))
+        if head is None:  # -(n_low + j), j = 0 .. w1, as a row (read-only, shared)
+            head = -(self.n_low + np.arange(w1 + 1.0))[None, :]
+            head.setflags(write=False)
+            if len(_HEADS) < 4096:
+                _HEADS[self.n_low, w1] = head
         v = head - start_f[:, None]
         v /= self.tau
         v *= pa[:, 0:1]
