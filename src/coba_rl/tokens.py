@@ -19,6 +19,10 @@ replaced by their running minimum so they are non-increasing.
   ``M x (n_up - n_low)`` table of ratios.
 * :func:`token_greedy_table` is the same rule written out over the full table, one unit
   at a time: the readable reference the fast solver is tested against.
+* :func:`token_greedy_value` is the solver on CoBA-RL's own value without any table:
+  each prompt's keys are geometric in exact arithmetic, so the closed form places every
+  threshold and exact keys are computed in a band of a few columns per prompt
+  (:mod:`coba_rl._token_rows`). ``allocate(..., token_budget=...)`` runs it.
 * :func:`token_dp` is the exact dynamic program over tokens (integer costs), the
   reference optimum for small instances.
 * :func:`resolve_costs` fills unknown costs (``NaN``).
