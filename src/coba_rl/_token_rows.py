@@ -74,6 +74,24 @@ class Prefix:
     over: float = math.inf
     #: The exact gains the prefix settled (:class:`_Band`), for the fill.
     band: _Band | None = None
+    #: The ranked bracket the prefix was cut from, for :meth:`GeometricTokenRows.reprefix`.
+    ranked: _Ranked | None = None
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    """A settled bracket of the ranking by ``gain / w``: per prompt the units above it
+    (``a``), and its units (prompt ``rows``, active row ``ridx``, key ``vals``, flat
+    position ``pos`` in ``band``) with their ranking ``order``."""
+
+    w: FloatArray
+    a: IntArray
+    rows: IntArray
+    ridx: IntArray
+    order: IntArray
+    vals: FloatArray
+    pos: IntArray
+    band: _Band
 
 
 class _Band:
@@ -389,29 +407,68 @@ class GeometricTokenRows:
             # ordered, so a stable sort on the key descending is the ranking.
             rows = ridx if whole else act[ridx]
             order = np.argsort(-vals, kind="stable")
-            r_sorted = rows[order]
-            cum = unit[r_sorted].cumsum()
-            cum += cost_a
-            n_fit = int(cum.searchsorted(cap, side="right"))
-            if n_fit >= order.size:
+            ranked = _Ranked(w, a, rows, ridx, order, vals, pos, band)
+            out = self._cut(ranked, unit, cap, cost_a)
+            if out is None:
                 d_lo *= 4.0
                 continue
-            m = self.m
-            counts = a + np.bincount(r_sorted[:n_fit], minlength=m)
-            f = int(order[n_fit])
-            k_star = vals[f]
-            fail = (int(rows[f]), band.column(int(ridx[f]), int(pos[f])))
-            above = a + np.bincount(rows[vals > k_star], minlength=m)
-            tie_gain = 0.0
-            if n_fit and vals[order[n_fit - 1]] == k_star:  # taken units tied with k*
-                taken = order[:n_fit]
-                tied = pos[taken[vals[taken] == k_star]]
-                tie_gain = float(np.add.reduce(band.g.reshape(-1)[tied]))
-            over = float(cum[n_fit])
-            return Prefix(
-                counts, fail, above, band.gain(int(pos[f])), tie_gain=tie_gain, over=over, band=band
-            )
+            return out
         raise Fallback("no bracket found")
+
+    def _cut(self, ranked: _Ranked, unit: FloatArray, cap: float, cost_a: float) -> Prefix | None:
+        """The prefix from a ranked bracket: ``unit`` summed over the bracket's units in
+        order onto ``cost_a`` (what lies above it); ``None`` if the bracket all fits.
+        Complexity: O(M + bracket)."""
+        a, rows, order, vals, pos, band = (
+            ranked.a,
+            ranked.rows,
+            ranked.order,
+            ranked.vals,
+            ranked.pos,
+            ranked.band,
+        )
+        r_sorted = rows[order]
+        cum = unit[r_sorted].cumsum()
+        cum += cost_a
+        n_fit = int(cum.searchsorted(cap, side="right"))
+        if n_fit >= order.size:
+            return None
+        m = self.m
+        counts = a + np.bincount(r_sorted[:n_fit], minlength=m)
+        f = int(order[n_fit])
+        k_star = vals[f]
+        fail = (int(rows[f]), band.column(int(ranked.ridx[f]), int(pos[f])))
+        above = a + np.bincount(rows[vals > k_star], minlength=m)
+        tie_gain = 0.0
+        if n_fit and vals[order[n_fit - 1]] == k_star:  # taken units tied with k*
+            taken = order[:n_fit]
+            tied = pos[taken[vals[taken] == k_star]]
+            tie_gain = float(np.add.reduce(band.g.reshape(-1)[tied]))
+        return Prefix(
+            counts,
+            fail,
+            above,
+            band.gain(int(pos[f])),
+            tie_gain=tie_gain,
+            over=float(cum[n_fit]),
+            band=band,
+            ranked=ranked,
+        )
+
+    def reprefix(self, pre: Prefix, unit: FloatArray, cap: float) -> Prefix:
+        """:meth:`prefix` of the same ranking as ``pre`` under another budget: from
+        ``pre``'s ranked bracket when the new cut falls inside it (a search evaluates a
+        ranking whose token prefix is within a unit of the rollout cap), else from
+        scratch. Complexity: O(M + bracket) in the first case."""
+        ranked = pre.ranked
+        if ranked is None:
+            raise Fallback("no ranked bracket")  # pragma: no cover - prefix() sets it
+        cost_a = float(unit @ ranked.a)
+        if cost_a <= cap:
+            out = self._cut(ranked, unit, cap, cost_a)
+            if out is not None:
+                return out
+        return self.prefix(ranked.w, unit, cap)
 
     def _settle(
         self,

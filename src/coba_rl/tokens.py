@@ -656,8 +656,8 @@ def _evaluate_rows(
     if pre is None:
         pre = p.prefix(w, p.c, p.t_spare)
     n_tokens = int(pre.counts.sum())
-    if n_tokens > b_cap:
-        pre = p.prefix(w, np.ones_like(p.c), b_cap)
+    if n_tokens > b_cap:  # the same ranking, cut by the rollout cap
+        pre = p.reprefix(pre, np.ones_like(p.c), b_cap)
     s, fail, above, g_star = pre.counts, pre.fail, pre.above, pre.g_fail
     assert fail is not None  # the closed form hands instances where every unit fits on
     on_rollouts = int(s.sum()) >= b_cap
