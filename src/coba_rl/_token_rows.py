@@ -194,10 +194,13 @@ class GeometricTokenRows:
         log_a += tail
         tail = rate * n_low
         log_a -= tail
-        active = np.isfinite(log_a)
-        if caps is not None:
-            active &= self.limit > 0
-        self.all_active = bool(active.all())
+        # Every row active (the common case) when the sum of the logs is finite.
+        self.all_active = caps is None and math.isfinite(float(np.add.reduce(log_a)))
+        if not self.all_active:
+            active = np.isfinite(log_a)
+            if caps is not None:
+                active &= self.limit > 0
+            self.all_active = bool(active.all())
         self.act: IntArray = np.arange(m) if self.all_active else np.flatnonzero(active)
         if not self.all_active:
             act = self.act
@@ -213,19 +216,35 @@ class GeometricTokenRows:
         half = 0.5 * rate
         half += log_a
         self._ts_base = np.concatenate((half, half))
-        lim = self.limit if self.all_active else self.limit[self.act]
-        self.lim_act = lim
-        self.lim_f = lim.astype(np.float64)
+        # Row lengths of the active rows: one number without caps (no array operations).
+        self.lim_act: IntArray | int
+        self.lim_f: FloatArray | float
+        if caps is None:
+            self.lim_act, self.lim_f = k, float(k)
+        else:
+            lim = self.limit if self.all_active else self.limit[self.act]
+            self.lim_act, self.lim_f = lim, lim.astype(np.float64)
         self._ts_base[rate.size :] -= self.lim_f * rate
         self.lim_half = self.lim_f - 0.5
         self.lim_1 = self.lim_f - 1.0
-        self.short_rows = caps is not None
         self._stats: list[tuple[FloatArray, tuple[FloatArray, FloatArray, float]]] = []
-        err = pdf * GAIN_ERROR if self.all_active else pdf[self.act] * GAIN_ERROR
-        err += _GAIN_ERROR_ABS
-        self.err2 = 2.0 * err
-        self._err2_max = float(self.err2.max()) if self.err2.size else 0.0
+        pdf_act = pdf if self.all_active else pdf[self.act]
+        # Twice the error bound of a float gain, per row and its largest.
+        self._err2: FloatArray | None = None
+        self._pdf_act = pdf_act
+        top = float(pdf_act.max()) if pdf_act.size else 0.0
+        self._err2_max = 2.0 * (top * GAIN_ERROR + _GAIN_ERROR_ABS)
         self._v0: FloatArray | None = None
+
+    @property
+    def err2(self) -> FloatArray:
+        """Twice the error bound of each active row's float gains (the slow tests only)."""
+        if self._err2 is None:
+            err = self._pdf_act * GAIN_ERROR
+            err += _GAIN_ERROR_ABS
+            err *= 2.0
+            self._err2 = err
+        return self._err2
 
     # -- exact float gains ----------------------------------------------------------------
 
@@ -511,8 +530,9 @@ class GeometricTokenRows:
             g = self._dense_gains(start_f, w1)
             if w1 > 1 and bool((g[:, 1:] > g[:, :-1]).any()):
                 np.minimum.accumulate(g, axis=1, out=g)
-            if self.short_rows and bool((self.lim_act < w1).any()):
-                g[self._cols(w1) >= self.lim_act[:, None]] = -np.inf  # beyond the row's end
+            lim = self.lim_act
+            if not isinstance(lim, int) and bool((lim < w1).any()):
+                g[self._cols(w1) >= lim[:, None]] = -np.inf  # beyond the row's end
             keys = g / ww[:, None]
             ok = keys[:, 0] > lam_hi * (1.0 + 2 * _KEY_SLACK) + emax
             ok |= start_f == 0.0
