@@ -305,3 +305,49 @@ def test_fill_past_the_band_takes_the_cheap_units_in_key_order() -> None:
         _assert_same(new, ref, _value_scale(case))
         found += int(np.sum(new.counts[c == 1.0])) > 0
     assert found > 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(coba_instance())
+def test_skipping_the_rollout_only_allocation_is_safe(case: dict[str, Any]) -> None:
+    """When the token ranking settles the instance without the rollout-only allocation,
+    that allocation does not fit in the token budget (so case 1 could not apply)."""
+    if case["b"] is None or case["caps"] is not None:
+        case["b"] = case["p"].size * case["n_up"] // 2 + case["p"].size * case["n_low"] // 2
+        case["caps"] = None
+    xg = _rollout_extra(case)
+    assert xg is not None
+    called: list[bool] = []
+
+    def rollout() -> Arr:
+        called.append(True)
+        return xg
+
+    alpha, beta = case["shape"]
+    m, n_low = case["p"].size, case["n_low"]
+    floor = float(case["c"] @ np.full(m, n_low, dtype=np.int64))
+    try:
+        with np.errstate(all="ignore"):
+            rows = GeometricTokenRows(
+                case["p"],
+                alpha,
+                beta,
+                case["tau"],
+                n_low,
+                case["n_up"],
+                case["smoothing"],
+                case["c"],
+                case["t"],
+                case["t"] - floor,
+                case["b"] - m * n_low,
+                None,
+            )
+            sol = tokens._solve(rows, True, rollout=rollout)
+    except Fallback:
+        return
+    if called:
+        event("the rollout-only allocation was computed")
+        return
+    event("skipped")
+    assert float(case["c"] @ (n_low + xg)) > case["t"]
+    _assert_same(sol, _table(case, xg), _value_scale(case))
