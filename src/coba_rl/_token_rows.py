@@ -12,8 +12,12 @@ computes exact floating-point gains (the arithmetic of
 :func:`coba_rl.value.marginal_gains`, then the row's running minimum) only in a narrow
 band of columns around each prompt's crossing of the threshold. Every count is settled
 on those exact keys; the closed form only says where to look. Where it cannot bracket
-the answer (thresholds at the level of floating-point noise, every unit fitting, a
-non-finite density) it raises :class:`Fallback` and the caller ranks the table.
+the answer (thresholds at the level of floating-point noise, every positive unit
+fitting) it raises :class:`Fallback` and the caller ranks the table.
+
+Complexity: O(M) to set up, O(M log M) per ranking (a sort of ``2 M`` breakpoints, a band
+of a few columns per prompt, a sort of the keys inside the bracket) and O(M) memory,
+independent of ``n_up - n_low``.
 
 The error bound of a float gain against the exact one is
 :data:`coba_rl.solvers.GAIN_ERROR` times the density (see :mod:`coba_rl.solvers`); a key

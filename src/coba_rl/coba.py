@@ -109,7 +109,8 @@ def allocate(
       ([2, 5, 2, 23], 5800.0, 'rollouts')
 
     Complexity: O(M log M) time and O(M) memory, whatever the budget and ``n_up``. With
-    a token budget, see :func:`coba_rl.tokens.token_greedy`.
+    a token budget, O(M log M) per ranking of units by gain per token, without the gain
+    table (see :func:`coba_rl.tokens.token_greedy_value`).
 
     Reference: arXiv 2602.03048, Algorithm 1; [Rules: the paper variant][rules-paper-variant]
     and [the release variant][rules-release-variant].
