@@ -85,41 +85,32 @@ class Prefix:
 @dataclass(frozen=True)
 class _Ranked:
     """A settled bracket of the ranking by ``gain / w``: per prompt the units above it
-    (``a``), and its units (prompt ``rows``, active row ``ridx``, key ``vals``, flat
-    position ``pos`` in ``band``) with their ranking ``order``."""
+    (``a``), and its units (prompt ``rows``, column ``cols``, key ``vals``, gain
+    ``gains``) with their ranking ``order``."""
 
     w: FloatArray
     a: IntArray
     rows: IntArray
-    ridx: IntArray
+    cols: IntArray
     order: IntArray
     vals: FloatArray
-    pos: IntArray
+    gains: FloatArray
     band: _Band
 
 
 class _Band:
     """The exact gains (running minimum applied) a prefix settled, by active row: a dense
-    block ``g[r, j - start[r]]`` or, with ``off``, flat segments ``g[off[r] + j - start[r]]``."""
+    block ``g[j - start[r], r]`` (one column of the block per row) or, with ``off``, flat
+    segments ``g[off[r] + j - start[r]]``."""
 
     def __init__(self, start: IntArray, g: FloatArray, off: IntArray | None) -> None:
         self.start, self.g, self.off = start, g, off
-
-    def column(self, r: int, pos: int) -> int:
-        """The column of flat position ``pos`` (of active row ``r``)."""
-        if self.off is None:
-            return int(self.start[r]) + pos % int(self.g.shape[1])
-        return int(self.start[r]) + pos - int(self.off[r])
-
-    def gain(self, pos: int) -> float:
-        """The gain at flat position ``pos``."""
-        return float(self.g.reshape(-1)[pos])
 
     def get(self, r: int, col: int) -> float | None:
         """The gain of active row ``r`` at ``col``, or ``None`` outside its band."""
         k = col - int(self.start[r])
         if self.off is None:
-            return float(self.g[r, k]) if 0 <= k < self.g.shape[1] else None
+            return float(self.g[k, r]) if 0 <= k < self.g.shape[0] else None
         start = int(self.off[r])
         end = int(self.off[r + 1]) - 1 if r + 1 < self.off.size else self.g.size
         return float(self.g[start + k]) if 0 <= k < end - start else None
@@ -127,7 +118,7 @@ class _Band:
     def at(self, r: IntArray, cols: IntArray) -> FloatArray:
         """Gains of active rows ``r`` at ``cols`` (inside their bands)."""
         if self.off is None:
-            return np.asarray(self.g[r, cols - self.start[r]], dtype=np.float64)
+            return np.asarray(self.g[cols - self.start[r], r], dtype=np.float64)
         return np.asarray(self.g[self.off[r] + cols - self.start[r]], dtype=np.float64)
 
 
@@ -215,7 +206,7 @@ class GeometricTokenRows:
         self.log_a = log_a
         self.rate = rate
         self.capped = caps is not None
-        self.pop_act = pop if self.all_active else pop[self.act]
+        self.pop_act_t = np.ascontiguousarray((pop if self.all_active else pop[self.act]).T)
         self.inv_rate = 1.0 / rate
         half = 0.5 * rate
         half += log_a
@@ -421,16 +412,17 @@ class GeometricTokenRows:
             np.ceil(start_f, out=start_f)
             start_f -= 1.0
             np.ceil(stop_f, out=stop_f)
-            a, vals, ridx, pos, band = self._settle(ww, start_f, stop_f, lam_lo, lam_hi, emax)
+            a, vals, ridx, cols, gains, band = self._settle(
+                ww, start_f, stop_f, lam_lo, lam_hi, emax
+            )
             cost_a = float(unit @ a)
             if cost_a > cap:
                 d_hi *= 4.0
                 continue
-            # The bracket's units in ranking order: flat positions are (prompt, column)
-            # ordered, so a stable sort on the key descending is the ranking.
+            # The bracket's units in ranking order: key descending, prompt, then column.
             rows = ridx if whole else act[ridx]
-            order = np.argsort(-vals, kind="stable")
-            ranked = _Ranked(w, a, rows, ridx, order, vals, pos, band)
+            order = np.lexsort((cols, rows, -vals))
+            ranked = _Ranked(w, a, rows, cols, order, vals, gains, band)
             out = self._cut(ranked, unit, cap, cost_a)
             if out is None:
                 d_lo *= 4.0
@@ -442,14 +434,7 @@ class GeometricTokenRows:
         """The prefix from a ranked bracket: ``unit`` summed over the bracket's units in
         order onto ``cost_a`` (what lies above it); ``None`` if the bracket all fits.
         Complexity: O(M + bracket)."""
-        a, rows, order, vals, pos, band = (
-            ranked.a,
-            ranked.rows,
-            ranked.order,
-            ranked.vals,
-            ranked.pos,
-            ranked.band,
-        )
+        a, rows, order, vals, gains = ranked.a, ranked.rows, ranked.order, ranked.vals, ranked.gains
         r_sorted = rows[order]
         cum = unit[r_sorted].cumsum()
         cum += cost_a
@@ -460,21 +445,19 @@ class GeometricTokenRows:
         counts = a + np.bincount(r_sorted[:n_fit], minlength=m)
         f = int(order[n_fit])
         k_star = vals[f]
-        fail = (int(rows[f]), band.column(int(ranked.ridx[f]), int(pos[f])))
         above = a + np.bincount(rows[vals > k_star], minlength=m)
         tie_gain = 0.0
         if n_fit and vals[order[n_fit - 1]] == k_star:  # taken units tied with k*
             taken = order[:n_fit]
-            tied = pos[taken[vals[taken] == k_star]]
-            tie_gain = float(np.add.reduce(band.g.reshape(-1)[tied]))
+            tie_gain = float(np.add.reduce(gains[taken[vals[taken] == k_star]]))
         return Prefix(
             counts,
-            fail,
+            (int(rows[f]), int(ranked.cols[f])),
             above,
-            band.gain(int(pos[f])),
+            float(gains[f]),
             tie_gain=tie_gain,
             over=float(cum[n_fit]),
-            band=band,
+            band=ranked.band,
             ranked=ranked,
         )
 
@@ -501,13 +484,13 @@ class GeometricTokenRows:
         lam_lo: float,
         lam_hi: float,
         emax: float,
-    ) -> tuple[IntArray, FloatArray, IntArray, IntArray, _Band]:
+    ) -> tuple[IntArray, FloatArray, IntArray, IntArray, FloatArray, _Band]:
         """Exact keys of the active rows on their bands ``start .. stop`` (clipped to the
         row; ``emax`` bounds ``2 err / w``).
 
         Returns per prompt ``a`` (units with keys > lam_hi), the keys in
-        ``[lam_lo, lam_hi]`` with their active-row index and flat position, and the band
-        (gains with the running minimum applied). A band proves its row when its first
+        ``[lam_lo, lam_hi]`` with their active row, column and gain, and the band (gains
+        with the running minimum applied). A band proves its row when its first
         key, less ``emax``, is above the bracket (its float gain, less twice the error
         bound, then is: every column left of it is) or it starts at column 0, and its
         last key is below the bracket (or it reaches the row's end). Bands of one width
@@ -531,35 +514,37 @@ class GeometricTokenRows:
             last = self.lim_f - w1  # the start of a band that ends at the row's end
             np.minimum(start_f, last, out=start_f)
             np.maximum(start_f, 0.0, out=start_f)
+            # One column of the block per row (contiguous along the rows).
             g = self._dense_gains(start_f, w1)
-            if w1 > 1 and bool((g[:, 1:] > g[:, :-1]).any()):
-                np.minimum.accumulate(g, axis=1, out=g)
+            if w1 > 1 and bool((g[1:] > g[:-1]).any()):
+                np.minimum.accumulate(g, axis=0, out=g)
             lim = self.lim_act
             if not isinstance(lim, int) and bool((lim < w1).any()):
-                g[self._cols(w1) >= lim[:, None]] = -np.inf  # beyond the row's end
-            keys = g / ww[:, None]
-            ok = keys[:, 0] > lam_hi * (1.0 + 2 * _KEY_SLACK) + emax
+                g[self._cols(w1) >= lim[None, :]] = -np.inf  # beyond the row's end
+            keys = g / ww
+            ok = keys[0] > lam_hi * (1.0 + 2 * _KEY_SLACK) + emax
             ok |= start_f == 0.0
-            end = keys[:, -1] < lam_lo
+            end = keys[-1] < lam_lo
             end |= start_f >= last
             ok &= end
             if not ok.all():  # the first gain against its own error bound
-                ok = g[:, 0] - self.err2 > ww * (lam_hi * (1.0 + _KEY_SLACK))
+                ok = g[0] - self.err2 > ww * (lam_hi * (1.0 + _KEY_SLACK))
                 ok |= start_f == 0.0
                 ok &= end
             if ok.all():
                 above = keys > lam_hi
                 start = start_f.astype(np.int64)
-                a = np.add.reduce(above, axis=1, dtype=np.int64)
+                a = np.add.reduce(above, axis=0, dtype=np.int64)
                 a += start
                 within = keys >= lam_lo
                 within ^= above
-                pos = np.flatnonzero(within)
+                k_in, r_in = np.nonzero(within)
                 return (
                     self._scatter(a),
-                    keys.reshape(-1)[pos],
-                    pos // w1,
-                    pos,
+                    keys[k_in, r_in],
+                    r_in,
+                    start[r_in] + k_in,
+                    g[k_in, r_in],
                     _Band(start, g, None),
                 )
         stop_f = np.maximum(stop_f, start_f)
@@ -579,7 +564,7 @@ class GeometricTokenRows:
         return stats
 
     def _cols(self, w1: int) -> NDArray[np.int64]:
-        return np.arange(w1)[None, :]
+        return np.arange(w1)[:, None]
 
     def _scatter(self, a: IntArray) -> IntArray:
         """Per active row to per prompt (0 on the others)."""
@@ -591,27 +576,27 @@ class GeometricTokenRows:
 
     def _dense_gains(self, start_f: FloatArray, w1: int) -> FloatArray:
         """Float gains of every active row at columns ``start .. start + w1 - 1``, as a
-        block (the arithmetic of :func:`coba_rl.value.marginal_gains`, element for
-        element). Complexity: O(rows * w1)."""
-        pa = self.pop_act
+        ``(w1, rows)`` block (the arithmetic of :func:`coba_rl.value.marginal_gains`,
+        element for element). Complexity: O(rows * w1)."""
+        pa = self.pop_act_t
         head = _HEADS.get((self.n_low, w1))
-        if head is None:  # -(n_low + j), j = 0 .. w1, as a row (read-only, shared)
-            head = -(self.n_low + np.arange(w1 + 1.0))[None, :]
+        if head is None:  # -(n_low + j), j = 0 .. w1, as a column (read-only, shared)
+            head = -(self.n_low + np.arange(w1 + 1.0))[:, None]
             head.setflags(write=False)
             if len(_HEADS) < 4096:
                 _HEADS[self.n_low, w1] = head
-        v = head - start_f[:, None]
+        v = head - start_f
         v /= self.tau
-        v *= pa[:, 0:1]
-        v *= pa[:, 1:2]
+        v *= pa[0]
+        v *= pa[1]
         np.exp(v, out=v)
         np.subtract(1, v, out=v)
-        v *= pa[:, 2:3]
-        return np.subtract(v[:, 1:], v[:, :-1])
+        v *= pa[2]
+        return np.subtract(v[1:], v[:-1])
 
     def _settle_segments(
         self, ww: FloatArray, start: IntArray, stop: IntArray, lam_lo: float, lam_hi: float
-    ) -> tuple[IntArray, FloatArray, IntArray, IntArray, _Band]:
+    ) -> tuple[IntArray, FloatArray, IntArray, IntArray, FloatArray, _Band]:
         """:meth:`_settle` on bands of their own widths (flat segments)."""
         for attempt in range(2):
             width = stop - start
@@ -644,7 +629,8 @@ class GeometricTokenRows:
         pos = np.flatnonzero(within)
         seg = off.searchsorted(pos, side="right")
         seg -= 1
-        return self._scatter(a), keys[pos], seg, pos, _Band(start, g, off)
+        cols = start[seg] + pos - off[seg]
+        return self._scatter(a), keys[pos], seg, cols, g[pos], _Band(start, g, off)
 
     # -- after the prefix -----------------------------------------------------------------
 
