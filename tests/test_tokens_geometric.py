@@ -351,3 +351,37 @@ def test_skipping_the_rollout_only_allocation_is_safe(case: dict[str, Any]) -> N
     event("skipped")
     assert float(case["c"] @ (n_low + xg)) > case["t"]
     _assert_same(sol, _table(case, xg), _value_scale(case))
+
+
+@settings(max_examples=200, deadline=None)
+@given(coba_instance(), st.integers(0, 2**32 - 1))
+def test_smallest_taken_gain_equals_the_table(case: dict[str, Any], seed: int) -> None:
+    """The smallest running-minimum gain taken by counts (where the two-budget search
+    starts) is the table's, for any counts."""
+    alpha, beta = case["shape"]
+    m, n_low, k = case["p"].size, case["n_low"], case["n_up"] - case["n_low"]
+    x = np.random.default_rng(seed).integers(0, k + 1, m)
+    if not (x > 0).any():
+        x[0] = 1
+    g, inv = unique_gains(
+        case["p"], alpha, beta, case["tau"], n_low, case["n_up"], case["smoothing"]
+    )
+    g = _running_min(g)
+    taken = np.flatnonzero(x > 0)
+    expected = float(g[inv[taken], x[taken] - 1].min())
+    with np.errstate(all="ignore"):
+        rows = GeometricTokenRows(
+            case["p"],
+            alpha,
+            beta,
+            case["tau"],
+            n_low,
+            case["n_up"],
+            case["smoothing"],
+            case["c"],
+            case["t"],
+            0.0,
+            None,
+            None,
+        )
+        assert rows.min_last_gain(x) == expected

@@ -53,6 +53,11 @@ _MAX_BAND = 1 << 22
 _HEADS: dict[tuple[int, int], FloatArray] = {}
 
 
+#: ``-(j)`` for j = 0, 1, 2, as a column: the values of two gains.
+_HEAD3 = -np.arange(3.0)[:, None]
+_HEAD3.setflags(write=False)
+
+
 class Fallback(Exception):
     """The closed form cannot settle this instance: rank the gain table instead."""
 
@@ -734,14 +739,22 @@ class GeometricTokenRows:
         rows = np.flatnonzero(x > 0)
         last = x[rows] - 1
         start = np.maximum(last - 1, 0)
-        width = last - start + 1
-        g, off = self._gains(rows, start, width)
-        first = g[off]
-        self._running_min(g, off)
-        low = g[off + width - 1]
+        # The gains at columns start and start + 1 (the table's arithmetic), as a block.
+        pt = self.pop[rows].T
+        v = _HEAD3 - (start + self.n_low)
+        v /= self.tau
+        v *= pt[0]
+        v *= pt[1]
+        np.exp(v, out=v)
+        np.subtract(1, v, out=v)
+        v *= pt[2]
+        g = v[1:] - v[:-1]
+        first = g[0]
+        low = np.where(last > start, np.minimum(first, g[1]), first)
         # Columns left of the band hold float gains >= first - 2 err (the exact row
         # falls): they lower the running minimum only if that bound is below it.
-        err2 = self.pop[rows, 2] * (2 * GAIN_ERROR) + 2 * _GAIN_ERROR_ABS
+        err2 = pt[2] * (2 * GAIN_ERROR)
+        err2 += 2 * _GAIN_ERROR_ABS
         unsure = np.flatnonzero((start > 0) & (first - err2 <= low))
         if unsure.size:
             g2, off2 = self._gains(rows[unsure], np.zeros(unsure.size, np.int64), x[rows[unsure]])
