@@ -1,6 +1,6 @@
 """Token-budget allocation against the rollout-only ``coba_rl.allocate``, at the paper's scale.
 
-Run: ``python benchmarks/tokens_vs_rollouts.py [--reps N] [--batches N] [--seed S]``.
+Run: ``python benchmarks/tokens_vs_rollouts.py [--reps N] [--batches N] [--seed S] [--scale]``.
 
 Both paths are the public :func:`coba_rl.allocate` on the same batch statistics (Beta
 shape, adaptive ``tau``, the gains of the distinct pass rates); the token path then spends
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -98,11 +99,74 @@ def _paths(
     }
 
 
+#: ``--scale`` cases: (M, n_up, rollouts per prompt, token share of ``spend``, with B).
+SCALE_CASES = [
+    (65_536, 128, 16, 0.5, False),
+    (65_536, 128, 16, 0.9, True),
+    (4_096, 65_536, 64, 0.5, False),
+]
+
+
+def _call(
+    stats: BatchStats, b: int | None, cfg: CoBAConfig, token_budget: float | None
+) -> Callable[[], Allocation]:
+    """``allocate(stats, b, cfg, token_budget=...)`` as a call to time."""
+    return lambda: allocate(stats, b, cfg, token_budget=token_budget)
+
+
+def _median_time(fn: Callable[[], Any], reps: int) -> float:
+    fn()  # warm
+    return statistics.median(timed(fn)[0] for _ in range(reps))
+
+
+def _peak_mb(fn: Callable[[], Any]) -> tuple[float, Any]:
+    tracemalloc.start()
+    try:
+        out = fn()
+        return tracemalloc.get_traced_memory()[1] / 1e6, out
+    finally:
+        tracemalloc.stop()
+
+
+def scale(reps: int, seed: int) -> bool:
+    """Large batches and a large ``n_up``: time and peak memory of the token path, of the
+    same allocation on the gain table, and of the rollout-only ``allocate``."""
+    ok = True
+    print("scale: median ms (peak MB); the gain-table path computes the same counts")
+    for m, n_up, per, share, both in SCALE_CASES:
+        rates, costs = token_batch(np.random.default_rng(seed), m, N_LOW, 128)
+        cfg = CoBAConfig(n_low=N_LOW, n_up=n_up)
+        b = m * per
+        stats = BatchStats(pass_rates=rates)
+        spend = float(costs @ allocate(stats, b, cfg).counts)
+        with_costs = BatchStats(pass_rates=rates, costs=costs)
+
+        tok = _call(with_costs, b if both else None, cfg, share * spend)
+        t_ref = _median_time(_call(stats, b, cfg, None), reps)
+        t_tok = _median_time(tok, reps)
+        mb_tok, out = _peak_mb(tok)
+        t_tab = _median_time(on_table(tok), 1)
+        mb_tab, out_tab = _peak_mb(on_table(tok))
+        same = bool(np.array_equal(out.counts, out_tab.counts))
+        ok &= same
+        print(
+            f"M={m} n_up={n_up} B={b} T={share:g} spend{' + B' if both else ''}: "
+            f"tokens {t_tok * 1e3:.1f} ({mb_tok:.1f}), gain table {t_tab * 1e3:.1f} "
+            f"({mb_tab:.1f}), rollouts {t_ref * 1e3:.1f}; same counts: {same}"
+        )
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=30, help="timed calls per path and batch")
     parser.add_argument("--batches", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="also time M = 65,536 and n_up = 65,536 (and the gain table's peak memory)",
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     cfg = CoBAConfig(n_low=N_LOW, n_up=N_UP)
@@ -114,6 +178,7 @@ def main() -> int:
         stats = BatchStats(pass_rates=rates)
         base = allocate(stats, B, cfg)
         spend = float(costs @ base.counts)
+        assert base.alpha is not None and base.beta is not None and base.tau is not None
         gains_u, inverse = _unique_gains(rates, base.alpha, base.beta, base.tau, N_LOW, N_UP, 0.01)
         paths = _paths(stats, costs, spend, gains_u, inverse, cfg)
         for name, fn in paths.items():
@@ -148,6 +213,8 @@ def main() -> int:
             f"{name:<40} {med * 1e3:>10.3f} {med / base_t:>7.2f} "
             f"{low * 1e3:>8.3f} {low / base_min:>7.2f}  {tag}"
         )
+    if args.scale:
+        ok &= scale(max(1, min(args.reps, 5)), args.seed)
     return 0 if ok else 1
 
 
