@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from coba_rl import BatchStats, CoBAConfig, allocate, tokens
@@ -174,6 +174,20 @@ def _assert_same(new: tokens.TokenSolution, ref: tokens.TokenSolution, scale: fl
 
 @settings(max_examples=400, deadline=None)
 @given(coba_instance())
+@example(  # a rate so small that 1 / k overflows: the closed form's band is NaN
+    case={
+        "p": np.array([0.0] * 15 + [0.5, 2.2250738585072014e-308]),
+        "shape": (9.0, 2.0),
+        "tau": 0.01,
+        "smoothing": 0.0,
+        "n_low": 1,
+        "n_up": 17,
+        "c": np.ones(17),
+        "t": 17.272,
+        "b": None,
+        "caps": None,
+    }
+)
 def test_table_free_equals_the_table(case: dict[str, Any]) -> None:
     xg = _rollout_extra(case)
     ref = _table(case, xg)

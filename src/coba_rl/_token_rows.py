@@ -505,9 +505,12 @@ class GeometricTokenRows:
         Complexity: O(sum of band widths).
         """
         lim_1 = self.lim_1
-        np.minimum(start_f, lim_1, out=start_f)
-        np.maximum(start_f, 0.0, out=start_f)
-        np.minimum(stop_f, lim_1, out=stop_f)
+        # fmin/fmax: a NaN from the closed form (rates so small that 1 / k overflows)
+        # becomes a row end; the proofs below then decide, as for any band.
+        np.fmin(start_f, lim_1, out=start_f)
+        np.fmax(start_f, 0.0, out=start_f)
+        np.fmin(stop_f, lim_1, out=stop_f)
+        np.fmax(stop_f, start_f, out=stop_f)
         span = stop_f - start_f
         n = start_f.size
         w1 = max(int(span.max()), 0) + 1
@@ -552,7 +555,6 @@ class GeometricTokenRows:
                     g[k_in, r_in],
                     _Band(start, g, None),
                 )
-        stop_f = np.maximum(stop_f, start_f)
         return self._settle_segments(
             ww, start_f.astype(np.int64), stop_f.astype(np.int64), lam_lo, lam_hi
         )
