@@ -115,30 +115,34 @@ def _table(case: dict[str, Any], xg: Arr | None) -> tokens.TokenSolution:
     )
 
 
+def _rows(case: dict[str, Any]) -> GeometricTokenRows:
+    """The table-free rows of an instance (call under ``np.errstate(all="ignore")``)."""
+    alpha, beta = case["shape"]
+    m, n_low = case["p"].size, case["n_low"]
+    floor = float(case["c"] @ np.full(m, n_low, dtype=np.int64))
+    return GeometricTokenRows(
+        case["p"],
+        alpha,
+        beta,
+        case["tau"],
+        n_low,
+        case["n_up"],
+        case["smoothing"],
+        case["c"],
+        case["t"],
+        case["t"] - floor,
+        None if case["b"] is None else case["b"] - m * n_low,
+        case["caps"],
+    )
+
+
 def _geometric(
     case: dict[str, Any], xg: Arr | None, why: list[str] | None = None
 ) -> tokens.TokenSolution | None:
     """The table-free solver alone; ``None`` where it hands the instance to the table."""
-    alpha, beta = case["shape"]
-    m, n_low = case["p"].size, case["n_low"]
-    floor = float(case["c"] @ np.full(m, n_low, dtype=np.int64))
-    b_spare = None if case["b"] is None else case["b"] - m * n_low
     try:
         with np.errstate(all="ignore"):
-            rows = GeometricTokenRows(
-                case["p"],
-                alpha,
-                beta,
-                case["tau"],
-                n_low,
-                case["n_up"],
-                case["smoothing"],
-                case["c"],
-                case["t"],
-                case["t"] - floor,
-                b_spare,
-                case["caps"],
-            )
+            rows = _rows(case)
             # As allocate calls it: the rollout-only allocation computed only if needed.
             return tokens._solve(rows, True, rollout=None if xg is None else lambda: xg)
     except Fallback as e:
@@ -337,26 +341,10 @@ def test_skipping_the_rollout_only_allocation_is_safe(case: dict[str, Any]) -> N
         called.append(True)
         return xg
 
-    alpha, beta = case["shape"]
-    m, n_low = case["p"].size, case["n_low"]
-    floor = float(case["c"] @ np.full(m, n_low, dtype=np.int64))
+    n_low = case["n_low"]
     try:
         with np.errstate(all="ignore"):
-            rows = GeometricTokenRows(
-                case["p"],
-                alpha,
-                beta,
-                case["tau"],
-                n_low,
-                case["n_up"],
-                case["smoothing"],
-                case["c"],
-                case["t"],
-                case["t"] - floor,
-                case["b"] - m * n_low,
-                None,
-            )
-            sol = tokens._solve(rows, True, rollout=rollout)
+            sol = tokens._solve(_rows(case), True, rollout=rollout)
     except Fallback:
         return
     if called:
