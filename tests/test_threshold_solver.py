@@ -491,3 +491,26 @@ def test_sampled_rows_keep_heavy_rows() -> None:
     assert t.size <= solvers._SORT_ROWS + 1
     assert top[7] in t and ww[np.flatnonzero(t == top[7])[0]] == 50_000
     assert float(ww.sum()) == pytest.approx(float(w.sum()))
+
+
+def test_uncapped_root_equals_the_full_root_or_refuses() -> None:
+    # The half-size root is the full one wherever no row is capped at it, and refuses
+    # (None) wherever one is.
+    rng = np.random.default_rng(60)
+    answered = refused = 0
+    for _ in range(300):
+        u = int(rng.integers(1, 60))
+        top = rng.normal(size=u)
+        rate = rng.random(u) * rng.choice([0.001, 0.05, 1.0]) + 1e-4
+        w = rng.integers(1, 6, u)
+        k = int(rng.integers(1, 200))
+        spare = float(rng.integers(1, int(w.sum()) * k))
+        full = solvers._relaxed_root(top, rate, w, k, spare)
+        half = solvers._uncapped_root(top, rate, w, k, spare)
+        if half is None:
+            refused += 1
+            continue
+        answered += 1
+        assert full is not None and half == pytest.approx(full, rel=1e-9, abs=1e-9)
+        assert float(np.max(top - k * rate)) < half  # no row capped at the root
+    assert answered > 30 and refused > 30, (answered, refused)
