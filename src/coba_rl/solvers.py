@@ -617,7 +617,7 @@ def _sorted_distinct(p: FloatArray) -> FloatArray:
 
 
 #: Gain tables up to this many entries are built and ranked whole (bounded memory).
-_SMALL_TABLE = 1 << 12
+_SMALL_TABLE = 1 << 10
 
 
 def _small_table_extra(
