@@ -33,24 +33,18 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from coba_rl.solvers import GAIN_ERROR
+from coba_rl.solvers import _GAIN_ERROR_ABS, GAIN_ERROR, _band_offsets
 from coba_rl.value import _beta_pdf_distinct, _beta_pdf_vector, _vector_pdf_is_exact
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
 
-#: Absolute part of the gain error bound (products that round in the subnormal range).
-_GAIN_ERROR_ABS = 2.0**-1000
 #: Relative slack for one rounding of a key ``fl(g / w)`` (and of a product ``lam * w``).
 _KEY_SLACK = 2.0**-49
 #: Bracket widenings tried before giving up on the closed form.
 _MAX_TRIES = 6
 #: Band entries beyond which the table is cheaper (and memory stays bounded).
 _MAX_BAND = 1 << 22
-
-
-#: The column offsets ``-(n_low + j)`` of dense bands, by ``(n_low, width)``.
-_HEADS: dict[tuple[int, int], FloatArray] = {}
 
 
 #: ``-(j)`` for j = 0, 1, 2, as a column: the values of two gains.
@@ -528,7 +522,7 @@ class GeometricTokenRows:
                 np.minimum.accumulate(g, axis=0, out=g)
             lim = self.lim_act
             if not isinstance(lim, int) and bool((lim < w1).any()):
-                g[self._cols(w1) >= lim[None, :]] = -np.inf  # beyond the row's end
+                g[np.arange(w1)[:, None] >= lim[None, :]] = -np.inf  # beyond the row's end
             keys = g / ww
             ok = keys[0] > lam_hi * (1.0 + 2 * _KEY_SLACK) + emax
             ok |= start_f == 0.0
@@ -570,9 +564,6 @@ class GeometricTokenRows:
         self._stats.append((unit, stats))
         return stats
 
-    def _cols(self, w1: int) -> NDArray[np.int64]:
-        return np.arange(w1)[:, None]
-
     def _scatter(self, a: IntArray) -> IntArray:
         """Per active row to per prompt (0 on the others)."""
         if self.all_active:
@@ -586,13 +577,8 @@ class GeometricTokenRows:
         ``(w1, rows)`` block (the arithmetic of :func:`coba_rl.value.marginal_gains`,
         element for element). Complexity: O(rows * w1)."""
         pa = self.pop_act_t
-        head = _HEADS.get((self.n_low, w1))
-        if head is None:  # -(n_low + j), j = 0 .. w1, as a column (read-only, shared)
-            head = -(self.n_low + np.arange(w1 + 1.0))[:, None]
-            head.setflags(write=False)
-            if len(_HEADS) < 4096:
-                _HEADS[self.n_low, w1] = head
-        v = head - start_f
+        # -(n_low + j), j = 0 .. w1, as a column: the rollout solver's cached offsets.
+        v = _band_offsets(w1, self.n_low) - start_f
         v /= self.tau
         v *= pa[0]
         v *= pa[1]

@@ -593,9 +593,10 @@ def _band_counts(
     return above, equal
 
 
-@functools.cache
+@functools.lru_cache(maxsize=4096)
 def _band_offsets(width: int, n_low: int) -> FloatArray:
-    """``-n_low, .., -(n_low + width)`` as a read-only float column.
+    """``-n_low, .., -(n_low + width)`` as a read-only float column (shared by the token
+    path, whose widths vary: the cache is bounded).
 
     Complexity: O(width), once per ``(width, n_low)``.
     """
@@ -1076,18 +1077,9 @@ def _uncapped_root(
 
     Complexity: O(n log n), half the sort of :func:`_relaxed_root`.
     """
-    slope = w / rate
-    order = top.argsort()[::-1]
-    ts = top[order]
-    run = np.add.accumulate(slope[order])
-    gaps = ts[:-1] - ts[1:]
-    gaps *= run[:-1]
-    level = np.add.accumulate(gaps)  # level[j]: the count at ts[j + 1]
-    i = int(level.searchsorted(spare)) + 1
-    done = float(level[i - 2]) if i >= 2 else 0.0
-    t = float(ts[i - 1]) - (spare - done) / float(run[i - 1])
+    t = _breakpoint_root(top, w / rate, spare, beyond=True)
     # Every row's count at t must be below k: its cap breakpoint top - k rate below t.
-    if not math.isfinite(t) or not float(np.maximum.reduce(top - k * rate)) < t:
+    if t is None or not math.isfinite(t) or not float(np.maximum.reduce(top - k * rate)) < t:
         return None
     return t
 
@@ -1106,14 +1098,27 @@ def _relaxed_root(
     ds = np.empty(2 * n)
     np.divide(w, rate, out=ds[:n])
     np.negative(ds[:n], out=ds[n:])
+    return _breakpoint_root(ts, ds, spare, beyond=False)
+
+
+def _breakpoint_root(
+    ts: FloatArray, slopes: FloatArray, spare: float, beyond: bool
+) -> float | None:
+    """Root of ``sum_j slopes_j max(ts_j - t, 0) = spare``, piecewise linear in ``t``, by
+    sorting the breakpoints ``ts``.
+
+    Below the lowest breakpoint the count goes on with the last slope if ``beyond``;
+    otherwise there (or where the count is not finite) the answer is ``None``.
+    Complexity: O(n log n).
+    """
     order = ts.argsort()[::-1]
-    ts, ds = ts[order], ds[order]
-    run = np.add.accumulate(ds)
+    ts, slopes = ts[order], slopes[order]
+    run = np.add.accumulate(slopes)
     gaps = ts[:-1] - ts[1:]
     gaps *= run[:-1]
     level = np.add.accumulate(gaps)  # level[j]: the count at ts[j + 1]
     i = int(level.searchsorted(spare)) + 1
-    if i >= ts.size or not math.isfinite(float(level[-1])):
+    if not beyond and (i >= ts.size or not math.isfinite(float(level[-1]))):
         return None
     done = float(level[i - 2]) if i >= 2 else 0.0
     s = float(run[i - 1])
