@@ -25,7 +25,7 @@ from coba_rl.config import CoBAConfig
 from coba_rl.solvers import _capability_extra
 from coba_rl.tokens import resolve_costs, token_greedy_value
 from coba_rl.types import Allocation, BatchStats, _owned, _trusted_allocation
-from coba_rl.value import _adaptive_tau, _beta_shape_scalar
+from coba_rl.value import _adaptive_tau, _adaptive_tau_clipped, _beta_shape_scalar
 
 __all__ = ["allocate", "initial_shape"]
 
@@ -381,8 +381,13 @@ def _greedy_counts(
     The threshold solver: the counts of :func:`coba_rl.solvers.greedy_heap` on the gain
     table, in O(M log M) time and O(M) memory without building the table.
     """
-    tau = _tau(p, cfg)
-    extra = _capability_extra(p, alpha, beta, tau, cfg.n_low, cfg.n_up, cfg.smoothing, spare)
+    s = cfg.smoothing
+    clipped = np.minimum(np.maximum(p, s), 1.0 - s)  # shared by tau and the solver
+    if cfg.tau == "adaptive":
+        tau = _adaptive_tau_clipped(clipped, cfg.tau_min, cfg.tau_max, cfg.var_max)
+    else:
+        tau = float(cfg.tau)
+    extra = _capability_extra(p, alpha, beta, tau, cfg.n_low, cfg.n_up, s, spare, clipped)
     return cfg.n_low + extra, tau
 
 

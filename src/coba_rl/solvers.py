@@ -31,7 +31,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from coba_rl._validation import as_real_array, check_bounds, check_real
-from coba_rl.value import _beta_pdf_distinct, _saturation, _unique_gains
+from coba_rl.value import (
+    _beta_pdf_and_logs,
+    _beta_pdf_distinct,
+    _saturation,
+    _unique_gains,
+    _vector_pdf_is_exact,
+)
 
 __all__ = ["capability_greedy", "dp", "greedy", "greedy_heap", "objective"]
 
@@ -409,9 +415,11 @@ def _capability_extra(
     n_up: int,
     smoothing: float,
     spare: int,
+    clipped: FloatArray | None = None,
 ) -> IntArray:
     """Units above ``n_low`` per prompt for :func:`capability_greedy` (validated arguments).
 
+    ``clipped``: ``p`` clipped to ``[smoothing, 1 - smoothing]``, if the caller has it.
     The hot path of ``allocate``. Complexity: O(M log M) time, O(M) memory.
     """
     m, k_cols = p.size, n_up - n_low
@@ -424,23 +432,26 @@ def _capability_extra(
         # A large batch of mostly distinct rates: deduplicating costs more than it saves.
         # One row per prompt (equal rates get equal rows, so ties still split in prompt
         # order).
-        uniq = np.minimum(np.maximum(p, smoothing), 1.0 - smoothing)
+        uniq = np.minimum(np.maximum(p, smoothing), 1.0 - smoothing) if clipped is None else clipped
         weight = np.ones(m, dtype=np.int64)
     else:
-        # A sort and a search: cheaper than np.unique's argsort when rates repeat. Rows
-        # of rates that clip to the same value are equal rows: harmless.
-        raw = _sorted_distinct(p)
-        inverse = raw.searchsorted(p)
-        uniq = np.minimum(np.maximum(raw, smoothing), 1.0 - smoothing)
+        # A sort and a search: cheaper than np.unique's argsort when rates repeat. Rates
+        # that clip to the same value share a row (their rows are equal).
+        if clipped is None:
+            clipped = np.minimum(np.maximum(p, smoothing), 1.0 - smoothing)
+        uniq = _sorted_distinct(clipped)
+        inverse = uniq.searchsorted(clipped)
         if uniq.size * k_cols <= _SMALL_TABLE:
             # A table this small (a grid batch: at most G + 1 rows) is cheaper to rank whole.
             return _small_table_extra(uniq, inverse, alpha, beta, tau, n_low, n_up, spare)
         weight = np.bincount(inverse, minlength=uniq.size)
-    pdf = _beta_pdf_distinct(uniq, alpha, beta)
     with np.errstate(all="ignore"):
         found = None
         if uniq.size <= _BAND_ROWS:
-            found = _band_select(uniq, pdf, weight, m, tau, n_low, k_cols, spare)
+            pdf, om, rate, top = _band_parts(uniq, alpha, beta, tau, n_low, smoothing)
+            found = _band_select(uniq, om, rate, top, pdf, weight, m, tau, n_low, k_cols, spare)
+        else:
+            pdf = _beta_pdf_distinct(uniq, alpha, beta)
         if found is None:
             rows = _GeometricRows(uniq, pdf, tau, n_low, k_cols)
             if uniq.size > _BAND_ROWS:
@@ -454,6 +465,13 @@ def _capability_extra(
     above, equal = found
     if inverse is None:
         return _split_ties(above, equal, spare)
+    # Units still owed to the ties: none, or every tied unit (one tied key of one
+    # prompt, the usual case), need no split in prompt order.
+    owed = spare - int(np.dot(weight, above))
+    if owed == 0:
+        return above[inverse]
+    if owed == int(np.dot(weight, equal)):
+        return (above + equal)[inverse]
     return _split_ties(above[inverse], equal[inverse], spare)
 
 
@@ -465,8 +483,51 @@ _REPEAT_KEYS = 1 << 16
 _BAND_ROWS = 1 << 12
 
 
+def _band_parts(
+    p_s: FloatArray, alpha: float, beta: float, tau: float, n_low: int, smoothing: float
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """What :func:`_band_select` needs of the distinct clipped rates ``p_s``.
+
+    Returns ``(pdf, 1 - p_s, rate, top)``: the exact Beta density (bit-identical to
+    :func:`coba_rl.value._beta_pdf_distinct`), ``rate = p_s (1 - p_s) / tau`` and ``top``,
+    each row's log gain at column ``x`` being about ``top - rate x``. The exact gains are
+    ``C e^{-k n} (1 - e^{-k})`` at ``n = n_low, n_low + 1, ..``: their log at column ``x``
+    is ``log C - k n_low + log(1 - e^{-k}) - k x``. Only the band's place depends on
+    ``top`` (the proofs make the answer exact), so the cheaper ``log(1 - e^{-k}) ~ log k -
+    k / 2`` serves (off by at most half a column), and ``top`` is that log less ``k / 2``:
+    the count of gains above ``e^t``, ``ceil(x)``, is about ``x + 1/2``, so the root of the
+    relaxed count of ``x + 1/2`` centres the band. Where the rates lie inside ``[1e-10,
+    1 - 1e-10]`` (``smoothing >= 1e-10``) the density's own logs give ``log C`` and ``log
+    k`` (no further logarithm). Non-finite ``top`` for degenerate rows. Call under
+    ``np.errstate(all="ignore")``.
+
+    Complexity: O(U), about 15 array operations.
+    """
+    parts = None
+    if smoothing >= 1e-10 and _vector_pdf_is_exact():
+        parts = _beta_pdf_and_logs(p_s, alpha, beta)
+    if parts is None:
+        pdf = _beta_pdf_distinct(p_s, alpha, beta)
+        om = 1.0 - p_s
+        rate = p_s * om
+        rate /= tau
+        top = np.log(pdf)
+        top += np.log(rate)
+    else:
+        pdf, om, top, log_pdf = parts  # top: log(p_s (1 - p_s))
+        rate = p_s * om
+        rate /= tau
+        top += log_pdf
+        top -= math.log(tau)
+    top -= rate * n_low
+    return pdf, om, rate, top
+
+
 def _band_select(
     p_s: FloatArray,
+    om: FloatArray,
+    rate: FloatArray,
+    top: FloatArray,
     pdf: FloatArray,
     weight: IntArray,
     m: int,
@@ -477,38 +538,29 @@ def _band_select(
 ) -> tuple[IntArray, IntArray] | None:
     """:meth:`_GeometricRows.select` in few array operations: one fixed-width band.
 
-    The closed form places every row's crossing of the relaxed threshold; the exact float
-    gains of a band of :data:`_BAND_WIDTH` columns around it (a ``(width, U)`` array, no
-    ragged indexing) give the threshold ``lam`` of the ``spare``-th unit, and
+    ``om``, ``rate``, ``top`` and ``pdf`` are those of :func:`_band_parts`. The closed
+    form places every row's crossing of the relaxed threshold; the exact float gains of
+    a band of :data:`_BAND_WIDTH` columns around it (a ``(width, U)`` array, no ragged
+    indexing) give the threshold ``lam`` of the ``spare``-th unit, and
     :func:`_band_counts` proves it. ``None`` where a proof fails or a row is degenerate:
     the caller then runs the general :meth:`_GeometricRows.select`. Call under
     ``np.errstate(all="ignore")``.
 
-    Complexity: O(U log U) time (sorting ``2 U`` breakpoints, selecting among ``M *
-    width`` band units), O(M) memory; about 50 array operations, whatever ``U``.
+    Complexity: O(U log U) time (sorting the ``U`` top breakpoints, selecting among ``M *
+    width`` band units), O(M) memory; about 40 array operations, whatever ``U``.
     """
     width = min(_BAND_WIDTH, k)
-    om = 1.0 - p_s
-    rate = p_s * om
-    rate /= tau
-    # The exact gains are C e^{-k n} (1 - e^{-k}) at n = n_low, n_low + 1, ..: their log
-    # at column x is log_a - k x with log_a = log C - k n_low + log(1 - e^{-k}). Only the
-    # band's place depends on it (the proofs make the answer exact), so the cheaper
-    # log(1 - e^{-k}) ~ log k - k / 2 serves (off by at most half a column). ``top`` is
-    # log_a + k / 2: the count of gains above e^t, ceil(x), is about x + 1/2, so the root
-    # of the relaxed count of x + 1/2 centres the band. Non-finite for degenerate rows.
-    top = np.log(pdf)
-    top += np.log(rate)
-    top -= rate * n_low
     if not math.isfinite(float(np.add.reduce(top))):
         return None
-    t0 = _uncapped_root(top, rate, weight, k, spare)
-    if t0 is None:
+    root = _uncapped_root(top, rate, weight, k, spare)
+    if root is None:
         t0 = _relaxed_root(top, rate, weight, k, spare)
-    if t0 is None or not math.isfinite(t0):
-        return None
-    x = top - t0
-    x /= rate
+        if t0 is None or not math.isfinite(t0):
+            return None
+        x = top - t0
+        x /= rate
+    else:
+        x = root[1]
     x -= 0.5 + width // 2  # (log_a - t0) / k, less half the band
     start, g, last = _band_gains_2d(x, width, p_s, om, pdf, tau, n_low, k)
     # The (spare - units left of the bands)-th largest band key, each counted as often
@@ -542,8 +594,10 @@ def _band_gains_2d(
     ``x`` is each row's crossing less ``width // 2``: the band starts that many columns
     before the first column whose exact gain is not above the threshold, moved to lie
     within ``[0, k)``. Returns ``start``, the gains as a ``(width, U)`` array with each
-    row's running minimum applied from its band's start, and the last column's float
-    gains before that minimum. ``x`` is overwritten. The arithmetic is
+    row's running minimum applied from its band's start, and its last column (each
+    row's least band gain: the exact gains right of the band are at most that float
+    gain's exact value, so it bounds them as well as the last float gain does). ``x`` is
+    overwritten. The arithmetic is
     :func:`coba_rl.value.marginal_gains`' own: ``V(n) = (1 - exp(((-n) / tau) p (1 - p)))
     C`` at ``width + 1`` values of ``n``, then ``V(n + 1) - V(n)``.
 
@@ -562,11 +616,8 @@ def _band_gains_2d(
     np.subtract(1, vals, out=vals)
     vals *= pdf
     g = np.subtract(vals[1:], vals[:-1])
-    last = g[-1]  # the float gain itself, before any running minimum
-    if bool(np.greater(g[1:], g[:-1]).any()):
-        last = last.copy()
-        np.minimum.accumulate(g, axis=0, out=g)  # float rows that rise by an ulp
-    return start, g, last
+    np.minimum.accumulate(g, axis=0, out=g)  # float rows that rise by an ulp
+    return start, g, g[-1]
 
 
 def _band_counts(
@@ -576,8 +627,9 @@ def _band_counts(
 
     The proof: a float gain is within ``err = pdf GAIN_ERROR + abs`` of the exact one,
     which is non-increasing along the row. A band whose first float gain is above
-    ``lam + 2 err`` has every gain to its left above ``lam``; one whose last float gain is
-    below ``lam - 2 err`` has every gain to its right below ``lam``. Rows failing a test
+    ``lam + 2 err`` has every gain to its left above ``lam``; one whose least band gain
+    (its last, after the running minimum) is below ``lam - 2 err`` has every gain to its
+    right below ``lam``. Rows failing a test
     must have their band at that end of the row (a zero dot product with the distance to
     it); otherwise ``None``. Complexity: O(U width).
     """
@@ -1070,18 +1122,24 @@ def _sample_rows(
 
 def _uncapped_root(
     top: FloatArray, rate: FloatArray, w: IntArray, k: int, spare: float
-) -> float | None:
+) -> tuple[float, FloatArray] | None:
     """:func:`_relaxed_root` when no row reaches its cap ``k`` at the root (the common
     case: the budget spread over many rows). Sorting the ``n`` top breakpoints suffices;
     ``None`` where a row would be capped there (then the full root is needed).
 
+    Returns the root ``t`` and each row's relaxed count ``(top - t) / rate`` there.
+
     Complexity: O(n log n), half the sort of :func:`_relaxed_root`.
     """
     t = _breakpoint_root(top, w / rate, spare, beyond=True)
-    # Every row's count at t must be below k: its cap breakpoint top - k rate below t.
-    if t is None or not math.isfinite(t) or not float(np.maximum.reduce(top - k * rate)) < t:
+    if t is None or not math.isfinite(t):
         return None
-    return t
+    x = top - t
+    x /= rate
+    # Every row's count at t must be below its cap k.
+    if not float(np.maximum.reduce(x)) < k:
+        return None
+    return t, x
 
 
 def _relaxed_root(

@@ -133,9 +133,11 @@ def _beta_shape_scalar(f_bar: float, kappa: float, gamma: float) -> tuple[float,
     """
     if f_bar > 0.5:
         f_tilde = f_bar
+    elif (arg := -gamma * (f_bar - 0.5)) < 700.0:  # exp cannot overflow
+        f_tilde = float(1.0 / (1.0 + np.exp(arg)))
     else:
         with np.errstate(over="ignore"):
-            f_tilde = float(1.0 / (1.0 + np.exp(-gamma * (f_bar - 0.5))))
+            f_tilde = float(1.0 / (1.0 + np.exp(arg)))
     alpha = min(max(1.0 + (kappa - 2.0) * f_tilde, 1.0), kappa - 1.0)
     return alpha, kappa - alpha
 
@@ -247,6 +249,33 @@ def _beta_pdf_vector(p: FloatArray, alpha: float, beta: float) -> FloatArray:
     if np.isfinite(pdf).all():
         return pdf
     return np.where(np.isfinite(pdf), pdf, PDF_FLOOR)
+
+
+def _beta_pdf_and_logs(
+    p: FloatArray, alpha: float, beta: float
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray] | None:
+    """:func:`_beta_pdf_vector` of rates already inside ``[1e-10, 1 - 1e-10]``, with its logs.
+
+    Returns ``(pdf, 1 - p, log p + log(1 - p), log pdf)``: the density by the same
+    operations as :func:`_beta_pdf_vector` (its clip is the identity on such rates), and
+    the logs it computes on the way, for a caller that also needs ``log(p (1 - p))`` and
+    an approximate ``log pdf`` (the exponent before ``exp``, within an ulp of it). ``None``
+    if a density is not finite (then the floor rule applies: use
+    :func:`_beta_pdf_distinct`). Call under ``np.errstate(all="ignore")`` and only where
+    :func:`_vector_pdf_is_exact`. Complexity: O(len(p)), ten array operations.
+    """
+    log_b = _log_beta_function(alpha, beta)
+    log_p = np.log(p)
+    om = 1.0 - p
+    log_om = np.log(om)
+    log_pdf = log_p * (alpha - 1)
+    log_pdf += log_om * (beta - 1)
+    log_pdf -= log_b
+    pdf = np.exp(log_pdf)
+    if not math.isfinite(float(np.add.reduce(pdf))):  # a NaN or inf (or a huge sum)
+        return None
+    log_p += log_om
+    return pdf, om, log_p, log_pdf
 
 
 #: Rates and shapes on which the vectorised density is compared with the scalar one
@@ -479,9 +508,16 @@ def _adaptive_tau(
     p: FloatArray, tau_min: float, tau_max: float, var_max: float, smoothing: float
 ) -> float:
     """:func:`adaptive_tau` on validated arguments (the per-step path of ``allocate``)."""
+    p_arr = np.minimum(np.maximum(p, smoothing), 1.0 - smoothing)
+    return _adaptive_tau_clipped(p_arr, tau_min, tau_max, var_max)
+
+
+def _adaptive_tau_clipped(
+    p_arr: FloatArray, tau_min: float, tau_max: float, var_max: float
+) -> float:
+    """:func:`_adaptive_tau` of rates already clipped to ``[s, 1 - s]``."""
     # np.mean's own arithmetic (a pairwise ``add.reduce``, then one division) without its
     # wrappers: this runs once per allocation, on small batches too.
-    p_arr = np.minimum(np.maximum(p, smoothing), 1.0 - smoothing)
     n = p_arr.size
     mean_p = np.add.reduce(p_arr, axis=None) / n
     dev = p_arr - mean_p
