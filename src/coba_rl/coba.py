@@ -263,8 +263,9 @@ def allocate_tokens_with_shape(
             f"token_budget {t:g} is below the floor n_low * sum(costs) = {floor:g}: even "
             f"{cfg.n_low} rollout(s) per prompt do not fit; raise the token budget"
         )
-    if n_unseen == 0 and not pass_rates.flags.writeable:
-        p = pass_rates  # read-only and complete: the Allocation can hold it as it is
+    if unseen is None:
+        # Complete: the Allocation can hold it as it is if read-only, else a copy.
+        p = pass_rates if not pass_rates.flags.writeable else pass_rates.copy()
     else:
         p = np.where(unseen, cfg.unseen_pass_rate, pass_rates)
     tau = _tau(p, cfg)
@@ -324,8 +325,9 @@ def allocate_with_shape(
     """
     m = int(pass_rates.size)
     b = check_budget(budget, m, cfg.n_low, cfg.n_up)
-    unseen = np.isnan(pass_rates)
-    n_unseen = int(np.count_nonzero(unseen))
+    # A NaN sum is the one sign of an unseen prompt (the rates are in [0, 1] or NaN).
+    unseen = np.isnan(pass_rates) if math.isnan(float(np.add.reduce(pass_rates))) else None
+    n_unseen = 0 if unseen is None else int(np.count_nonzero(unseen))
     common: dict[str, Any] = {
         "budget": b,
         "alpha": alpha,
@@ -342,8 +344,9 @@ def allocate_with_shape(
             n_unseen=n_unseen,
             **common,
         )
-    if n_unseen == 0 and not pass_rates.flags.writeable:
-        p = pass_rates  # read-only and complete: the Allocation can hold it as it is
+    if unseen is None:
+        # Complete: the Allocation can hold it as it is if read-only, else a copy.
+        p = pass_rates if not pass_rates.flags.writeable else pass_rates.copy()
     else:
         p = np.where(unseen, cfg.unseen_pass_rate, pass_rates)
     tau: float | None

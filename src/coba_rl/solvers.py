@@ -616,7 +616,8 @@ def _band_gains_2d(
     np.subtract(1, vals, out=vals)
     vals *= pdf
     g = np.subtract(vals[1:], vals[:-1])
-    np.minimum.accumulate(g, axis=0, out=g)  # float rows that rise by an ulp
+    if bool(np.greater(g[1:], g[:-1]).any()):  # a float row that rises by an ulp
+        np.minimum.accumulate(g, axis=0, out=g)  # (slow along this short axis: rare)
     return start, g, g[-1]
 
 
