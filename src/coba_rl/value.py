@@ -515,7 +515,7 @@ def _adaptive_tau(
 def _adaptive_tau_clipped(
     p_arr: FloatArray, tau_min: float, tau_max: float, var_max: float
 ) -> float:
-    """:func:`_adaptive_tau` of rates already clipped to ``[s, 1 - s]``."""
+    """:func:`_adaptive_tau` of rates already clipped to ``[s, 1 - s]``. Complexity: O(M)."""
     # np.mean's own arithmetic (a pairwise ``add.reduce``, then one division) without its
     # wrappers: this runs once per allocation, on small batches too.
     n = p_arr.size
