@@ -22,6 +22,7 @@ import coba_rl.solvers as solvers
 from coba_rl import BatchStats, CoBAConfig, allocate
 from coba_rl.solvers import capability_greedy, greedy, greedy_heap
 from coba_rl.value import (
+    _beta_pdf_and_logs,
     _beta_pdf_scalar_path,
     _beta_pdf_vector,
     _vector_pdf_is_exact,
@@ -395,6 +396,37 @@ def test_vector_density_equals_scalar_on_random_rates() -> None:
     assert _vector_pdf_is_exact()
     for a, b in [(9.0, 2.0), (1.0, 10.0), (5.5, 5.5), (1.0, 1.0), (850.0, 150.0)]:
         np.testing.assert_array_equal(_beta_pdf_vector(q, a, b), _beta_pdf_scalar_path(q, a, b))
+
+
+def test_density_with_logs_is_the_scalar_density() -> None:
+    # The band's density comes with its logarithms (one pass): the density itself must be
+    # the scalar one bit for bit, on conformance shapes and at the clip's ends.
+    rng = np.random.default_rng(61)
+    q = np.concatenate([rng.random(20_000) * 0.98 + 0.01, [1e-10, 0.01, 0.5, 0.99, 1 - 1e-10]])
+    shapes = [(a, b) for a, b, _ in _conformance_shapes_and_rates()[:10]]
+    for a, b in [*shapes, (9.0, 2.0), (1.0, 10.0), (1.0, 1.0), (850.0, 150.0)]:
+        parts = _beta_pdf_and_logs(q, a, b)
+        assert parts is not None
+        pdf, om, log_k, log_pdf = parts
+        np.testing.assert_array_equal(pdf, _beta_pdf_scalar_path(q, a, b))
+        np.testing.assert_array_equal(om, 1.0 - q)
+        np.testing.assert_allclose(log_k, np.log(q * (1.0 - q)), rtol=1e-13, atol=1e-13)
+        normal = pdf >= np.finfo(np.float64).tiny  # where the density has not underflowed
+        np.testing.assert_allclose(log_pdf[normal], np.log(pdf[normal]), rtol=1e-13, atol=1e-13)
+        assert (log_pdf[~normal] < -700).all()
+
+
+def test_band_centre_from_the_density_logs_matches_the_plain_logs() -> None:
+    # Both ways of computing the band's centre agree to rounding (the fused one is used
+    # when the smoothing keeps rates inside the density's clip; the plain one otherwise).
+    rng = np.random.default_rng(62)
+    p_s = np.sort(rng.random(500) * 0.98 + 0.01)
+    with np.errstate(all="ignore"):
+        fused = solvers._band_parts(p_s, 6.7, 4.3, 5.0, 2, 0.01)
+        plain = solvers._band_parts(p_s, 6.7, 4.3, 5.0, 2, 0.0)  # below 1e-10: plain logs
+    for a, b in zip(fused, plain, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(fused[0], plain[0])  # the density: bit for bit
 
 
 def test_fixed_band_settles_realistic_batches(monkeypatch: pytest.MonkeyPatch) -> None:
