@@ -43,6 +43,10 @@ FloatArray = NDArray[np.float64]
 _KEY_SLACK = 2.0**-49
 #: Bracket widenings tried before giving up on the closed form.
 _MAX_TRIES = 6
+#: :meth:`GeometricTokenRows.relaxed_price` takes its last Newton step once the relaxed
+#: size is within this many units (and costs) of its target: the step's own error is
+#: then far below a unit.
+_NEWTON_UNITS = 30.0
 #: Band entries beyond which the table is cheaper (and memory stays bounded).
 _MAX_BAND = 1 << 22
 
@@ -84,8 +88,9 @@ class Prefix:
 @dataclass(frozen=True)
 class _Ranked:
     """A settled bracket of the ranking by ``gain / w``: per prompt the units above it
-    (``a``), and its units (prompt ``rows``, column ``cols``, key ``vals``, gain
-    ``gains``) with their ranking ``order``."""
+    (``a``, every one with a float key above ``lam_hi``), and its units (prompt ``rows``,
+    column ``cols``, key ``vals`` in ``[lam_lo, lam_hi]``, gain ``gains``) with their
+    ranking ``order``; every other positive unit has a float key below ``lam_lo``."""
 
     w: FloatArray
     a: IntArray
@@ -95,6 +100,12 @@ class _Ranked:
     vals: FloatArray
     gains: FloatArray
     band: _Band
+    lam_lo: float
+    lam_hi: float
+    #: ``sum(unit)`` over ``a`` for the ``unit`` the bracket was first cut with.
+    cost_a: float = 0.0
+    #: ``sum(a)``.
+    n_a: int = 0
 
 
 class _Band:
@@ -119,6 +130,45 @@ class _Band:
         if self.off is None:
             return np.asarray(self.g[cols - self.start[r], r], dtype=np.float64)
         return np.asarray(self.g[self.off[r] + cols - self.start[r]], dtype=np.float64)
+
+
+class Repriced:
+    """A token prefix found by :meth:`GeometricTokenRows.reprice`: its ``size`` (units)
+    and ``over`` (tokens of the prefix and the unit that did not fit) at once, the
+    :class:`Prefix` itself on demand."""
+
+    def __init__(
+        self,
+        rows: GeometricTokenRows,
+        moved: _Ranked,
+        up_rows: IntArray,
+        cum: FloatArray,
+        n_fit: int,
+    ) -> None:
+        self._rows, self._moved, self._up, self._cum, self._n_fit = rows, moved, up_rows, cum, n_fit
+        self.size = moved.n_a + n_fit
+        self.over = float(cum[n_fit])
+
+    def prefix(self) -> Prefix:
+        """The prefix (as :meth:`GeometricTokenRows.prefix` returns it). Complexity: O(M)."""
+        moved = self._moved
+        if self._up.size:
+            a = moved.a + np.bincount(self._up, minlength=self._rows.m)
+            moved = _Ranked(
+                moved.w,
+                a,
+                moved.rows,
+                moved.cols,
+                moved.order,
+                moved.vals,
+                moved.gains,
+                moved.band,
+                moved.lam_lo,
+                moved.lam_hi,
+                moved.cost_a,
+                moved.n_a,
+            )
+        return self._rows._cut_at(moved, self._cum, self._n_fit)
 
 
 #: :meth:`GeometricTokenRows.relax`'s result: ``(w, y, t0, d, emax)`` on the active rows.
@@ -309,10 +359,14 @@ class GeometricTokenRows:
 
     # -- the longest prefix that fits -----------------------------------------------------
 
-    def relax(self, w: FloatArray, unit: FloatArray, cap: float) -> Relaxed:
+    def relax(
+        self, w: FloatArray, unit: FloatArray, cap: float, root: float | None = None
+    ) -> Relaxed:
         """Step 1 of :meth:`prefix`: the root ``t0`` of the relaxed count, each active
         row's continuous count ``y`` above ``e^t0``, the bracket's half-width ``d`` and the
-        bound ``emax`` on ``2 err / w``. Complexity: O(M log M)."""
+        bound ``emax`` on ``2 err / w``. ``root``: the root if already known (from
+        :meth:`relaxed_price`; only where the bracket lies depends on it). Complexity:
+        O(M log M), O(M) with ``root``."""
         whole = self.all_active
         act = self.act
         ww, u = (w, unit) if whole else (w[act], unit[act])
@@ -325,19 +379,24 @@ class GeometricTokenRows:
         # Breakpoints of the relaxed count: where a row starts (log first key + k/2) and
         # where it is full (L k lower); log first key = log_a - log w.
         log_w = np.log(ww)
-        ts = self._ts_base - np.concatenate((log_w, log_w))
-        order = ts.argsort()[::-1]
-        ts = ts[order]
-        run = uinv2[order].cumsum()
-        gaps = ts[:-1] - ts[1:]
-        gaps *= run[:-1]
-        level = gaps.cumsum()  # level[j]: the relaxed count at ts[j + 1]
-        i = int(level.searchsorted(cap)) + 1
-        if i >= ts.size or not math.isfinite(float(level[-1])):
-            raise Fallback("every positive unit fits")
-        done = float(level[i - 2]) if i >= 2 else 0.0
-        s = float(run[i - 1])
-        t0 = float(ts[i - 1]) - (cap - done) / s if s > 0 else float(ts[i])
+        if root is None:
+            root = self._uncapped_root(log_w, uinv2, cap)
+        if root is None:
+            ts = self._ts_base - np.concatenate((log_w, log_w))
+            order = ts.argsort()[::-1]
+            ts = ts[order]
+            run = uinv2[order].cumsum()
+            gaps = ts[:-1] - ts[1:]
+            gaps *= run[:-1]
+            level = gaps.cumsum()  # level[j]: the relaxed count at ts[j + 1]
+            i = int(level.searchsorted(cap)) + 1
+            if i >= ts.size or not math.isfinite(float(level[-1])):
+                raise Fallback("every positive unit fits")
+            done = float(level[i - 2]) if i >= 2 else 0.0
+            s = float(run[i - 1])
+            t0 = float(ts[i - 1]) - (cap - done) / s if s > 0 else float(ts[i])
+        else:
+            t0 = root
         y = self._ts_base[:n] - log_w
         y -= t0
         y *= inv
@@ -352,6 +411,31 @@ class GeometricTokenRows:
         emax = self._err2_max / float(ww.min()) * (1.0 + 4 * _KEY_SLACK)
         return ww, y, t0, d, emax
 
+    def _uncapped_root(self, log_w: FloatArray, uinv2: FloatArray, cap: float) -> float | None:
+        """:meth:`relax`'s root when no row is full there (the common case): sorting the
+        ``n`` breakpoints where rows start suffices (the count goes on with its last
+        slope below them). ``None`` where a row would be full at that root (then the
+        ``2 n`` breakpoints are sorted). Complexity: O(n log n)."""
+        n = log_w.size
+        top = self._ts_base[:n] - log_w
+        order = top.argsort()[::-1]
+        ts = top[order]
+        run = uinv2[:n][order].cumsum()
+        gaps = ts[:-1] - ts[1:]
+        gaps *= run[:-1]
+        level = gaps.cumsum()  # level[j]: the relaxed count at ts[j + 1]
+        i = int(level.searchsorted(cap)) + 1
+        done = float(level[i - 2]) if i >= 2 else 0.0
+        s = float(run[i - 1])
+        if not s > 0:
+            return None
+        t0 = float(ts[i - 1]) - (cap - done) / s
+        # No row full at t0: every row's full breakpoint lies below it.
+        full = self._ts_base[n:] - log_w
+        if not (math.isfinite(t0) and float(np.maximum.reduce(full)) < t0):
+            return None
+        return t0
+
     def relaxed_units(self, relaxed: Relaxed) -> float:
         """The number of units the relaxed count puts above its root (an estimate of a
         prefix's size, within a few units per prompt). Complexity: O(M)."""
@@ -359,6 +443,69 @@ class GeometricTokenRows:
         np.maximum(y, 0.0, out=y)
         np.minimum(y, self.lim_f, out=y)
         return float(np.add.reduce(y))
+
+    def relaxed_price(self, target: float, start: Relaxed) -> tuple[float, float, float] | None:
+        """The rollout price ``nu >= 0`` at which the relaxed token prefix holds ``target``
+        units, with its root ``t`` (:meth:`relax`) and the slope of its size in ``nu``
+        there; ``None`` if not found.
+
+        Each active row's relaxed count ``y_i = clip((lt_i - log(c_i + nu) - t) / k_i +
+        1/2, 0, L_i)`` (``lt_i`` the log first gain, as :meth:`relax`) must meet both
+        ``sum_i c_i y_i = T'`` and ``sum_i y_i = target``: Newton's method in ``(t, nu)``
+        from ``(t0, 0)`` (``start``: :meth:`relax` of the token budget at ``nu = 0``, whose
+        counts serve the first step), on the rows inside their linear pieces; the last
+        step, taken within :data:`_NEWTON_UNITS` units (and as many largest costs) of the
+        solution, is not checked again. Only where the search starts depends on it.
+        Complexity: O(M) per step, a few steps.
+        """
+        n = self.rate.size
+        base = self._ts_base[:n]
+        inv = self.inv_rate
+        c = self.c if self.all_active else self.c[self.act]
+        lim = self.lim_f
+        cap = self.t_spare
+        c_max = float(c.max())
+        # Rows: the counts, then the slopes in t and in nu of the rows inside their
+        # linear pieces; one product with (c, 1) sums all six.
+        work = np.empty((3, n))
+        z, il, ilw = work
+        weights = np.empty((n, 2))
+        weights[:, 0] = c
+        weights[:, 1] = 1.0
+        t, nu = start[2], 0.0
+        w = start[0]
+        np.add(start[1], 0.5, out=z)  # the counts at (t0, 0)
+        for step_no in range(12):
+            if step_no:
+                w = c + nu
+                np.log(w, out=z)
+                np.subtract(base, z, out=z)
+                z -= t
+                z *= inv
+            lin = z > 0.0
+            lin &= z < lim
+            np.maximum(z, 0.0, out=z)
+            np.minimum(z, lim, out=z)
+            np.multiply(inv, lin, out=il)
+            np.divide(il, w, out=ilw)
+            (f1, f2), (j11, j21), (j12, j22) = (work @ weights).tolist()
+            f1 -= cap
+            f2 -= target
+            det = j11 * j22 - j12 * j21
+            if not (det > 0.0 and j11 > 0.0):
+                return None
+            t += (f1 * j22 - f2 * j12) / det
+            step = (j11 * f2 - j21 * f1) / det
+            if not (math.isfinite(step) and math.isfinite(t)) or nu + step > 1e6 * c_max:
+                return None
+            if nu + step < 0.0:
+                if nu == 0.0:  # twice below 0: the relaxed size at nu = 0 is short
+                    return None
+                step = -nu
+            nu += step
+            if abs(f2) < _NEWTON_UNITS and abs(f1) < _NEWTON_UNITS * c_max:
+                return nu, t, -det / j11  # d size / d nu with the tokens held at T'
+        return None
 
     def prefix(
         self, w: FloatArray, unit: FloatArray, cap: float, relaxed: Relaxed | None = None
@@ -421,7 +568,9 @@ class GeometricTokenRows:
             # The bracket's units in ranking order: key descending, prompt, then column.
             rows = ridx if whole else act[ridx]
             order = np.lexsort((cols, rows, -vals))
-            ranked = _Ranked(w, a, rows, cols, order, vals, gains, band)
+            ranked = _Ranked(
+                w, a, rows, cols, order, vals, gains, band, lam_lo, lam_hi, cost_a, int(a.sum())
+            )
             out = self._cut(ranked, unit, cap, cost_a)
             if out is None:
                 d_lo *= 4.0
@@ -433,22 +582,29 @@ class GeometricTokenRows:
         """The prefix from a ranked bracket: ``unit`` summed over the bracket's units in
         order onto ``cost_a`` (what lies above it); ``None`` if the bracket all fits.
         Complexity: O(M + bracket)."""
-        a, rows, order, vals, gains = ranked.a, ranked.rows, ranked.order, ranked.vals, ranked.gains
-        r_sorted = rows[order]
-        cum = unit[r_sorted].cumsum()
+        cum = unit[ranked.rows[ranked.order]].cumsum()
         cum += cost_a
         n_fit = int(cum.searchsorted(cap, side="right"))
-        if n_fit >= order.size:
+        if n_fit >= ranked.order.size:
             return None
-        m = self.m
-        counts = a + np.bincount(r_sorted[:n_fit], minlength=m)
+        return self._cut_at(ranked, cum, n_fit)
+
+    def _cut_at(self, ranked: _Ranked, cum: FloatArray, n_fit: int) -> Prefix:
+        """:meth:`_cut` once the first unit that does not fit (``n_fit``-th of the
+        bracket in order; ``cum`` the running sums) is known."""
+        a, rows, order, vals, gains = ranked.a, ranked.rows, ranked.order, ranked.vals, ranked.gains
+        counts = a + np.bincount(rows[order[:n_fit]], minlength=self.m)
         f = int(order[n_fit])
         k_star = vals[f]
-        above = a + np.bincount(rows[vals > k_star], minlength=m)
+        # Every unit ranked before f is taken: those above k* are the prefix less its
+        # units tied with k*.
+        above = counts
         tie_gain = 0.0
         if n_fit and vals[order[n_fit - 1]] == k_star:  # taken units tied with k*
             taken = order[:n_fit]
-            tie_gain = float(np.add.reduce(gains[taken[vals[taken] == k_star]]))
+            tied = taken[vals[taken] == k_star]
+            above = counts - np.bincount(rows[tied], minlength=self.m)
+            tie_gain = float(np.add.reduce(gains[tied]))
         return Prefix(
             counts,
             (int(rows[f]), int(ranked.cols[f])),
@@ -474,6 +630,51 @@ class GeometricTokenRows:
             if out is not None:
                 return out
         return self.prefix(ranked.w, unit, cap)
+
+    def reprice(self, pre: Prefix, w: FloatArray, cap: float) -> Repriced | None:
+        """The token prefix (``unit = c``) of the ranking by ``gain / w`` from the bracket
+        of ``pre`` (:meth:`prefix` with ``unit = c`` for another ``w0``: a nearby rollout
+        price), or ``None`` where that bracket cannot prove the cut.
+
+        A key moves by the factor ``w0_i / w_i`` of its prompt, within ``[r_lo, r_hi]``
+        over all prompts: a unit above the old bracket keeps a float key above
+        ``lam_hi r_lo``, one below it a float key below ``lam_lo r_hi`` (each with a few
+        roundings of slack, :data:`_KEY_SLACK`). Between these the bracket's own units
+        are keyed anew (``fl(g / w)``, the table's key) and ranked; the cut stands if it
+        falls among them. Only the size is computed here; :meth:`Repriced.prefix` gives
+        the prefix. Complexity: O(M) for the key ratios, then O(bracket).
+        """
+        ranked = pre.ranked
+        if ranked is None:
+            return None  # pragma: no cover - prefix() sets it
+        ratio = ranked.w / w
+        slack = 1.0 + 8 * _KEY_SLACK
+        hi = ranked.lam_hi * float(ratio.min()) / slack
+        lo = ranked.lam_lo * float(ratio.max()) * slack
+        if not lo < hi:
+            return None
+        rows = ranked.rows
+        vals = ranked.gains / w[rows]
+        up = vals > hi
+        keep = vals >= lo
+        keep &= ~up
+        c = self.c
+        up_rows = rows[up]
+        cost_a = ranked.cost_a + float(np.add.reduce(c[up_rows]))
+        if cost_a > cap:
+            return None
+        rows, vals = rows[keep], vals[keep]
+        cols = ranked.cols[keep]
+        order = np.lexsort((cols, rows, -vals))
+        cum = c[rows[order]].cumsum()
+        cum += cost_a
+        n_fit = int(cum.searchsorted(cap, side="right"))
+        if n_fit >= order.size:
+            return None
+        n_a = ranked.n_a + up_rows.size
+        gains, band = ranked.gains[keep], ranked.band
+        moved = _Ranked(w, ranked.a, rows, cols, order, vals, gains, band, lo, hi, cost_a, n_a)
+        return Repriced(self, moved, up_rows, cum, n_fit)
 
     def _settle(
         self,
@@ -627,7 +828,9 @@ class GeometricTokenRows:
 
     # -- after the prefix -----------------------------------------------------------------
 
-    def fill(self, w: FloatArray, pre: Prefix, b_left: float) -> tuple[IntArray, float]:
+    def fill(
+        self, w: FloatArray, pre: Prefix, b_left: float, spent: float | None = None
+    ) -> tuple[IntArray, float]:
         """Keep adding, in key order, the units that still fit (what
         :func:`coba_rl.tokens._fill` does on the table), after the prefix ``pre`` of the
         ranking by ``gain / w``.
@@ -636,14 +839,16 @@ class GeometricTokenRows:
         first), are merged with a heap of the units after those taken; a prompt whose
         unit does not fit is dropped for good (the tokens left only shrink). Next keys
         come from the prefix's band, or from a few more exact columns where a prompt
-        runs past it. Returns the counts and the sum of the gains added.
+        runs past it (``spent``: ``c . counts`` of the prefix, if known). Returns the
+        counts and the sum of the gains added.
         Complexity: O(M + F log F) for F units considered.
         """
-        x = pre.counts.copy()
+        x = pre.counts
         c = self.c
-        t_left = self.t_spare - float(c @ x)
+        t_left = self.t_spare - (float(c @ x) if spent is None else spent)
         if b_left <= 0 or not t_left >= self._c_min:
             return x, 0.0
+        x = x.copy()
         cand = np.flatnonzero((x < self.limit) & (c <= t_left))
         band = pre.band
         if cand.size == 0 or band is None:
@@ -660,6 +865,10 @@ class GeometricTokenRows:
             g0 = np.zeros(cand.size)
             g0[has] = band.at(ridx[has], xc[has])
         keys0 = g0 / w[cand]
+        if b_left < 2:  # one unit: the first in key order (ties: lower prompt), all fit
+            pick = int(keys0.argmax())
+            x[cand[pick]] += 1
+            return x, float(g0[pick])
         order = np.argsort(-keys0, kind="stable")
         s_keys = (-keys0[order]).tolist()
         s_rows = cand[order].tolist()

@@ -100,7 +100,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from coba_rl._token_rows import Fallback, GeometricTokenRows, Prefix, Relaxed
+from coba_rl._token_rows import Fallback, GeometricTokenRows, Prefix, Relaxed, Repriced
 from coba_rl._validation import as_real_array, check_bounds, check_real
 from coba_rl.solvers import _greedy_extra_grouped, _running_min
 from coba_rl.value import _unique_gains
@@ -655,17 +655,19 @@ def _evaluate_rows(
     """
     if pre is None:
         pre = p.prefix(w, p.c, p.t_spare)
-    n_tokens = int(pre.counts.sum())
+    n_tokens = n_s = int(np.add.reduce(pre.counts))
     if n_tokens > b_cap:  # the same ranking, cut by the rollout cap
         pre = p.reprefix(pre, np.ones_like(p.c), b_cap)
+        n_s = int(np.add.reduce(pre.counts))
     s, fail, above, g_star = pre.counts, pre.fail, pre.above, pre.g_fail
     assert fail is not None  # the closed form hands instances where every unit fits on
-    on_rollouts = int(s.sum()) >= b_cap
-    x, fill_gain = p.fill(w, pre, b_cap - float(s.sum()))
+    on_rollouts = n_s >= b_cap
+    spent = float(p.c @ s)
+    x, fill_gain = p.fill(w, pre, b_cap - n_s, spent)
     k_star = float(g_star / w[fail[0]])
-    gap = k_star * (p.t_spare - float(p.c @ above))
+    gap = k_star * (p.t_spare - (spent if above is s else float(p.c @ above)))
     if p.b_spare is not None:
-        gap += nu * k_star * (p.b_spare - float(above.sum()))
+        gap += nu * k_star * (p.b_spare - (n_s if above is s else int(np.add.reduce(above))))
     gap -= pre.tie_gain + fill_gain
     value = p.value(x) if need_value else 0.0
     return _Eval(x, value, value + gap, g_star, on_rollouts, n_tokens)
@@ -705,6 +707,8 @@ def _solve(
     xg = np.zeros(m, dtype=np.int64)
     early: tuple[int, Prefix | None] | None = None
     relaxed: Relaxed | None = None
+    if isinstance(p, GeometricTokenRows) and p.b_spare is not None and rollout is None:
+        rollout = _top_gains(p)
     if p.b_spare is not None and rollout_extra is None and rollout is not None:
         if isinstance(p, GeometricTokenRows):
             # Whichever is likely to settle it first: the token ranking when its relaxed
@@ -713,7 +717,7 @@ def _solve(
                 relaxed = p.relax(p.c + 0.0, p.c, p.t_spare)
             except Fallback:
                 relaxed = None
-            if relaxed is not None and p.relaxed_units(relaxed) < 0.99 * p.b_spare - 2:
+            if relaxed is not None and p.relaxed_units(relaxed) < p.b_spare - 0.5:
                 first = p.prefix(relaxed[0], p.c, p.t_spare, relaxed)
                 early = int(first.counts.sum()), first
                 if (
@@ -723,20 +727,17 @@ def _solve(
                 ):
                     e0 = _evaluate(p, 0.0, fast, first, need_value=False)
                     return _solution(p, e0.x, max(e0.dual - e0.value, 0.0), 0.0)
+            elif relaxed is not None:
+                found = _search_rows(p, relaxed, rollout)
+                if found is not None:
+                    return found
         rollout_extra = rollout()
     if p.b_spare is not None:
         if rollout_extra is not None:
             xg = rollout_extra
-        elif isinstance(p, GeometricTokenRows):
-            # The top B' gains, ties by prompt then unit: the prefix of the ranking by gain.
-            ones = np.ones(m)
-            xg = p.prefix(ones, ones, float(p.b_spare)).counts
-        elif p.capped:  # the rollout-only greedy under the same per-prompt caps
-            cols = np.arange(p.g.shape[1])[None, :]
-            keys = np.where(cols < p.limit[:, None], p.g[p.inv], -np.inf)
-            xg = _greedy_extra_grouped(keys, np.arange(m), min(p.b_spare, int(p.limit.sum())))
         else:
-            xg = _greedy_extra_grouped(p.g, p.inv, min(p.b_spare, m * p.g.shape[1]))
+            assert isinstance(p, _Problem)  # the closed form computes it by ``rollout``
+            xg = _table_rollout(p)
         if float(p.c @ (p.n_low + xg)) <= p.t_total:  # the tokens of the counts themselves
             return _solution(p, xg, 0.0, math.inf)
 
@@ -826,6 +827,118 @@ def _solve(
     return _solution(p, best.x, max(dual - best.value, 0.0), best_nu)
 
 
+#: Exact rankings (prefixes, or re-rankings of a settled bracket) :func:`_search_rows`
+#: sizes before it hands over to the general search.
+ROW_STEPS = 10
+#: The relaxed prefix size the first ranking aims at, below ``B'``.
+ROW_TARGET = 0.5
+
+
+def _table_rollout(p: _Problem) -> IntArray:
+    """The rollout-only allocation of ``B'`` units on the table (under the caps, if any)."""
+    assert p.b_spare is not None
+    m = p.c.size
+    if p.capped:
+        cols = np.arange(p.g.shape[1])[None, :]
+        keys = np.where(cols < p.limit[:, None], p.g[p.inv], -np.inf)
+        return _greedy_extra_grouped(keys, np.arange(m), min(p.b_spare, int(p.limit.sum())))
+    return _greedy_extra_grouped(p.g, p.inv, min(p.b_spare, m * p.g.shape[1]))
+
+
+def _top_gains(p: GeometricTokenRows) -> Callable[[], IntArray]:
+    """The rollout-only allocation on the closed form, computed once when first asked:
+    the top ``B'`` gains (ties by prompt, then unit) are the prefix of the ranking by
+    gain (the caps, if any, bound both)."""
+    done: list[IntArray] = []
+
+    def top() -> IntArray:
+        if not done:
+            assert p.b_spare is not None
+            ones = np.ones(p.c.size)
+            done.append(p.prefix(ones, ones, float(p.b_spare)).counts)
+        return done[0]
+
+    return top
+
+
+def _search_rows(
+    p: GeometricTokenRows, start: Relaxed, rollout: Callable[[], IntArray]
+) -> TokenSolution | None:
+    """Both budgets bind, on the closed form: the ranking whose token prefix holds
+    ``B' - 1`` units, from the price of the relaxed problem.
+
+    The relaxed prefix sizes (:meth:`GeometricTokenRows.relaxed_price`) give the price
+    ``nu`` where the token prefix should hold ``B' - 1`` units and the slope of that size
+    in ``nu``. One exact prefix is cut there; then Newton steps on the exact size, kept in
+    a bracket (bisected where a step leaves it), each sized by re-ranking the settled
+    bracket of units (:meth:`GeometricTokenRows.reprice`) or, where that cannot prove
+    the cut, by a new prefix. Of the rankings whose prefix holds ``B' - 1``, ``B' - 2``
+    or ``B'`` units (in that order) the first whose certificate holds (dual bound less
+    objective at most the marginal gain ``g*`` of its stopping unit) is returned: at
+    ``B' - 1`` units it always holds without ties at ``k*``, since ``T' - c(S) < c*``, one
+    rollout is left and ``k* (c* + nu) = g*``. A prefix short of ``B'`` that stops on
+    tokens proves that the rollout-only allocation does not fit (:func:`_solve`); only
+    without such a proof is that allocation computed, and returned if it fits.
+    ``None``: no certified ranking (the general search then runs).
+    """
+    b_spare = p.b_spare
+    assert b_spare is not None
+    if b_spare <= 1 or p.t_spare <= 0:
+        return None
+    found = p.relaxed_price(b_spare - ROW_TARGET, start)
+    if found is None:
+        return None
+    nu, root, slope = found
+    c, t_spare = p.c, p.t_spare
+    w = c + nu
+    base = p.prefix(w, c, t_spare, p.relax(w, c, t_spare, root))
+    cur: Prefix | Repriced = base
+    size, over = int(np.add.reduce(base.counts)), base.over
+    near: dict[int, tuple[float, Prefix | Repriced]] = {}  # by h in -2..0: price, prefix
+    proved = False
+    nu_lo, nu_hi = 0.0, math.inf  # h >= 0 at nu_lo, h <= -2 at nu_hi
+    for _ in range(ROW_STEPS):
+        h = size - b_spare
+        if h < 0 and over - t_spare > SKIP_MARGIN * (abs(over) + b_spare * nu):
+            proved = True
+        if -2 <= h <= 0:
+            near[h] = nu, cur
+        if h == -1 or (proved and 0 in near):
+            break
+        if h >= 0:
+            nu_lo = nu
+        else:
+            nu_hi = nu
+        nxt = nu - (h + 1) / slope
+        if not nu_lo < nxt < nu_hi:
+            nxt = 0.5 * (nu_lo + nu_hi) if math.isfinite(nu_hi) else 2.0 * nu_lo + 1.0
+        if not nu_lo < nxt < nu_hi:
+            break
+        nu = nxt
+        w = c + nu
+        moved = p.reprice(base, w, t_spare)
+        if moved is None:
+            cur = base = p.prefix(w, c, t_spare)
+            size, over = int(np.add.reduce(base.counts)), base.over
+        else:
+            cur, size, over = moved, moved.size, moved.over
+    for h in (-1, 0, -2):
+        if h not in near:
+            continue
+        nu, got = near[h]
+        pre = got if isinstance(got, Prefix) else got.prefix()
+        e = _evaluate(p, nu, True, pre, need_value=False)
+        if e.dual - e.value <= e.g_star:
+            break
+    else:
+        return None
+    if not proved:
+        xg = rollout()
+        if float(p.c @ (p.n_low + xg)) <= p.t_total:  # case 1
+            return _solution(p, xg, 0.0, math.inf)
+    return _solution(p, e.x, max(e.dual - e.value, 0.0), nu)
+
+
 def _first_nu(p: _Engine, xg: IntArray, pre0: Prefix, n0: int) -> float | None:
     """A first guess of the rollout price, between the two one-budget solutions.
 
@@ -856,11 +969,13 @@ def _first_nu(p: _Engine, xg: IntArray, pre0: Prefix, n0: int) -> float | None:
 
 
 def _solution(p: _Engine, x: IntArray, gap: float, nu: float) -> TokenSolution:
-    counts = (p.n_low + x).astype(np.int64)
+    counts = np.add(x, p.n_low, dtype=np.int64)
     t_left = p.t_spare - float(p.c @ x)
     open_rows = x < p.limit
-    tok = bool(open_rows.any()) and bool((p.c[open_rows] > t_left).all())
-    rol = p.b_spare is not None and int(x.sum()) >= p.b_spare and bool(open_rows.any())
+    # The cheapest open prompt's cost (inf when none is open) against the tokens left.
+    c_open = float(np.minimum.reduce(p.c, where=open_rows, initial=math.inf))
+    tok = c_open > t_left and c_open < math.inf
+    rol = p.b_spare is not None and c_open < math.inf and int(np.add.reduce(x)) >= p.b_spare
     bound: Binding = (
         "tokens+rollouts" if tok and rol else "tokens" if tok else "rollouts" if rol else "none"
     )
