@@ -47,6 +47,8 @@ _MAX_TRIES = 6
 #: size is within this many units (and costs) of its target: the step's own error is
 #: then far below a unit.
 _NEWTON_UNITS = 30.0
+#: Units :meth:`GeometricTokenRows.fill` adds one at a time before it merges by a heap.
+_FILL_STEPS = 6
 #: Band entries beyond which the table is cheaper (and memory stays bounded).
 _MAX_BAND = 1 << 22
 
@@ -60,7 +62,7 @@ class Fallback(Exception):
     """The closed form cannot settle this instance: rank the gain table instead."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built once or twice per ranking, never changed
 class Prefix:
     """The longest prefix of a ranking that fits a budget.
 
@@ -85,7 +87,7 @@ class Prefix:
     ranked: _Ranked | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Ranked:
     """A settled bracket of the ranking by ``gain / w``: per prompt the units above it
     (``a``, every one with a float key above ``lam_hi``), and its units (prompt ``rows``,
@@ -104,8 +106,8 @@ class _Ranked:
     lam_hi: float
     #: ``sum(unit)`` over ``a`` for the ``unit`` the bracket was first cut with.
     cost_a: float = 0.0
-    #: ``sum(a)``.
-    n_a: int = 0
+    #: ``sum(a)``, once :meth:`GeometricTokenRows.reprice` needs it (-1 until then).
+    n_a: int = -1
 
 
 class _Band:
@@ -208,25 +210,25 @@ class GeometricTokenRows:
         caps: IntArray | None,
     ) -> None:
         m, k = p.size, n_up - n_low
-        ps = np.maximum(p, smoothing)
+        pop = np.empty((3, m))  # rows p, 1 - p, density (contiguous): a band's factors
+        ps = pop[0]
+        np.maximum(p, smoothing, out=ps)
         np.minimum(ps, 1.0 - smoothing, out=ps)
-        pop = np.empty((m, 3))  # rows (p, 1 - p, density): one gather serves a band
-        pop[:, 0] = ps
-        np.subtract(1, ps, out=pop[:, 1])
+        np.subtract(1, ps, out=pop[1])
         if _vector_pdf_is_exact():
-            pop[:, 2] = _beta_pdf_vector(ps, alpha, beta)
+            pop[2] = _beta_pdf_vector(ps, alpha, beta)
         else:  # one scalar density per distinct rate
             uniq, inverse = np.unique(ps, return_inverse=True)
-            pop[:, 2] = _beta_pdf_distinct(uniq, alpha, beta)[inverse.reshape(-1)]
+            pop[2] = _beta_pdf_distinct(uniq, alpha, beta)[inverse.reshape(-1)]
         self.pop = pop
-        pdf = pop[:, 2]
+        pdf = pop[2]
         self.tau, self.n_low, self.k, self.m = tau, n_low, k, m
         self.c, self.t_total, self.t_spare, self.b_spare = c, t_total, t_spare, b_spare
         self._c_min = float(c.min())
         self.limit: IntArray = (
             np.full(m, k, dtype=np.int64) if caps is None else caps.astype(np.int64) - n_low
         )
-        rate = ps * pop[:, 1]
+        rate = ps * pop[1]
         rate /= tau
         # log of the exact first gain C e^{-k n_low} (1 - e^{-k}); -inf or NaN on rows
         # whose float gains are all 0 (p in {0, 1}, a zero density).
@@ -255,7 +257,7 @@ class GeometricTokenRows:
         self.log_a = log_a
         self.rate = rate
         self.capped = caps is not None
-        self.pop_act_t = np.ascontiguousarray((pop if self.all_active else pop[self.act]).T)
+        self.pop_act = pop if self.all_active else pop[:, self.act]
         self.inv_rate = 1.0 / rate
         half = 0.5 * rate
         half += log_a
@@ -298,11 +300,11 @@ class GeometricTokenRows:
         ``(1 - exp(((-n) / tau) p (1 - p))) C``. Complexity: O(M)."""
         pop = self.pop
         n /= self.tau
-        n *= pop[:, 0]
-        n *= pop[:, 1]
+        n *= pop[0]
+        n *= pop[1]
         np.exp(n, out=n)
         np.subtract(1, n, out=n)
-        n *= pop[:, 2]
+        n *= pop[2]
         return n
 
     def _gains(
@@ -325,17 +327,14 @@ class GeometricTokenRows:
         n_int = base.repeat(n_vals)
         n_int += np.arange(total)
         v = np.negative(n_int, dtype=np.float64)
-        if rows is None:
-            pop = self.pop if self.all_active else self.pop[self.act]
-        else:
-            pop = self.pop[rows]
-        q = pop.repeat(n_vals, axis=0)
+        pop = self.pop_act if rows is None else self.pop[:, rows]
+        q = pop.repeat(n_vals, axis=1)
         v /= self.tau
-        v *= q[:, 0]
-        v *= q[:, 1]
+        v *= q[0]
+        v *= q[1]
         np.exp(v, out=v)
         np.subtract(1, v, out=v)
-        v *= q[:, 2]
+        v *= q[2]
         g = v[1:] - v[:-1]
         if off.size > 1:
             g[off[1:] - 1] = -np.inf
@@ -411,6 +410,25 @@ class GeometricTokenRows:
         emax = self._err2_max / float(ww.min()) * (1.0 + 4 * _KEY_SLACK)
         return ww, y, t0, d, emax
 
+    def relaxed_rollout(self, target: float) -> tuple[float, float] | None:
+        """The relaxed rollout-only allocation of ``target`` units (the ranking by gain
+        alone, relaxed as in :meth:`relax`): its root ``t`` (``e^t`` the gain threshold)
+        and its token spend; ``None`` where a row would be full at the root. A guess of
+        whether that allocation fits and of where the rollout price lies, never a proof.
+        Complexity: O(M log M)."""
+        n = self.rate.size
+        if n == 0:
+            return None
+        inv = self.inv_rate
+        t = self._uncapped_root(np.zeros(n), np.concatenate((inv, -inv)), target)
+        if t is None:
+            return None
+        y = self._ts_base[:n] - t
+        y *= inv
+        np.maximum(y, 0.0, out=y)
+        c = self.c if self.all_active else self.c[self.act]
+        return t, float(c @ y)
+
     def _uncapped_root(self, log_w: FloatArray, uinv2: FloatArray, cap: float) -> float | None:
         """:meth:`relax`'s root when no row is full there (the common case): sorting the
         ``n`` breakpoints where rows start suffices (the count goes on with its last
@@ -418,6 +436,15 @@ class GeometricTokenRows:
         ``2 n`` breakpoints are sorted). Complexity: O(n log n)."""
         n = log_w.size
         top = self._ts_base[:n] - log_w
+        # The root lies above every full breakpoint iff the uncapped count there exceeds
+        # cap (checked first: a sort that cannot serve is skipped).
+        full = float(np.maximum.reduce(self._ts_base[n:] - log_w))
+        if not math.isfinite(full):
+            return None
+        above = top - full
+        np.maximum(above, 0.0, out=above)
+        if not float(uinv2[:n] @ above) > cap:
+            return None
         order = top.argsort()[::-1]
         ts = top[order]
         run = uinv2[:n][order].cumsum()
@@ -430,9 +457,9 @@ class GeometricTokenRows:
         if not s > 0:
             return None
         t0 = float(ts[i - 1]) - (cap - done) / s
-        # No row full at t0: every row's full breakpoint lies below it.
-        full = self._ts_base[n:] - log_w
-        if not (math.isfinite(t0) and float(np.maximum.reduce(full)) < t0):
+        # No row full at t0: every row's full breakpoint lies below it (as checked
+        # above, up to rounding).
+        if not (math.isfinite(t0) and full < t0):
             return None
         return t0
 
@@ -444,7 +471,9 @@ class GeometricTokenRows:
         np.minimum(y, self.lim_f, out=y)
         return float(np.add.reduce(y))
 
-    def relaxed_price(self, target: float, start: Relaxed) -> tuple[float, float, float] | None:
+    def relaxed_price(
+        self, target: float, t0: float, nu0: float
+    ) -> tuple[float, float, float] | None:
         """The rollout price ``nu >= 0`` at which the relaxed token prefix holds ``target``
         units, with its root ``t`` (:meth:`relax`) and the slope of its size in ``nu``
         there; ``None`` if not found.
@@ -452,11 +481,10 @@ class GeometricTokenRows:
         Each active row's relaxed count ``y_i = clip((lt_i - log(c_i + nu) - t) / k_i +
         1/2, 0, L_i)`` (``lt_i`` the log first gain, as :meth:`relax`) must meet both
         ``sum_i c_i y_i = T'`` and ``sum_i y_i = target``: Newton's method in ``(t, nu)``
-        from ``(t0, 0)`` (``start``: :meth:`relax` of the token budget at ``nu = 0``, whose
-        counts serve the first step), on the rows inside their linear pieces; the last
-        step, taken within :data:`_NEWTON_UNITS` units (and as many largest costs) of the
-        solution, is not checked again. Only where the search starts depends on it.
-        Complexity: O(M) per step, a few steps.
+        from ``(t0, nu0)``, on the rows inside their linear pieces; the last step, taken
+        within :data:`_NEWTON_UNITS` units (and as many largest costs) of the solution,
+        is not checked again. Only where the search starts depends on it. Complexity:
+        O(M) per step, a few steps.
         """
         n = self.rate.size
         base = self._ts_base[:n]
@@ -464,7 +492,7 @@ class GeometricTokenRows:
         c = self.c if self.all_active else self.c[self.act]
         lim = self.lim_f
         cap = self.t_spare
-        c_max = float(c.max())
+        c_max = float(np.maximum.reduce(c))
         # Rows: the counts, then the slopes in t and in nu of the rows inside their
         # linear pieces; one product with (c, 1) sums all six.
         work = np.empty((3, n))
@@ -472,16 +500,13 @@ class GeometricTokenRows:
         weights = np.empty((n, 2))
         weights[:, 0] = c
         weights[:, 1] = 1.0
-        t, nu = start[2], 0.0
-        w = start[0]
-        np.add(start[1], 0.5, out=z)  # the counts at (t0, 0)
-        for step_no in range(12):
-            if step_no:
-                w = c + nu
-                np.log(w, out=z)
-                np.subtract(base, z, out=z)
-                z -= t
-                z *= inv
+        t, nu = t0, nu0
+        for _ in range(12):
+            w = c + nu
+            np.log(w, out=z)
+            np.subtract(base, z, out=z)
+            z -= t
+            z *= inv
             lin = z > 0.0
             lin &= z < lim
             np.maximum(z, 0.0, out=z)
@@ -568,9 +593,7 @@ class GeometricTokenRows:
             # The bracket's units in ranking order: key descending, prompt, then column.
             rows = ridx if whole else act[ridx]
             order = np.lexsort((cols, rows, -vals))
-            ranked = _Ranked(
-                w, a, rows, cols, order, vals, gains, band, lam_lo, lam_hi, cost_a, int(a.sum())
-            )
+            ranked = _Ranked(w, a, rows, cols, order, vals, gains, band, lam_lo, lam_hi, cost_a)
             out = self._cut(ranked, unit, cap, cost_a)
             if out is None:
                 d_lo *= 4.0
@@ -671,6 +694,8 @@ class GeometricTokenRows:
         n_fit = int(cum.searchsorted(cap, side="right"))
         if n_fit >= order.size:
             return None
+        if ranked.n_a < 0:
+            ranked.n_a = int(np.add.reduce(ranked.a))
         n_a = ranked.n_a + up_rows.size
         gains, band = ranked.gains[keep], ranked.band
         moved = _Ranked(w, ranked.a, rows, cols, order, vals, gains, band, lo, hi, cost_a, n_a)
@@ -741,7 +766,7 @@ class GeometricTokenRows:
                 a += start
                 within = keys >= lam_lo
                 within ^= above
-                k_in, r_in = np.nonzero(within)
+                k_in, r_in = np.divmod(np.flatnonzero(within), within.shape[1])
                 return (
                     self._scatter(a),
                     keys[k_in, r_in],
@@ -777,7 +802,7 @@ class GeometricTokenRows:
         """Float gains of every active row at columns ``start .. start + w1 - 1``, as a
         ``(w1, rows)`` block (the arithmetic of :func:`coba_rl.value.marginal_gains`,
         element for element). Complexity: O(rows * w1)."""
-        pa = self.pop_act_t
+        pa = self.pop_act
         # -(n_low + j), j = 0 .. w1, as a column: the rollout solver's cached offsets.
         v = _band_offsets(w1, self.n_low) - start_f
         v /= self.tau
@@ -865,25 +890,49 @@ class GeometricTokenRows:
             g0 = np.zeros(cand.size)
             g0[has] = band.at(ridx[has], xc[has])
         keys0 = g0 / w[cand]
-        if b_left < 2:  # one unit: the first in key order (ties: lower prompt), all fit
-            pick = int(keys0.argmax())
-            x[cand[pick]] += 1
-            return x, float(g0[pick])
-        order = np.argsort(-keys0, kind="stable")
+        c_cand = c[cand]
+        limit = self.limit
+        c_min = self._c_min
+        extra: dict[int, list[float]] = {}  # exact gains past the band, by prompt
+        added = 0.0
+        # The first few units one at a time: the best key among the prompts that still
+        # fit (ties: lower prompt, as cand ascends), a prompt that does not fit dropped
+        # for good (the tokens left only shrink). Most fills end here.
+        for _ in range(_FILL_STEPS):
+            alive = c_cand <= t_left
+            if not alive.any():
+                return x, added
+            pick = int(np.where(alive, keys0, -np.inf).argmax())
+            i = int(cand[pick])
+            x[i] += 1
+            b_left -= 1
+            g_prev = float(g0[pick])
+            added += g_prev
+            t_left = self.t_spare - float(c @ x)
+            if b_left <= 0 or not t_left >= c_min:
+                return x, added
+            j = int(x[i])
+            if j < limit[i]:
+                r = int(ridx[pick])
+                g = 0.0 if r < 0 else self._next_gain(band, r, i, j, g_prev, extra)
+                g0[pick] = g
+                keys0[pick] = g / w[i]
+            else:
+                c_cand[pick] = math.inf  # the prompt is full
+        # The rest merged by a heap: the candidates in key order, then the units after
+        # those taken.
+        live = np.flatnonzero(c_cand <= t_left)
+        order = live[np.argsort(-keys0[live], kind="stable")]
         s_keys = (-keys0[order]).tolist()
         s_rows = cand[order].tolist()
         s_gain = g0[order].tolist()
         s_ridx = ridx[order].tolist()
         cost = c.tolist()
-        limit = self.limit
         w_list = w.tolist()
-        c_min = self._c_min
-        extra: dict[int, list[float]] = {}  # exact gains past the band, by prompt
         heap: list[tuple[float, int, float, int]] = []
         pop, push = heapq.heappop, heapq.heappush
         k = 0
         n = len(s_rows)
-        added = 0.0
         while b_left > 0 and t_left >= c_min:
             if heap and (k >= n or heap[0][:2] < (s_keys[k], s_rows[k])):
                 _, i, g_prev, r = pop(heap)
@@ -937,7 +986,7 @@ class GeometricTokenRows:
         last = x[rows] - 1
         start = np.maximum(last - 1, 0)
         # The gains at columns start and start + 1 (the table's arithmetic), as a block.
-        pt = self.pop[rows].T
+        pt = self.pop[:, rows]
         v = _HEAD3 - (start + self.n_low)
         v /= self.tau
         v *= pt[0]

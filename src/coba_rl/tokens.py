@@ -78,6 +78,16 @@ prompt that stopped the ranking (which keeps its count, since it never fits agai
    ends within two marginal gains of the best open prompt is what the property tests
    check.
 
+   On CoBA-RL's value without the table (:func:`token_greedy_value`) the search starts
+   where the relaxed problem (fractional counts from the closed form of the rows) has
+   both budgets binding, and aims at a token prefix of ``B' - 1`` units: at that size the
+   certificate always holds (``T' - c(S) < c*``, one rollout left, ``k* (c* + nu) = g*``,
+   barring ties at ``k*``). At the paper's scale that is one prefix and about one cheap
+   re-ranking of its settled bracket; the rollout-only allocation is not computed at
+   all when a ranking stops on tokens short of ``B'`` (the proof is in :func:`_solve`).
+   The rollout price found depends on where the search starts, so there the counts may
+   differ from the table solver's: both are certified within their own gap.
+
 Floating point: keys are ``gains / c_i`` in float64, ordered exactly as computed, so the
 fast and the table solver rank units identically; their counts are identical wherever
 partial sums of costs are exact (integer token counts) and could differ by a unit only
@@ -562,7 +572,7 @@ def _scan_table(
 # ------------------------------------------------------------------- the solver
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Eval:
     x: IntArray
     value: float
@@ -685,23 +695,42 @@ def _solve(
 ) -> TokenSolution:
     """Case 1, then the token ranking, then the search; ``rollout_extra`` is case 1's
     rollout-only allocation (extra units) when the caller already has it, ``rollout``
-    computes it when called.
+    computes it when called (on the closed form it defaults to the top ``B'`` gains).
 
-    With ``rollout`` (on the closed form), the token ranking goes first when its relaxed
-    size (:meth:`GeometricTokenRows.relaxed_units`) is short of ``B'`` (otherwise the
-    rollout-only allocation, which may fit, goes first): if its prefix
-    stops on tokens with fewer than ``B'`` units, the rollout-only allocation cannot
-    fit (below), so case 1 does not apply and the ranking is case 2's answer; the
-    rollout-only allocation is then never computed. Proof: let ``S`` be the prefix,
-    ``u*`` (key ``k*``) the unit that stopped it, ``R`` the top ``B' > |S|`` gains and
-    ``g_R`` the least of them. A unit of ``S`` not in ``R`` has key ``>= k*`` and gain
-    ``<= g_R``, so it costs at most ``g_R / k*``; a unit of ``R`` not in ``S`` has key
-    ``<= k*`` and gain ``>= g_R``, so it costs at least ``g_R / k*``. ``R`` has more
-    units outside ``S`` than ``S`` has outside ``R``, so ``c(R) >= c(S) + g_R / k*``;
-    if ``R`` fit, ``g_R / k* <= T' - c(S) < c(u*)``, so ``g(u*) > g_R``: ``u*`` is in
-    ``R``, and pairing the other units gives ``c(R) >= c(S) + c(u*) > T'``. The skip
-    asks the overshoot ``c(S) + c(u*) - T'`` to exceed :data:`SKIP_MARGIN` relatively,
-    far above the rounding of keys and sums.
+    On the closed form with a rollout cap, the relaxed token ranking at ``nu = 0``
+    (:meth:`GeometricTokenRows.relax`) decides what goes first:
+
+    * its relaxed size is short of ``B'``: the exact token ranking. If its prefix stops
+      on tokens with fewer than ``B'`` units, the rollout-only allocation cannot fit
+      (below): case 1 does not apply, the ranking is case 2's answer and the rollout-only
+      allocation is never computed.
+    * otherwise, if the relaxed rollout-only allocation is within a few costs of fitting
+      (:func:`_search_start`), the rollout-only allocation (case 1, returned if it fits);
+    * otherwise both budgets bind: :func:`_search_rows`, from the relaxed problem's
+      rollout price. Any of its rankings whose token prefix stops on tokens short of
+      ``B'`` proves again that the rollout-only allocation cannot fit; only without such
+      a proof is it computed (and returned if it fits).
+
+    Anything not settled so (and every instance on the table) takes the general search
+    below. Only the order of the work depends on the relaxations; case 1 returns the
+    rollout-only allocation exactly whenever it fits.
+
+    **Proof** (the rollout-only allocation cannot fit). Take the ranking by key
+    ``g / (c + nu)`` for any ``nu >= 0``, its token prefix ``S`` with ``|S| < B'``, and
+    ``u*`` the unit that stopped it (key ``k*``; ``c(S) + c(u*) > T'``). Let ``R`` be the
+    top ``B'`` gains (the rollout-only allocation) and ``g_R`` the least of them. A unit
+    ``a`` of ``S`` not in ``R`` has key ``>= k*`` and gain ``<= g_R``, so
+    ``c(a) + nu <= g(a) / k* <= g_R / k*``. A unit ``b`` of ``R`` not in ``S`` is not
+    ranked before ``u*`` (every unit that is lies in ``S``), so its key is ``<= k*`` and
+    its gain ``>= g_R``: ``c(b) + nu >= g_R / k*``. Hence ``c(b) >= c(a)`` for every such
+    pair, and ``|R - S| >= |S - R| + 1`` since ``|R| > |S|``. If ``u*`` is in ``R``, pair
+    each unit of ``S - R`` with a unit of ``R - S`` other than ``u*``; if not, one unit
+    ``b0`` of ``R - S`` is left unpaired, and ``c(b0) + nu >= g_R / k* >= g(u*) / k* =
+    c(u*) + nu``. Either way ``c(R) >= c(S) + c(u*) > T'``. With caps, ``R`` and the
+    rankings range over the units below the caps, and the argument is unchanged. Keys
+    are rounded once, so each inequality holds up to a few ulps of ``c + nu``: the skip
+    asks the overshoot ``c(S) + c(u*) - T'`` to exceed :data:`SKIP_MARGIN` times
+    ``c(S) + c(u*) + B' nu``, far above that rounding and that of the sums.
     """
     m = p.c.size
     xg = np.zeros(m, dtype=np.int64)
@@ -728,9 +757,13 @@ def _solve(
                     e0 = _evaluate(p, 0.0, fast, first, need_value=False)
                     return _solution(p, e0.x, max(e0.dual - e0.value, 0.0), 0.0)
             elif relaxed is not None:
-                found = _search_rows(p, relaxed, rollout)
-                if found is not None:
-                    return found
+                # Both budgets bind, unless the rollout-only allocation fits: guessed
+                # from its relaxation, which then goes first.
+                start = _search_start(p, relaxed)
+                if start is not None:
+                    found = _search_rows(p, *start, rollout)
+                    if found is not None:
+                        return found
         rollout_extra = rollout()
     if p.b_spare is not None:
         if rollout_extra is not None:
@@ -845,6 +878,36 @@ def _table_rollout(p: _Problem) -> IntArray:
     return _greedy_extra_grouped(p.g, p.inv, min(p.b_spare, m * p.g.shape[1]))
 
 
+def _search_start(p: GeometricTokenRows, relaxed: Relaxed) -> tuple[float, float] | None:
+    """Where :func:`_search_rows` starts ``(t, nu)``, or ``None`` where the rollout-only
+    allocation probably fits (its relaxed spend is within four of the largest costs of
+    ``T'``, or the relaxation says nothing): it then goes first.
+
+    The first guess mixes the dual lines of the two relaxed one-budget solutions, as
+    :func:`_first_nu` does with exact ones: the token ranking at ``nu = 0`` (``relaxed``:
+    key threshold ``k0 = e^t0``, ``h0`` units beyond ``B'``) and the rollout-only
+    allocation (gain threshold ``gB``, ``E`` tokens beyond ``T'``) give the line
+    ``(1 - s) k0 c + s gB = k (c + nu)`` with ``s`` where ``h0 / B'`` and ``-E / T'``
+    interpolate to zero: ``k = (1 - s) k0`` and ``nu = s gB / k``. Only where the search
+    starts depends on it."""
+    b_spare = p.b_spare
+    assert b_spare is not None
+    got = p.relaxed_rollout(float(b_spare))
+    if got is None:
+        return None
+    t_b, spend = got
+    excess = spend - p.t_spare
+    if excess <= 4.0 * float(np.maximum.reduce(p.c)):
+        return None
+    f0 = (p.relaxed_units(relaxed) - b_spare) / b_spare
+    f1 = -excess / p.t_spare
+    t0 = relaxed[2]
+    if not f0 > 0.0:
+        return t0, 0.0
+    s = f0 / (f0 - f1)
+    return t0 + math.log1p(-s), s / (1.0 - s) * math.exp(t_b - t0)
+
+
 def _top_gains(p: GeometricTokenRows) -> Callable[[], IntArray]:
     """The rollout-only allocation on the closed form, computed once when first asked:
     the top ``B'`` gains (ties by prompt, then unit) are the prefix of the ranking by
@@ -862,7 +925,7 @@ def _top_gains(p: GeometricTokenRows) -> Callable[[], IntArray]:
 
 
 def _search_rows(
-    p: GeometricTokenRows, start: Relaxed, rollout: Callable[[], IntArray]
+    p: GeometricTokenRows, t0: float, nu0: float, rollout: Callable[[], IntArray]
 ) -> TokenSolution | None:
     """Both budgets bind, on the closed form: the ranking whose token prefix holds
     ``B' - 1`` units, from the price of the relaxed problem.
@@ -885,7 +948,7 @@ def _search_rows(
     assert b_spare is not None
     if b_spare <= 1 or p.t_spare <= 0:
         return None
-    found = p.relaxed_price(b_spare - ROW_TARGET, start)
+    found = p.relaxed_price(b_spare - ROW_TARGET, t0, nu0)
     if found is None:
         return None
     nu, root, slope = found
@@ -1036,7 +1099,9 @@ def token_greedy(
     O(M K log(M K))). No ``M x K`` table of ratios is built. With both budgets, the
     rollout-only check costs what :func:`coba_rl.solvers.greedy` costs and the search
     sizes a ranking at most 60 times (3 to 5 at the paper's scale), filling and
-    certifying one or two of them.
+    certifying one or two of them (on CoBA-RL's value without the table,
+    :func:`token_greedy_value`, one prefix and about one re-ranking at that scale, and
+    usually no rollout-only allocation).
     """
     p = _check_problem(gains, costs, token_budget, n_low, n_up, rollout_budget, inverse, caps)
     return _solve(p, fast=True)
@@ -1083,10 +1148,16 @@ def token_greedy_value(
     Returns what :func:`token_greedy_prepared` returns on the table of
     :func:`coba_rl.value.marginal_gains` (``p``: validated pass rates with unseen prompts
     replaced; ``floor``: ``n_low * sum(costs)`` as :func:`_trusted_problem` sums it; the
-    other arguments as there): the same rankings, prefixes, fills and
-    search. Each prompt's keys ``gain / (c_i + nu)`` are geometric in exact arithmetic,
-    so the closed form locates every threshold and exact float keys (the table's
-    arithmetic) are computed only in a band of a few columns per prompt
+    other arguments as there): the same rankings, prefixes and fills, and the same
+    answer wherever the two-budget search does not run. Where both budgets bind, the
+    search starts at the relaxed problem's rollout price (:func:`_search_rows`, a prefix
+    and a re-ranking or two at the paper's scale) rather than the table's, so the price
+    and counts may differ; both are certified (:attr:`TokenSolution.gap`), and the
+    general search takes over whenever this one certifies nothing.
+
+    Each prompt's keys ``gain / (c_i + nu)`` are geometric in exact arithmetic, so the
+    closed form locates every threshold and exact float keys (the table's arithmetic)
+    are computed only in a band of a few columns per prompt
     (:class:`coba_rl._token_rows.GeometricTokenRows`). Only the objectives that the
     certificate and the two-budget search compare are summed differently: as
     ``V(n_low + x) - V(n_low)`` per prompt (exact in real arithmetic) instead of the
