@@ -261,7 +261,7 @@ class GeometricTokenRows:
         self.inv_rate = 1.0 / rate
         half = 0.5 * rate
         half += log_a
-        self._ts_base = np.concatenate((half, half))
+        self._ts_top = half  # where each row's relaxed count starts (log w = 0)
         # Row lengths of the active rows: one number without caps (no array operations).
         self.lim_act: IntArray | int
         self.lim_f: FloatArray | float
@@ -270,7 +270,7 @@ class GeometricTokenRows:
         else:
             lim = self.limit if self.all_active else self.limit[self.act]
             self.lim_act, self.lim_f = lim, lim.astype(np.float64)
-        self._ts_base[rate.size :] -= self.lim_f * rate
+        self._ts_full = half - self.lim_f * rate  # where it is full
         self.lim_half = self.lim_f - 0.5
         self.lim_1 = self.lim_f - 1.0
         self._stats: list[tuple[FloatArray, tuple[FloatArray, FloatArray, float]]] = []
@@ -381,7 +381,7 @@ class GeometricTokenRows:
         if root is None:
             root = self._uncapped_root(log_w, uinv2, cap)
         if root is None:
-            ts = self._ts_base - np.concatenate((log_w, log_w))
+            ts = np.concatenate((self._ts_top - log_w, self._ts_full - log_w))
             order = ts.argsort()[::-1]
             ts = ts[order]
             run = uinv2[order].cumsum()
@@ -396,7 +396,7 @@ class GeometricTokenRows:
             t0 = float(ts[i - 1]) - (cap - done) / s if s > 0 else float(ts[i])
         else:
             t0 = root
-        y = self._ts_base[:n] - log_w
+        y = self._ts_top - log_w
         y -= t0
         y *= inv
         y -= 0.5  # columns above e^t0, continuous
@@ -420,10 +420,21 @@ class GeometricTokenRows:
         if n == 0:
             return None
         inv = self.inv_rate
-        t = self._uncapped_root(np.zeros(n), np.concatenate((inv, -inv)), target)
-        if t is None:
+        # The root over the breakpoints where rows start (keys are the gains: w = 1),
+        # valid if every row's full breakpoint lies below it.
+        top = self._ts_top
+        order = top.argsort()[::-1]
+        ts = top[order]
+        run = inv[order].cumsum()
+        gaps = ts[:-1] - ts[1:]
+        gaps *= run[:-1]
+        level = gaps.cumsum()
+        i = int(level.searchsorted(target)) + 1
+        done = float(level[i - 2]) if i >= 2 else 0.0
+        t = float(ts[i - 1]) - (target - done) / float(run[i - 1])
+        if not (math.isfinite(t) and float(np.maximum.reduce(self._ts_full)) < t):
             return None
-        y = self._ts_base[:n] - t
+        y = top - t
         y *= inv
         np.maximum(y, 0.0, out=y)
         c = self.c if self.all_active else self.c[self.act]
@@ -435,10 +446,10 @@ class GeometricTokenRows:
         slope below them). ``None`` where a row would be full at that root (then the
         ``2 n`` breakpoints are sorted). Complexity: O(n log n)."""
         n = log_w.size
-        top = self._ts_base[:n] - log_w
+        top = self._ts_top - log_w
         # The root lies above every full breakpoint iff the uncapped count there exceeds
         # cap (checked first: a sort that cannot serve is skipped).
-        full = float(np.maximum.reduce(self._ts_base[n:] - log_w))
+        full = float(np.maximum.reduce(self._ts_full - log_w))
         if not math.isfinite(full):
             return None
         above = top - full
@@ -472,7 +483,7 @@ class GeometricTokenRows:
         return float(np.add.reduce(y))
 
     def relaxed_price(
-        self, target: float, t0: float, nu0: float
+        self, target: float, t0: float, nu0: float, start: Relaxed | None = None
     ) -> tuple[float, float, float] | None:
         """The rollout price ``nu >= 0`` at which the relaxed token prefix holds ``target``
         units, with its root ``t`` (:meth:`relax`) and the slope of its size in ``nu``
@@ -481,13 +492,14 @@ class GeometricTokenRows:
         Each active row's relaxed count ``y_i = clip((lt_i - log(c_i + nu) - t) / k_i +
         1/2, 0, L_i)`` (``lt_i`` the log first gain, as :meth:`relax`) must meet both
         ``sum_i c_i y_i = T'`` and ``sum_i y_i = target``: Newton's method in ``(t, nu)``
-        from ``(t0, nu0)``, on the rows inside their linear pieces; the last step, taken
-        within :data:`_NEWTON_UNITS` units (and as many largest costs) of the solution,
-        is not checked again. Only where the search starts depends on it. Complexity:
-        O(M) per step, a few steps.
+        from ``(t0, nu0)`` (``start``: :meth:`relax` there, whose counts serve the first
+        step), on the rows inside their linear pieces; the last step, taken within
+        :data:`_NEWTON_UNITS` units (and as many largest costs) of the solution, is not
+        checked again. Only where the search starts depends on it. Complexity: O(M) per
+        step, a few steps.
         """
         n = self.rate.size
-        base = self._ts_base[:n]
+        base = self._ts_top
         inv = self.inv_rate
         c = self.c if self.all_active else self.c[self.act]
         lim = self.lim_f
@@ -501,12 +513,16 @@ class GeometricTokenRows:
         weights[:, 0] = c
         weights[:, 1] = 1.0
         t, nu = t0, nu0
-        for _ in range(12):
-            w = c + nu
-            np.log(w, out=z)
-            np.subtract(base, z, out=z)
-            z -= t
-            z *= inv
+        for step_no in range(12):
+            if step_no == 0 and start is not None:
+                w = start[0]
+                np.add(start[1], 0.5, out=z)  # the counts at (t0, nu0)
+            else:
+                w = c + nu
+                np.log(w, out=z)
+                np.subtract(base, z, out=z)
+                z -= t
+                z *= inv
             lin = z > 0.0
             lin &= z < lim
             np.maximum(z, 0.0, out=z)
@@ -755,11 +771,13 @@ class GeometricTokenRows:
             end = keys[-1] < lam_lo
             end |= start_f >= last
             ok &= end
-            if not ok.all():  # the first gain against its own error bound
+            good = bool(ok.all())
+            if not good:  # the first gain against its own error bound
                 ok = g[0] - self.err2 > ww * (lam_hi * (1.0 + _KEY_SLACK))
                 ok |= start_f == 0.0
                 ok &= end
-            if ok.all():
+                good = bool(ok.all())
+            if good:
                 above = keys > lam_hi
                 start = start_f.astype(np.int64)
                 a = np.add.reduce(above, axis=0, dtype=np.int64)

@@ -746,7 +746,8 @@ def _solve(
                 relaxed = p.relax(p.c + 0.0, p.c, p.t_spare)
             except Fallback:
                 relaxed = None
-            if relaxed is not None and p.relaxed_units(relaxed) < p.b_spare - 0.5:
+            units = -1.0 if relaxed is None else p.relaxed_units(relaxed)
+            if relaxed is not None and units < p.b_spare - 0.5:
                 first = p.prefix(relaxed[0], p.c, p.t_spare, relaxed)
                 early = int(first.counts.sum()), first
                 if (
@@ -759,11 +760,9 @@ def _solve(
             elif relaxed is not None:
                 # Both budgets bind, unless the rollout-only allocation fits: guessed
                 # from its relaxation, which then goes first.
-                start = _search_start(p, relaxed)
-                if start is not None:
-                    found = _search_rows(p, *start, rollout)
-                    if found is not None:
-                        return found
+                found = _search_rows(p, relaxed, units, rollout)
+                if found is not None:
+                    return found
         rollout_extra = rollout()
     if p.b_spare is not None:
         if rollout_extra is not None:
@@ -865,6 +864,9 @@ def _solve(
 ROW_STEPS = 10
 #: The relaxed prefix size the first ranking aims at, below ``B'``.
 ROW_TARGET = 0.5
+#: Up to this share of ``B'`` beyond it, the relaxed token ranking at ``nu = 0`` starts
+#: the price search itself; further, the mix of the one-budget solutions does.
+ROW_NEAR = 0.06
 
 
 def _table_rollout(p: _Problem) -> IntArray:
@@ -878,7 +880,9 @@ def _table_rollout(p: _Problem) -> IntArray:
     return _greedy_extra_grouped(p.g, p.inv, min(p.b_spare, m * p.g.shape[1]))
 
 
-def _search_start(p: GeometricTokenRows, relaxed: Relaxed) -> tuple[float, float] | None:
+def _search_start(
+    p: GeometricTokenRows, relaxed: Relaxed, units: float
+) -> tuple[float, float] | None:
     """Where :func:`_search_rows` starts ``(t, nu)``, or ``None`` where the rollout-only
     allocation probably fits (its relaxed spend is within four of the largest costs of
     ``T'``, or the relaxation says nothing): it then goes first.
@@ -899,7 +903,7 @@ def _search_start(p: GeometricTokenRows, relaxed: Relaxed) -> tuple[float, float
     excess = spend - p.t_spare
     if excess <= 4.0 * float(np.maximum.reduce(p.c)):
         return None
-    f0 = (p.relaxed_units(relaxed) - b_spare) / b_spare
+    f0 = (units - b_spare) / b_spare
     f1 = -excess / p.t_spare
     t0 = relaxed[2]
     if not f0 > 0.0:
@@ -925,7 +929,7 @@ def _top_gains(p: GeometricTokenRows) -> Callable[[], IntArray]:
 
 
 def _search_rows(
-    p: GeometricTokenRows, t0: float, nu0: float, rollout: Callable[[], IntArray]
+    p: GeometricTokenRows, relaxed: Relaxed, units: float, rollout: Callable[[], IntArray]
 ) -> TokenSolution | None:
     """Both budgets bind, on the closed form: the ranking whose token prefix holds
     ``B' - 1`` units, from the price of the relaxed problem.
@@ -948,7 +952,14 @@ def _search_rows(
     assert b_spare is not None
     if b_spare <= 1 or p.t_spare <= 0:
         return None
-    found = p.relaxed_price(b_spare - ROW_TARGET, t0, nu0)
+    if units - b_spare <= ROW_NEAR * b_spare:
+        # The token ranking at nu = 0 is near B': Newton from there, on its counts.
+        found = p.relaxed_price(b_spare - ROW_TARGET, relaxed[2], 0.0, relaxed)
+    else:  # far: start from the mix of the one-budget solutions (if both bind)
+        start = _search_start(p, relaxed, units)
+        if start is None:
+            return None
+        found = p.relaxed_price(b_spare - ROW_TARGET, *start)
     if found is None:
         return None
     nu, root, slope = found
