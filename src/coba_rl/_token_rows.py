@@ -224,7 +224,7 @@ class GeometricTokenRows:
         pdf = pop[2]
         self.tau, self.n_low, self.k, self.m = tau, n_low, k, m
         self.c, self.t_total, self.t_spare, self.b_spare = c, t_total, t_spare, b_spare
-        self._c_min = float(c.min())
+        self._c_min = float(np.minimum.reduce(c))
         self.limit: IntArray = (
             np.full(m, k, dtype=np.int64) if caps is None else caps.astype(np.int64) - n_low
         )
@@ -278,7 +278,7 @@ class GeometricTokenRows:
         # Twice the error bound of a float gain, per row and its largest.
         self._err2: FloatArray | None = None
         self._pdf_act = pdf_act
-        top = float(pdf_act.max()) if pdf_act.size else 0.0
+        top = float(np.maximum.reduce(pdf_act)) if pdf_act.size else 0.0
         self._err2_max = 2.0 * (top * GAIN_ERROR + _GAIN_ERROR_ABS)
         self._v0: FloatArray | None = None
 
@@ -407,7 +407,7 @@ class GeometricTokenRows:
         d = spread / s_lin if s_lin > 0 else float(self.rate.min())
         d += 1e-12 * (1.0 + abs(t0))
         # 2 err / w bounded by one number (the proofs only need an upper bound).
-        emax = self._err2_max / float(ww.min()) * (1.0 + 4 * _KEY_SLACK)
+        emax = self._err2_max / float(np.minimum.reduce(ww)) * (1.0 + 4 * _KEY_SLACK)
         return ww, y, t0, d, emax
 
     def relaxed_rollout(self, target: float) -> tuple[float, float] | None:
@@ -688,15 +688,15 @@ class GeometricTokenRows:
             return None  # pragma: no cover - prefix() sets it
         ratio = ranked.w / w
         slack = 1.0 + 8 * _KEY_SLACK
-        hi = ranked.lam_hi * float(ratio.min()) / slack
-        lo = ranked.lam_lo * float(ratio.max()) * slack
+        hi = ranked.lam_hi * float(np.minimum.reduce(ratio)) / slack
+        lo = ranked.lam_lo * float(np.maximum.reduce(ratio)) * slack
         if not lo < hi:
             return None
         rows = ranked.rows
         vals = ranked.gains / w[rows]
         up = vals > hi
         keep = vals >= lo
-        keep &= ~up
+        keep ^= up  # lo < hi: the units above hi are among those from lo
         c = self.c
         up_rows = rows[up]
         cost_a = ranked.cost_a + float(np.add.reduce(c[up_rows]))
@@ -749,7 +749,7 @@ class GeometricTokenRows:
         np.fmax(stop_f, start_f, out=stop_f)
         span = stop_f - start_f
         n = start_f.size
-        w1 = max(int(span.max()), 0) + 1
+        w1 = max(int(np.maximum.reduce(span)), 0) + 1
         if w1 <= 8 or w1 * n <= 2 * int(np.add.reduce(span)) + 2 * n + 4096:
             if w1 > _MAX_BAND // max(n, 1):
                 raise Fallback("band too wide")
@@ -760,7 +760,7 @@ class GeometricTokenRows:
             np.maximum(start_f, 0.0, out=start_f)
             # One column of the block per row (contiguous along the rows).
             g = self._dense_gains(start_f, w1)
-            if w1 > 1 and bool((g[1:] > g[:-1]).any()):
+            if w1 > 1 and bool(np.logical_or.reduce((g[1:] > g[:-1]).ravel())):
                 np.minimum.accumulate(g, axis=0, out=g)
             lim = self.lim_act
             if not isinstance(lim, int) and bool((lim < w1).any()):
@@ -771,12 +771,12 @@ class GeometricTokenRows:
             end = keys[-1] < lam_lo
             end |= start_f >= last
             ok &= end
-            good = bool(ok.all())
+            good = bool(np.logical_and.reduce(ok))
             if not good:  # the first gain against its own error bound
                 ok = g[0] - self.err2 > ww * (lam_hi * (1.0 + _KEY_SLACK))
                 ok |= start_f == 0.0
                 ok &= end
-                good = bool(ok.all())
+                good = bool(np.logical_and.reduce(ok))
             if good:
                 above = keys > lam_hi
                 start = start_f.astype(np.int64)
@@ -784,7 +784,7 @@ class GeometricTokenRows:
                 a += start
                 within = keys >= lam_lo
                 within ^= above
-                k_in, r_in = np.divmod(np.flatnonzero(within), within.shape[1])
+                k_in, r_in = np.divmod(within.ravel().nonzero()[0], within.shape[1])
                 return (
                     self._scatter(a),
                     keys[k_in, r_in],
@@ -804,7 +804,7 @@ class GeometricTokenRows:
             if ref is unit:
                 return stats
         uinv = u * self.inv_rate
-        stats = (np.concatenate((uinv, -uinv)), u * u, float(u.max()))
+        stats = (np.concatenate((uinv, -uinv)), u * u, float(np.maximum.reduce(u)))
         self._stats.append((unit, stats))
         return stats
 
@@ -892,7 +892,7 @@ class GeometricTokenRows:
         if b_left <= 0 or not t_left >= self._c_min:
             return x, 0.0
         x = x.copy()
-        cand = np.flatnonzero((x < self.limit) & (c <= t_left))
+        cand = ((x < self.limit) & (c <= t_left)).nonzero()[0]
         band = pre.band
         if cand.size == 0 or band is None:
             return x, 0.0
@@ -918,7 +918,7 @@ class GeometricTokenRows:
         # for good (the tokens left only shrink). Most fills end here.
         for _ in range(_FILL_STEPS):
             alive = c_cand <= t_left
-            if not alive.any():
+            if not np.logical_or.reduce(alive):
                 return x, added
             pick = int(np.where(alive, keys0, -np.inf).argmax())
             i = int(cand[pick])
@@ -939,7 +939,7 @@ class GeometricTokenRows:
                 c_cand[pick] = math.inf  # the prompt is full
         # The rest merged by a heap: the candidates in key order, then the units after
         # those taken.
-        live = np.flatnonzero(c_cand <= t_left)
+        live = (c_cand <= t_left).nonzero()[0]
         order = live[np.argsort(-keys0[live], kind="stable")]
         s_keys = (-keys0[order]).tolist()
         s_rows = cand[order].tolist()
