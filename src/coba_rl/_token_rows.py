@@ -484,19 +484,19 @@ class GeometricTokenRows:
 
     def relaxed_price(
         self, target: float, t0: float, nu0: float, start: Relaxed | None = None
-    ) -> tuple[float, float, float] | None:
+    ) -> tuple[Relaxed, float, float] | None:
         """The rollout price ``nu >= 0`` at which the relaxed token prefix holds ``target``
-        units, with its root ``t`` (:meth:`relax`) and the slope of its size in ``nu``
-        there; ``None`` if not found.
+        units: :meth:`relax` of the token budget at ``w = c + nu`` (the active rows),
+        ``nu``, and the slope of the relaxed size in ``nu`` there; ``None`` if not found.
 
         Each active row's relaxed count ``y_i = clip((lt_i - log(c_i + nu) - t) / k_i +
         1/2, 0, L_i)`` (``lt_i`` the log first gain, as :meth:`relax`) must meet both
         ``sum_i c_i y_i = T'`` and ``sum_i y_i = target``: Newton's method in ``(t, nu)``
         from ``(t0, nu0)`` (``start``: :meth:`relax` there, whose counts serve the first
-        step), on the rows inside their linear pieces; the last step, taken within
-        :data:`_NEWTON_UNITS` units (and as many largest costs) of the solution, is not
-        checked again. Only where the search starts depends on it. Complexity: O(M) per
-        step, a few steps.
+        step), on the rows inside their linear pieces; its last step, taken within
+        :data:`_NEWTON_UNITS` units (and as many largest costs) of the targets, is
+        evaluated for :meth:`relax`'s counts but not checked again. Only where the search
+        starts depends on it. Complexity: O(M) per step, a few steps.
         """
         n = self.rate.size
         base = self._ts_top
@@ -506,13 +506,17 @@ class GeometricTokenRows:
         cap = self.t_spare
         c_max = float(np.maximum.reduce(c))
         # Rows: the counts, then the slopes in t and in nu of the rows inside their
-        # linear pieces; one product with (c, 1) sums all six.
+        # linear pieces; one product with (c, 1, c^2 k) sums them all (the last column
+        # gives sum c^2 over the linear rows, for the bracket of relax()).
         work = np.empty((3, n))
         z, il, ilw = work
-        weights = np.empty((n, 2))
+        weights = np.empty((n, 3))
         weights[:, 0] = c
         weights[:, 1] = 1.0
+        np.multiply(c, c, out=weights[:, 2])
+        weights[:, 2] *= self.rate
         t, nu = t0, nu0
+        last = False
         for step_no in range(12):
             if step_no == 0 and start is not None:
                 w = start[0]
@@ -525,16 +529,26 @@ class GeometricTokenRows:
                 z *= inv
             lin = z > 0.0
             lin &= z < lim
+            y = z - 0.5  # columns above e^t, continuous (relax()'s y)
             np.maximum(z, 0.0, out=z)
             np.minimum(z, lim, out=z)
             np.multiply(inv, lin, out=il)
             np.divide(il, w, out=ilw)
-            (f1, f2), (j11, j21), (j12, j22) = (work @ weights).tolist()
+            (f1, f2, _), (j11, j21, c2), (j12, j22, _) = (work @ weights).tolist()
             f1 -= cap
             f2 -= target
             det = j11 * j22 - j12 * j21
             if not (det > 0.0 and j11 > 0.0):
                 return None
+            slope = -det / j11  # d size / d nu with the tokens held at T'
+            if last:
+                d = (3.0 * math.sqrt(max(c2, 0.0)) + 2.0 * c_max) / j11
+                d += 1e-12 * (1.0 + abs(t))
+                emax = self._err2_max / float(np.minimum.reduce(w)) * (1.0 + 4 * _KEY_SLACK)
+                return (w, y, t, d, emax), nu, slope
+            # Within a few dozen units Newton's step lands within a unit: take it, and
+            # evaluate there once more for relax()'s counts.
+            last = abs(f2) < _NEWTON_UNITS and abs(f1) < _NEWTON_UNITS * c_max
             t += (f1 * j22 - f2 * j12) / det
             step = (j11 * f2 - j21 * f1) / det
             if not (math.isfinite(step) and math.isfinite(t)) or nu + step > 1e6 * c_max:
@@ -544,8 +558,6 @@ class GeometricTokenRows:
                     return None
                 step = -nu
             nu += step
-            if abs(f2) < _NEWTON_UNITS and abs(f1) < _NEWTON_UNITS * c_max:
-                return nu, t, -det / j11  # d size / d nu with the tokens held at T'
         return None
 
     def prefix(

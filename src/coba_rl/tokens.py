@@ -962,10 +962,10 @@ def _search_rows(
         found = p.relaxed_price(b_spare - ROW_TARGET, *start)
     if found is None:
         return None
-    nu, root, slope = found
+    relaxed_nu, nu, slope = found
     c, t_spare = p.c, p.t_spare
     w = c + nu
-    base = p.prefix(w, c, t_spare, p.relax(w, c, t_spare, root))
+    base = p.prefix(w, c, t_spare, relaxed_nu)
     cur: Prefix | Repriced = base
     size, over = int(np.add.reduce(base.counts)), base.over
     near: dict[int, tuple[float, Prefix | Repriced]] = {}  # by h in -2..0: price, prefix
