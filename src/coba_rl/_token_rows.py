@@ -34,7 +34,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from coba_rl.solvers import _GAIN_ERROR_ABS, GAIN_ERROR, _band_offsets
-from coba_rl.value import _beta_pdf_distinct, _beta_pdf_vector, _vector_pdf_is_exact
+from coba_rl.value import (
+    _beta_pdf_and_logs,
+    _beta_pdf_distinct,
+    _beta_pdf_vector,
+    _vector_pdf_is_exact,
+)
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -208,18 +213,28 @@ class GeometricTokenRows:
         t_spare: float,
         b_spare: int | None,
         caps: IntArray | None,
+        clipped: FloatArray | None = None,
     ) -> None:
         m, k = p.size, n_up - n_low
         pop = np.empty((3, m))  # rows p, 1 - p, density (contiguous): a band's factors
         ps = pop[0]
-        np.maximum(p, smoothing, out=ps)
-        np.minimum(ps, 1.0 - smoothing, out=ps)
-        np.subtract(1, ps, out=pop[1])
-        if _vector_pdf_is_exact():
-            pop[2] = _beta_pdf_vector(ps, alpha, beta)
-        else:  # one scalar density per distinct rate
-            uniq, inverse = np.unique(ps, return_inverse=True)
-            pop[2] = _beta_pdf_distinct(uniq, alpha, beta)[inverse.reshape(-1)]
+        if clipped is None:
+            np.maximum(p, smoothing, out=ps)
+            np.minimum(ps, 1.0 - smoothing, out=ps)
+        else:
+            ps[:] = clipped
+        log_pdf: FloatArray | None = None
+        exact = _vector_pdf_is_exact()
+        got = _beta_pdf_and_logs(ps, alpha, beta) if exact and smoothing >= 1e-10 else None
+        if got is not None:  # the density, 1 - p and the log density at once
+            pop[2], pop[1], _, log_pdf = got
+        else:
+            np.subtract(1, ps, out=pop[1])
+            if exact:
+                pop[2] = _beta_pdf_vector(ps, alpha, beta)
+            else:  # one scalar density per distinct rate
+                uniq, inverse = np.unique(ps, return_inverse=True)
+                pop[2] = _beta_pdf_distinct(uniq, alpha, beta)[inverse.reshape(-1)]
         self.pop = pop
         pdf = pop[2]
         self.tau, self.n_low, self.k, self.m = tau, n_low, k, m
@@ -232,7 +247,9 @@ class GeometricTokenRows:
         rate /= tau
         # log of the exact first gain C e^{-k n_low} (1 - e^{-k}); -inf or NaN on rows
         # whose float gains are all 0 (p in {0, 1}, a zero density).
-        log_a = np.log(pdf)
+        # (The log density within an ulp where it came with the density: only where the
+        # relaxed counts place the bands depends on log_a.)
+        log_a = np.log(pdf) if log_pdf is None else log_pdf
         tail = np.negative(rate)
         np.expm1(tail, out=tail)
         np.negative(tail, out=tail)

@@ -206,8 +206,9 @@ def allocate_tokens_with_shape(
     m = int(pass_rates.size)
     c = resolve_batch_costs(costs, m, cfg)
     caps = straggler_caps(c, cfg)
-    unseen = np.isnan(pass_rates)
-    n_unseen = int(unseen.sum())
+    # A NaN sum is the one sign of an unseen prompt (the rates are in [0, 1] or NaN).
+    unseen = np.isnan(pass_rates) if math.isnan(float(np.add.reduce(pass_rates))) else None
+    n_unseen = 0 if unseen is None else int(np.count_nonzero(unseen))
     common: dict[str, Any] = {
         "alpha": alpha,
         "beta": beta,
@@ -268,28 +269,21 @@ def allocate_tokens_with_shape(
         p = pass_rates if not pass_rates.flags.writeable else pass_rates.copy()
     else:
         p = np.where(unseen, cfg.unseen_pass_rate, pass_rates)
-    tau = _tau(p, cfg)
+    s = cfg.smoothing
+    clipped = np.minimum(np.maximum(p, s), 1.0 - s)  # shared by tau and both solvers
+    if cfg.tau == "adaptive":
+        tau = _adaptive_tau_clipped(clipped, cfg.tau_min, cfg.tau_max, cfg.var_max)
+    else:
+        tau = float(cfg.tau)
     rollout: Callable[[], IntArray] | None = None
     if b is not None and caps is None:
         spare = b - m * cfg.n_low
 
         def rollout() -> IntArray:  # the rollout-only allocation, above n_low
-            return _capability_extra(p, alpha, beta, tau, cfg.n_low, cfg.n_up, cfg.smoothing, spare)
+            return _capability_extra(p, alpha, beta, tau, cfg.n_low, cfg.n_up, s, spare, clipped)
 
     sol = token_greedy_value(
-        floor,
-        p,
-        alpha,
-        beta,
-        tau,
-        cfg.n_low,
-        cfg.n_up,
-        cfg.smoothing,
-        c,
-        t,
-        b,
-        caps,
-        rollout,
+        floor, p, alpha, beta, tau, cfg.n_low, cfg.n_up, s, c, t, b, caps, rollout, clipped
     )
     counts = sol.counts  # read-only, held by nobody else
     if sol.nu == math.inf:  # the rollout-only allocation fits: returned unchanged

@@ -1153,12 +1153,14 @@ def token_greedy_value(
     rollout_budget: int | None,
     caps: IntArray | None,
     rollout: Callable[[], IntArray] | None,
+    clipped: FloatArray | None = None,
 ) -> TokenSolution:
     """:func:`token_greedy_prepared` on CoBA-RL's gains, without their table.
 
     Returns what :func:`token_greedy_prepared` returns on the table of
     :func:`coba_rl.value.marginal_gains` (``p``: validated pass rates with unseen prompts
-    replaced; ``floor``: ``n_low * sum(costs)`` as :func:`_trusted_problem` sums it; the
+    replaced; ``floor``: ``n_low * sum(costs)`` as :func:`_trusted_problem` sums it;
+    ``clipped``: ``p`` clipped to ``[smoothing, 1 - smoothing]``, if the caller has it; the
     other arguments as there): the same rankings, prefixes and fills, and the same
     answer wherever the two-budget search does not run. Where both budgets bind, the
     search starts at the relaxed problem's rollout price (:func:`_search_rows`, a prefix
@@ -1211,6 +1213,7 @@ def token_greedy_value(
                     token_budget - floor,
                     b_spare,
                     caps,
+                    clipped,
                 )
                 return _solve(rows, True, rollout=None if rollout is None else rollout_once)
         except Fallback:
