@@ -511,9 +511,9 @@ class GeometricTokenRows:
         ``sum_i c_i y_i = T'`` and ``sum_i y_i = target``: Newton's method in ``(t, nu)``
         from ``(t0, nu0)`` (``start``: :meth:`relax` there, whose counts serve the first
         step), on the rows inside their linear pieces; its last step, taken within
-        :data:`_NEWTON_UNITS` units (and as many largest costs) of the targets, is
-        evaluated for :meth:`relax`'s counts but not checked again. Only where the search
-        starts depends on it. Complexity: O(M) per step, a few steps.
+        :data:`_NEWTON_UNITS` units (and as many largest costs) of the targets, is not
+        evaluated again (:meth:`relax`'s counts are carried to it to first order). Only
+        where the search starts depends on it. Complexity: O(M) per step, a few steps.
         """
         n = self.rate.size
         base = self._ts_top
@@ -533,7 +533,6 @@ class GeometricTokenRows:
         np.multiply(c, c, out=weights[:, 2])
         weights[:, 2] *= self.rate
         t, nu = t0, nu0
-        last = False
         for step_no in range(12):
             if step_no == 0 and start is not None:
                 w = start[0]
@@ -558,23 +557,27 @@ class GeometricTokenRows:
             if not (det > 0.0 and j11 > 0.0):
                 return None
             slope = -det / j11  # d size / d nu with the tokens held at T'
-            if last:
-                d = (3.0 * math.sqrt(max(c2, 0.0)) + 2.0 * c_max) / j11
-                d += 1e-12 * (1.0 + abs(t))
-                emax = self._err2_max / float(np.minimum.reduce(w)) * (1.0 + 4 * _KEY_SLACK)
-                return (w, y, t, d, emax), nu, slope
-            # Within a few dozen units Newton's step lands within a unit: take it, and
-            # evaluate there once more for relax()'s counts.
-            last = abs(f2) < _NEWTON_UNITS and abs(f1) < _NEWTON_UNITS * c_max
-            t += (f1 * j22 - f2 * j12) / det
+            dt = (f1 * j22 - f2 * j12) / det
             step = (j11 * f2 - j21 * f1) / det
-            if not (math.isfinite(step) and math.isfinite(t)) or nu + step > 1e6 * c_max:
+            if not (math.isfinite(step) and math.isfinite(dt)) or nu + step > 1e6 * c_max:
                 return None
             if nu + step < 0.0:
                 if nu == 0.0:  # twice below 0: the relaxed size at nu = 0 is short
                     return None
                 step = -nu
+            t += dt
             nu += step
+            if abs(f2) < _NEWTON_UNITS and abs(f1) < _NEWTON_UNITS * c_max:
+                # Within a few dozen units Newton's step lands within a unit. relax()'s
+                # counts there to first order (they only place the bands; the bracket's
+                # half-width and error bound as at the last evaluation, w to its price).
+                y -= dt * inv
+                w_new = c + nu
+                y -= (step / w) * inv
+                d = (3.0 * math.sqrt(max(c2, 0.0)) + 2.0 * c_max) / j11
+                d += 1e-12 * (1.0 + abs(t))
+                emax = self._err2_max / float(np.minimum.reduce(w_new)) * (1.0 + 4 * _KEY_SLACK)
+                return (w_new, y, t, d, emax), nu, slope
         return None
 
     def prefix(
