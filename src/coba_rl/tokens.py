@@ -700,13 +700,14 @@ def _solve(
     On the closed form with a rollout cap, the relaxed token ranking at ``nu = 0``
     (:meth:`GeometricTokenRows.relax`) decides what goes first:
 
-    * its relaxed size is short of ``B'``: the exact token ranking. If its prefix stops
-      on tokens with fewer than ``B'`` units, the rollout-only allocation cannot fit
-      (below): case 1 does not apply, the ranking is case 2's answer and the rollout-only
-      allocation is never computed.
-    * otherwise, if the relaxed rollout-only allocation is within a few costs of fitting
-      (:func:`_search_start`), the rollout-only allocation (case 1, returned if it fits);
-    * otherwise both budgets bind: :func:`_search_rows`, from the relaxed problem's
+    * its relaxed size is short of ``B' +`` :data:`ROW_EARLY`: the exact token ranking.
+      If its prefix stops on tokens with fewer than ``B'`` units, the rollout-only
+      allocation cannot fit (below) and is never computed: case 1 does not apply, and
+      the ranking is case 2's answer unless its fill meets ``B'`` (then both bind). If
+      the prefix holds ``B'`` units or more, both may bind.
+    * where both may bind: if the relaxed rollout-only allocation is within a few costs
+      of fitting (:func:`_search_start`), the rollout-only allocation goes first (case 1,
+      returned if it fits); otherwise :func:`_search_rows`, from the relaxed problem's
       rollout price. Any of its rankings whose token prefix stops on tokens short of
       ``B'`` proves again that the rollout-only allocation cannot fit; only without such
       a proof is it computed (and returned if it fits).
@@ -747,20 +748,24 @@ def _solve(
             except Fallback:
                 relaxed = None
             units = -1.0 if relaxed is None else p.relaxed_units(relaxed)
-            if relaxed is not None and units < p.b_spare - 0.5:
+            search, proved = relaxed is not None, False
+            if relaxed is not None and units < p.b_spare + ROW_EARLY:
                 first = p.prefix(relaxed[0], p.c, p.t_spare, relaxed)
                 early = int(first.counts.sum()), first
+                search = early[0] >= p.b_spare
                 if (
                     first.fail is not None
                     and early[0] < p.b_spare
                     and first.over - p.t_spare > SKIP_MARGIN * abs(first.over)
                 ):
                     e0 = _evaluate(p, 0.0, fast, first, need_value=False)
-                    return _solution(p, e0.x, max(e0.dual - e0.value, 0.0), 0.0)
-            elif relaxed is not None:
+                    if not e0.on_rollouts:  # case 2
+                        return _solution(p, e0.x, max(e0.dual - e0.value, 0.0), 0.0)
+                    search = proved = True  # the fill met B': both bind after all
+            if search and relaxed is not None:
                 # Both budgets bind, unless the rollout-only allocation fits: guessed
                 # from its relaxation, which then goes first.
-                found = _search_rows(p, relaxed, units, rollout)
+                found = _search_rows(p, relaxed, units, rollout, proved)
                 if found is not None:
                     return found
         rollout_extra = rollout()
@@ -867,6 +872,10 @@ ROW_TARGET = 0.5
 #: Up to this share of ``B'`` beyond it, the relaxed token ranking at ``nu = 0`` starts
 #: the price search itself; further, the mix of the one-budget solutions does.
 ROW_NEAR = 0.06
+#: Up to this many units beyond ``B'``, the relaxed size of the token ranking at
+#: ``nu = 0`` is checked on the exact ranking before any search (the relaxed size is
+#: within a few units of the exact one at the paper's scale).
+ROW_EARLY = 8.0
 
 
 def _table_rollout(p: _Problem) -> IntArray:
@@ -929,24 +938,32 @@ def _top_gains(p: GeometricTokenRows) -> Callable[[], IntArray]:
 
 
 def _search_rows(
-    p: GeometricTokenRows, relaxed: Relaxed, units: float, rollout: Callable[[], IntArray]
+    p: GeometricTokenRows,
+    relaxed: Relaxed,
+    units: float,
+    rollout: Callable[[], IntArray],
+    proved: bool = False,
 ) -> TokenSolution | None:
     """Both budgets bind, on the closed form: the ranking whose token prefix holds
     ``B' - 1`` units, from the price of the relaxed problem.
 
-    The relaxed prefix sizes (:meth:`GeometricTokenRows.relaxed_price`) give the price
-    ``nu`` where the token prefix should hold ``B' - 1`` units and the slope of that size
-    in ``nu``. One exact prefix is cut there; then Newton steps on the exact size, kept in
-    a bracket (bisected where a step leaves it), each sized by re-ranking the settled
-    bracket of units (:meth:`GeometricTokenRows.reprice`) or, where that cannot prove
-    the cut, by a new prefix. Of the rankings whose prefix holds ``B' - 1``, ``B' - 2``
-    or ``B'`` units (in that order) the first whose certificate holds (dual bound less
+    The relaxed prefix sizes (:meth:`GeometricTokenRows.relaxed_price`, Newton's method
+    from ``nu = 0`` when the relaxed token ranking there is within :data:`ROW_NEAR` of
+    ``B'``, else from :func:`_search_start`) give the price ``nu`` where the token prefix
+    should hold ``B' - 1`` units and the slope of that size in ``nu``. One exact prefix
+    is cut there; then Newton steps on the exact size, kept in a bracket (bisected where
+    a step leaves it), each sized by re-ranking the settled bracket of units
+    (:meth:`GeometricTokenRows.reprice`) or, where that cannot prove the cut, by a new
+    prefix. Of the rankings whose prefix holds ``B' - 1``, ``B'`` or ``B' - 2`` units (in
+    that order) the first whose certificate holds (dual bound less
     objective at most the marginal gain ``g*`` of its stopping unit) is returned: at
     ``B' - 1`` units it always holds without ties at ``k*``, since ``T' - c(S) < c*``, one
     rollout is left and ``k* (c* + nu) = g*``. A prefix short of ``B'`` that stops on
     tokens proves that the rollout-only allocation does not fit (:func:`_solve`); only
-    without such a proof is that allocation computed, and returned if it fits.
-    ``None``: no certified ranking (the general search then runs).
+    without such a proof (``proved``: one is known already) is that allocation
+    computed, and returned if it fits. ``units``: the relaxed size of the token ranking
+    at ``nu = 0`` (``relaxed``). ``None``: the rollout-only allocation probably fits, or
+    no ranking is certified (the general search then runs).
     """
     b_spare = p.b_spare
     assert b_spare is not None
@@ -969,7 +986,6 @@ def _search_rows(
     cur: Prefix | Repriced = base
     size, over = int(np.add.reduce(base.counts)), base.over
     near: dict[int, tuple[float, Prefix | Repriced]] = {}  # by h in -2..0: price, prefix
-    proved = False
     nu_lo, nu_hi = 0.0, math.inf  # h >= 0 at nu_lo, h <= -2 at nu_hi
     for _ in range(ROW_STEPS):
         h = size - b_spare
