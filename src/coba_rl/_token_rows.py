@@ -393,18 +393,17 @@ class GeometricTokenRows:
         if n == 0:
             raise Fallback("no row has positive gains")
         inv = self.inv_rate
-        stats = self._unit_stats(unit, u)
-        uinv2, u2, u_max = stats
+        uinv, lin_w, u_max = self._unit_stats(unit, u)
         # Breakpoints of the relaxed count: where a row starts (log first key + k/2) and
         # where it is full (L k lower); log first key = log_a - log w.
         log_w = np.log(ww)
         if root is None:
-            root = self._uncapped_root(log_w, uinv2, cap)
+            root = self._uncapped_root(log_w, uinv, cap)
         if root is None:
             ts = np.concatenate((self._ts_top - log_w, self._ts_full - log_w))
             order = ts.argsort()[::-1]
             ts = ts[order]
-            run = uinv2[order].cumsum()
+            run = np.concatenate((uinv, -uinv))[order].cumsum()
             gaps = ts[:-1] - ts[1:]
             gaps *= run[:-1]
             level = gaps.cumsum()  # level[j]: the relaxed count at ts[j + 1]
@@ -422,8 +421,8 @@ class GeometricTokenRows:
         y -= 0.5  # columns above e^t0, continuous
         lin = y > -0.5
         lin &= y < self.lim_half
-        s_lin = float(uinv2[:n] @ lin)
-        spread = 3.0 * math.sqrt(float(u2 @ lin)) + 2.0 * u_max
+        s_lin, u2_lin = (lin @ lin_w).tolist()  # sums of u / k and u^2 over lin rows
+        spread = 3.0 * math.sqrt(u2_lin) + 2.0 * u_max
         d = spread / s_lin if s_lin > 0 else float(self.rate.min())
         d += 1e-12 * (1.0 + abs(t0))
         # 2 err / w bounded by one number (the proofs only need an upper bound).
@@ -460,12 +459,11 @@ class GeometricTokenRows:
         c = self.c if self.all_active else self.c[self.act]
         return t, float(c @ y)
 
-    def _uncapped_root(self, log_w: FloatArray, uinv2: FloatArray, cap: float) -> float | None:
+    def _uncapped_root(self, log_w: FloatArray, uinv: FloatArray, cap: float) -> float | None:
         """:meth:`relax`'s root when no row is full there (the common case): sorting the
         ``n`` breakpoints where rows start suffices (the count goes on with its last
         slope below them). ``None`` where a row would be full at that root (then the
         ``2 n`` breakpoints are sorted). Complexity: O(n log n)."""
-        n = log_w.size
         top = self._ts_top - log_w
         # The root lies above every full breakpoint iff the uncapped count there exceeds
         # cap (checked first: a sort that cannot serve is skipped).
@@ -474,11 +472,11 @@ class GeometricTokenRows:
             return None
         above = top - full
         np.maximum(above, 0.0, out=above)
-        if not float(uinv2[:n] @ above) > cap:
+        if not float(uinv @ above) > cap:
             return None
         order = top.argsort()[::-1]
         ts = top[order]
-        run = uinv2[:n][order].cumsum()
+        run = uinv[order].cumsum()
         gaps = ts[:-1] - ts[1:]
         gaps *= run[:-1]
         level = gaps.cumsum()  # level[j]: the relaxed count at ts[j + 1]
@@ -835,13 +833,17 @@ class GeometricTokenRows:
         )
 
     def _unit_stats(self, unit: FloatArray, u: FloatArray) -> tuple[FloatArray, FloatArray, float]:
-        """For a cost vector ``unit`` (``u``: its active rows): ``(u / k, -u / k)`` joined,
-        ``u ** 2`` and ``max(u)``, kept per vector (a search ranks by the same ones)."""
+        """For a cost vector ``unit`` (``u``: its active rows): ``u / k``, the columns
+        ``(u / k, u^2)`` and ``max(u)``, kept per vector (a search ranks by the same
+        ones)."""
         for ref, stats in self._stats:
             if ref is unit:
                 return stats
         uinv = u * self.inv_rate
-        stats = (np.concatenate((uinv, -uinv)), u * u, float(np.maximum.reduce(u)))
+        lin_w = np.empty((u.size, 2))
+        lin_w[:, 0] = uinv
+        np.multiply(u, u, out=lin_w[:, 1])
+        stats = (uinv, lin_w, float(np.maximum.reduce(u)))
         self._stats.append((unit, stats))
         return stats
 
