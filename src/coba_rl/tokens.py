@@ -84,9 +84,28 @@ prompt that stopped the ranking (which keeps its count, since it never fits agai
    certificate always holds (``T' - c(S) < c*``, one rollout left, ``k* (c* + nu) = g*``,
    barring ties at ``k*``). At the paper's scale that is one prefix and about one cheap
    re-ranking of its settled bracket; the rollout-only allocation is not computed at
-   all when a ranking stops on tokens short of ``B'`` (the proof is in :func:`_solve`).
+   all when a ranking stops on tokens short of ``B'`` (proof below).
    The rollout price found depends on where the search starts, so there the counts may
    differ from the table solver's: both are certified within their own gap.
+
+**Skipping the rollout-only allocation.** Where both budgets may bind, any ranking whose
+token prefix stops on tokens short of ``B'`` units proves that the rollout-only
+allocation does not fit, so case 1 is settled without computing it. Take the ranking by key
+``g / (c + nu)`` for any ``nu >= 0``, its token prefix ``S`` with ``|S| < B'``, and
+``u*`` the unit that stopped it (key ``k*``; ``c(S) + c(u*) > T'``). Let ``R`` be the
+top ``B'`` gains (the rollout-only allocation) and ``g_R`` the least of them. A unit
+``a`` of ``S`` not in ``R`` has key ``>= k*`` and gain ``<= g_R``, so
+``c(a) + nu <= g(a) / k* <= g_R / k*``. A unit ``b`` of ``R`` not in ``S`` is not
+ranked before ``u*`` (every unit that is lies in ``S``), so its key is ``<= k*`` and
+its gain ``>= g_R``: ``c(b) + nu >= g_R / k*``. Hence ``c(b) >= c(a)`` for every such
+pair, and ``|R - S| >= |S - R| + 1`` since ``|R| > |S|``. If ``u*`` is in ``R``, pair
+each unit of ``S - R`` with a unit of ``R - S`` other than ``u*``; if not, one unit
+``b0`` of ``R - S`` is left unpaired, and ``c(b0) + nu >= g_R / k* >= g(u*) / k* =
+c(u*) + nu``. Either way ``c(R) >= c(S) + c(u*) > T'``. With caps, ``R`` and the
+rankings range over the units below the caps, and the argument is unchanged. Keys
+are rounded once, so each inequality holds up to a few ulps of ``c + nu``: the skip
+asks the overshoot ``c(S) + c(u*) - T'`` to exceed :data:`SKIP_MARGIN` times
+``c(S) + c(u*) + B' nu``, far above that rounding and that of the sums.
 
 Floating point: keys are ``gains / c_i`` in float64, ordered exactly as computed, so the
 fast and the table solver rank units identically; their counts are identical wherever
@@ -716,22 +735,8 @@ def _solve(
     below. Only the order of the work depends on the relaxations; case 1 returns the
     rollout-only allocation exactly whenever it fits.
 
-    **Proof** (the rollout-only allocation cannot fit). Take the ranking by key
-    ``g / (c + nu)`` for any ``nu >= 0``, its token prefix ``S`` with ``|S| < B'``, and
-    ``u*`` the unit that stopped it (key ``k*``; ``c(S) + c(u*) > T'``). Let ``R`` be the
-    top ``B'`` gains (the rollout-only allocation) and ``g_R`` the least of them. A unit
-    ``a`` of ``S`` not in ``R`` has key ``>= k*`` and gain ``<= g_R``, so
-    ``c(a) + nu <= g(a) / k* <= g_R / k*``. A unit ``b`` of ``R`` not in ``S`` is not
-    ranked before ``u*`` (every unit that is lies in ``S``), so its key is ``<= k*`` and
-    its gain ``>= g_R``: ``c(b) + nu >= g_R / k*``. Hence ``c(b) >= c(a)`` for every such
-    pair, and ``|R - S| >= |S - R| + 1`` since ``|R| > |S|``. If ``u*`` is in ``R``, pair
-    each unit of ``S - R`` with a unit of ``R - S`` other than ``u*``; if not, one unit
-    ``b0`` of ``R - S`` is left unpaired, and ``c(b0) + nu >= g_R / k* >= g(u*) / k* =
-    c(u*) + nu``. Either way ``c(R) >= c(S) + c(u*) > T'``. With caps, ``R`` and the
-    rankings range over the units below the caps, and the argument is unchanged. Keys
-    are rounded once, so each inequality holds up to a few ulps of ``c + nu``: the skip
-    asks the overshoot ``c(S) + c(u*) - T'`` to exceed :data:`SKIP_MARGIN` times
-    ``c(S) + c(u*) + B' nu``, far above that rounding and that of the sums.
+    The proof that such a prefix rules the rollout-only allocation out is in the module
+    docstring ("Skipping the rollout-only allocation").
     """
     m = p.c.size
     xg = np.zeros(m, dtype=np.int64)
@@ -959,7 +964,7 @@ def _search_rows(
     objective at most the marginal gain ``g*`` of its stopping unit) is returned: at
     ``B' - 1`` units it always holds without ties at ``k*``, since ``T' - c(S) < c*``, one
     rollout is left and ``k* (c* + nu) = g*``. A prefix short of ``B'`` that stops on
-    tokens proves that the rollout-only allocation does not fit (:func:`_solve`); only
+    tokens proves that the rollout-only allocation does not fit (module docstring); only
     without such a proof (``proved``: one is known already) is that allocation
     computed, and returned if it fits. ``units``: the relaxed size of the token ranking
     at ``nu = 0`` (``relaxed``). ``None``: the rollout-only allocation probably fits, or
