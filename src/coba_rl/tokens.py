@@ -876,7 +876,7 @@ ROW_STEPS = 10
 ROW_TARGET = 0.5
 #: Up to this share of ``B'`` beyond it, the relaxed token ranking at ``nu = 0`` starts
 #: the price search itself; further, the mix of the one-budget solutions does.
-ROW_NEAR = 0.06
+ROW_NEAR = 0.1
 #: Up to this many units beyond ``B'``, the relaxed size of the token ranking at
 #: ``nu = 0`` is checked on the exact ranking before any search (the relaxed size is
 #: within a few units of the exact one at the paper's scale).
