@@ -99,8 +99,9 @@ class Prefix:
 class _Ranked:
     """A settled bracket of the ranking by ``gain / w``: per prompt the units above it
     (``a``, every one with a float key above ``lam_hi``), and its units (prompt ``rows``,
-    column ``cols``, key ``vals`` in ``[lam_lo, lam_hi]``, gain ``gains``) with their
-    ranking ``order``; every other positive unit has a float key below ``lam_lo``."""
+    column ``cols``, key ``vals`` in ``[lam_lo, lam_hi]``, gain ``gains``; by prompt, then
+    column) with their ranking ``order``; every other positive unit has a float key below
+    ``lam_lo``."""
 
     w: FloatArray
     a: IntArray
@@ -293,7 +294,7 @@ class GeometricTokenRows:
         self._ts_full = half - self.lim_f * rate  # where it is full
         self.lim_half = self.lim_f - 0.5
         self.lim_1 = self.lim_f - 1.0
-        self._stats: list[tuple[FloatArray, tuple[FloatArray, FloatArray, float]]] = []
+        self._stats: list[tuple[FloatArray, tuple[FloatArray, FloatArray, float, FloatArray]]] = []
         pdf_act = pdf if self.all_active else pdf[self.act]
         # Twice the error bound of a float gain, per row and its largest.
         self._err2: FloatArray | None = None
@@ -393,14 +394,15 @@ class GeometricTokenRows:
         if n == 0:
             raise Fallback("no row has positive gains")
         inv = self.inv_rate
-        uinv, lin_w, u_max = self._unit_stats(unit, u)
+        uinv, lin_w, u_max, _ = self._unit_stats(unit, u)
         # Breakpoints of the relaxed count: where a row starts (log first key + k/2) and
         # where it is full (L k lower); log first key = log_a - log w.
         log_w = np.log(ww)
+        y = self._ts_top - log_w  # becomes the counts below
         if root is None:
-            root = self._uncapped_root(log_w, uinv, cap)
+            root = self._uncapped_root(y, log_w, uinv, cap)
         if root is None:
-            ts = np.concatenate((self._ts_top - log_w, self._ts_full - log_w))
+            ts = np.concatenate((y, self._ts_full - log_w))
             order = ts.argsort()[::-1]
             ts = ts[order]
             run = np.concatenate((uinv, -uinv))[order].cumsum()
@@ -415,7 +417,6 @@ class GeometricTokenRows:
             t0 = float(ts[i - 1]) - (cap - done) / s if s > 0 else float(ts[i])
         else:
             t0 = root
-        y = self._ts_top - log_w
         y -= t0
         y *= inv
         y -= 0.5  # columns above e^t0, continuous
@@ -426,7 +427,8 @@ class GeometricTokenRows:
         d = spread / s_lin if s_lin > 0 else float(self.rate.min())
         d += 1e-12 * (1.0 + abs(t0))
         # 2 err / w bounded by one number (the proofs only need an upper bound).
-        emax = self._err2_max / float(np.minimum.reduce(ww)) * (1.0 + 4 * _KEY_SLACK)
+        w_min = self._c_min if ww is self.c else float(np.minimum.reduce(ww))
+        emax = self._err2_max / w_min * (1.0 + 4 * _KEY_SLACK)
         return ww, y, t0, d, emax
 
     def relaxed_rollout(self, target: float) -> tuple[float, float] | None:
@@ -459,12 +461,13 @@ class GeometricTokenRows:
         c = self.c if self.all_active else self.c[self.act]
         return t, float(c @ y)
 
-    def _uncapped_root(self, log_w: FloatArray, uinv: FloatArray, cap: float) -> float | None:
+    def _uncapped_root(
+        self, top: FloatArray, log_w: FloatArray, uinv: FloatArray, cap: float
+    ) -> float | None:
         """:meth:`relax`'s root when no row is full there (the common case): sorting the
-        ``n`` breakpoints where rows start suffices (the count goes on with its last
-        slope below them). ``None`` where a row would be full at that root (then the
-        ``2 n`` breakpoints are sorted). Complexity: O(n log n)."""
-        top = self._ts_top - log_w
+        ``n`` breakpoints where rows start (``top``, not changed) suffices (the count goes
+        on with its last slope below them). ``None`` where a row would be full at that
+        root (then the ``2 n`` breakpoints are sorted). Complexity: O(n log n)."""
         # The root lies above every full breakpoint iff the uncapped count there exceeds
         # cap (checked first: a sort that cannot serve is skipped).
         full = float(np.maximum.reduce(self._ts_full - log_w))
@@ -522,11 +525,13 @@ class GeometricTokenRows:
         c = self.c if self.all_active else self.c[self.act]
         lim = self.lim_f
         cap = self.t_spare
-        c_max = float(np.maximum.reduce(c))
+        _, _, c_max, c_sq = self._unit_stats(self.c, c)
         # Rows: the counts, then the slopes in t and in nu of the rows inside their
-        # linear pieces; one product with (c, 1) sums them all.
-        work = np.empty((3, n))
-        z, il, ilw = work
+        # linear pieces; one product with (c, 1) sums them all. ``zr``: the counts before
+        # they are clipped.
+        work = np.empty((4, n))
+        z, il, ilw, zr = work
+        work = work[:3]
         weights = np.empty((n, 2))
         weights[:, 0] = c
         weights[:, 1] = 1.0
@@ -534,17 +539,16 @@ class GeometricTokenRows:
         for step_no in range(12):
             if step_no == 0 and start is not None:
                 w = start[0]
-                np.add(start[1], 0.5, out=z)  # the counts at (t0, nu0)
+                np.add(start[1], 0.5, out=zr)  # the counts at (t0, nu0)
             else:
                 w = c + nu
-                np.log(w, out=z)
-                np.subtract(base, z, out=z)
-                z -= t
-                z *= inv
-            lin = z > 0.0
-            lin &= z < lim
-            y = z - 0.5  # columns above e^t, continuous (relax()'s y)
-            np.maximum(z, 0.0, out=z)
+                np.log(w, out=zr)
+                np.subtract(base, zr, out=zr)
+                zr -= t
+                zr *= inv
+            lin = zr > 0.0
+            lin &= zr < lim
+            np.maximum(zr, 0.0, out=z)
             np.minimum(z, lim, out=z)
             np.multiply(inv, lin, out=il)
             np.divide(il, w, out=ilw)
@@ -573,13 +577,16 @@ class GeometricTokenRows:
                 # Within a few dozen units Newton's step lands within a unit. relax()'s
                 # counts there to first order (they only place the bands; the bracket's
                 # half-width and error bound as at the last evaluation, w to its price).
+                y = zr - 0.5  # columns above e^t, continuous (relax()'s y)
                 y -= dt * inv
                 w_new = c + nu
                 y -= (step / w) * inv
-                c2 = float(np.multiply(c, c) @ lin)  # sum of c^2 over the linear rows
+                c2 = float(c_sq @ lin)  # sum of c^2 over the linear rows
                 d = (3.0 * math.sqrt(c2) + 2.0 * c_max) / j11
                 d += 1e-12 * (1.0 + abs(t))
-                emax = self._err2_max / float(np.minimum.reduce(w_new)) * (1.0 + 4 * _KEY_SLACK)
+                # min(fl(c + nu)) = fl(min(c) + nu): rounding is monotone.
+                w_min = self._c_min + nu if self.all_active else float(np.minimum.reduce(w_new))
+                emax = self._err2_max / w_min * (1.0 + 4 * _KEY_SLACK)
                 return (w_new, y, t, d, emax), nu, slope
         return None
 
@@ -641,9 +648,10 @@ class GeometricTokenRows:
             if cost_a > cap:
                 d_hi *= 4.0
                 continue
-            # The bracket's units in ranking order: key descending, prompt, then column.
+            # The bracket's units in ranking order: key descending, prompt, then column
+            # (they come by prompt, then column: a stable sort of the keys suffices).
             rows = ridx if whole else act[ridx]
-            order = np.lexsort((cols, rows, -vals))
+            order = np.negative(vals).argsort(kind="stable")
             ranked = _Ranked(w, a, rows, cols, order, vals, gains, band, lam_lo, lam_hi, cost_a)
             out = self._cut(ranked, unit, cap, cost_a)
             if out is None:
@@ -739,7 +747,7 @@ class GeometricTokenRows:
             return None
         rows, vals = rows[keep], vals[keep]
         cols = ranked.cols[keep]
-        order = np.lexsort((cols, rows, -vals))
+        order = np.negative(vals).argsort(kind="stable")  # still by prompt, then column
         cum = c[rows[order]].cumsum()
         cum += cost_a
         n_fit = int(cum.searchsorted(cap, side="right"))
@@ -765,7 +773,8 @@ class GeometricTokenRows:
         row; ``emax`` bounds ``2 err / w``).
 
         Returns per prompt ``a`` (units with keys > lam_hi), the keys in
-        ``[lam_lo, lam_hi]`` with their active row, column and gain, and the band (gains
+        ``[lam_lo, lam_hi]`` with their active row, column and gain (ordered by row, then
+        column), and the band (gains
         with the running minimum applied). A band proves its row when its first
         key, less ``emax``, is above the bracket (its float gain, less twice the error
         bound, then is: every column left of it is) or it starts at column 0, and its
@@ -819,7 +828,8 @@ class GeometricTokenRows:
                 a += start
                 within = keys >= lam_lo
                 within ^= above
-                k_in, r_in = np.divmod(within.ravel().nonzero()[0], within.shape[1])
+                # By row, then column (the order the ranking's ties break in).
+                r_in, k_in = within.T.nonzero()
                 return (
                     self._scatter(a),
                     keys[k_in, r_in],
@@ -832,18 +842,21 @@ class GeometricTokenRows:
             ww, start_f.astype(np.int64), stop_f.astype(np.int64), lam_lo, lam_hi
         )
 
-    def _unit_stats(self, unit: FloatArray, u: FloatArray) -> tuple[FloatArray, FloatArray, float]:
+    def _unit_stats(
+        self, unit: FloatArray, u: FloatArray
+    ) -> tuple[FloatArray, FloatArray, float, FloatArray]:
         """For a cost vector ``unit`` (``u``: its active rows): ``u / k``, the columns
-        ``(u / k, u^2)`` and ``max(u)``, kept per vector (a search ranks by the same
-        ones)."""
+        ``(u / k, u^2)``, ``max(u)`` and ``u^2``, kept per vector (a search ranks by the
+        same ones)."""
         for ref, stats in self._stats:
             if ref is unit:
                 return stats
         uinv = u * self.inv_rate
         lin_w = np.empty((u.size, 2))
         lin_w[:, 0] = uinv
-        np.multiply(u, u, out=lin_w[:, 1])
-        stats = (uinv, lin_w, float(np.maximum.reduce(u)))
+        sq = np.multiply(u, u)
+        lin_w[:, 1] = sq
+        stats = (uinv, lin_w, float(np.maximum.reduce(u)), sq)
         self._stats.append((unit, stats))
         return stats
 

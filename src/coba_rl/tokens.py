@@ -749,7 +749,7 @@ def _solve(
             # Whichever is likely to settle it first: the token ranking when its relaxed
             # size is short of B', else the rollout-only allocation (which may fit).
             try:
-                relaxed = p.relax(p.c + 0.0, p.c, p.t_spare)
+                relaxed = p.relax(p.c, p.c, p.t_spare)
             except Fallback:
                 relaxed = None
             units = -1.0 if relaxed is None else p.relaxed_units(relaxed)
@@ -986,7 +986,7 @@ def _search_rows(
         return None
     relaxed_nu, nu, slope = found
     c, t_spare = p.c, p.t_spare
-    w = c + nu
+    w = relaxed_nu[0] if p.all_active else c + nu  # the relaxation's c + nu
     base = p.prefix(w, c, t_spare, relaxed_nu)
     cur: Prefix | Repriced = base
     size, over = int(np.add.reduce(base.counts)), base.over
