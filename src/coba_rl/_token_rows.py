@@ -302,6 +302,7 @@ class GeometricTokenRows:
         top = float(np.maximum.reduce(pdf_act)) if pdf_act.size else 0.0
         self._err2_max = 2.0 * (top * GAIN_ERROR + _GAIN_ERROR_ABS)
         self._v0: FloatArray | None = None
+        self._units_of: tuple[Relaxed, FloatArray] | None = None
 
     @property
     def err2(self) -> FloatArray:
@@ -501,6 +502,7 @@ class GeometricTokenRows:
         y = relaxed[1] + 0.5
         np.maximum(y, 0.0, out=y)
         np.minimum(y, self.lim_f, out=y)
+        self._units_of = relaxed, y  # the clipped counts, for relaxed_price(start=relaxed)
         return float(np.add.reduce(y))
 
     def relaxed_price(
@@ -537,19 +539,30 @@ class GeometricTokenRows:
         weights[:, 1] = 1.0
         t, nu = t0, nu0
         for step_no in range(12):
-            if step_no == 0 and start is not None:
+            clipped = self._units_of if step_no == 0 and start is not None else None
+            raw = clipped is None or clipped[0] is not start
+            if not raw:
+                # relaxed_units(start) clipped these counts already. (0 < zr < lim iff
+                # 0 < z < lim for z = min(max(zr, 0), lim), lim > 0, NaN in neither.)
+                assert start is not None and clipped is not None
                 w = start[0]
-                np.add(start[1], 0.5, out=zr)  # the counts at (t0, nu0)
+                z[:] = clipped[1]
+                lin = z > 0.0
+                lin &= z < lim
             else:
-                w = c + nu
-                np.log(w, out=zr)
-                np.subtract(base, zr, out=zr)
-                zr -= t
-                zr *= inv
-            lin = zr > 0.0
-            lin &= zr < lim
-            np.maximum(zr, 0.0, out=z)
-            np.minimum(z, lim, out=z)
+                if step_no == 0 and start is not None:
+                    w = start[0]
+                    np.add(start[1], 0.5, out=zr)  # the counts at (t0, nu0)
+                else:
+                    w = c + nu
+                    np.log(w, out=zr)
+                    np.subtract(base, zr, out=zr)
+                    zr -= t
+                    zr *= inv
+                lin = zr > 0.0
+                lin &= zr < lim
+                np.maximum(zr, 0.0, out=z)
+                np.minimum(z, lim, out=z)
             np.multiply(inv, lin, out=il)
             np.divide(il, w, out=ilw)
             (f1, f2), (j11, j21), (j12, j22) = (work @ weights).tolist()
@@ -577,6 +590,9 @@ class GeometricTokenRows:
                 # Within a few dozen units Newton's step lands within a unit. relax()'s
                 # counts there to first order (they only place the bands; the bracket's
                 # half-width and error bound as at the last evaluation, w to its price).
+                if not raw:
+                    assert start is not None
+                    np.add(start[1], 0.5, out=zr)
                 y = zr - 0.5  # columns above e^t, continuous (relax()'s y)
                 y -= dt * inv
                 w_new = c + nu

@@ -244,7 +244,8 @@ def allocate_tokens_with_shape(
             **common,
         )
 
-    floor = float(c @ np.full(m, cfg.n_low, dtype=np.int64))
+    # As the tokens of counts are summed (a float row of n_low: the same dot product).
+    floor = float(c @ np.full(m, float(cfg.n_low)))
     if m == 0:
         return result(np.zeros(0, dtype=np.int64), pass_rates, "greedy", None, 0.0, "none")
     if b is not None and (n_unseen == m or b < m * cfg.n_low):
