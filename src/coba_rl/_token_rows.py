@@ -93,6 +93,10 @@ class Prefix:
     band: _Band | None = None
     #: The ranked bracket the prefix was cut from, for :meth:`GeometricTokenRows.reprefix`.
     ranked: _Ranked | None = None
+    #: ``sum(counts)`` where known (-1 otherwise), and how many of the bracket's units
+    #: the prefix took (``sum(counts) = sum(ranked.a) + n_fit``).
+    size: int = -1
+    n_fit: int = 0
 
 
 @dataclass(slots=True)
@@ -220,34 +224,34 @@ class GeometricTokenRows:
         clipped: FloatArray | None = None,
     ) -> None:
         m, k = p.size, n_up - n_low
-        pop = np.empty((3, m))  # rows p, 1 - p, density (contiguous): a band's factors
-        ps = pop[0]
         if clipped is None:
-            np.maximum(p, smoothing, out=ps)
+            ps = np.maximum(p, smoothing)
             np.minimum(ps, 1.0 - smoothing, out=ps)
         else:
-            ps[:] = clipped
+            ps = clipped  # only read
         log_pdf: FloatArray | None = None
         exact = _vector_pdf_is_exact()
         got = _beta_pdf_and_logs(ps, alpha, beta) if exact and smoothing >= 1e-10 else None
+        om: FloatArray
         if got is not None:  # the density, 1 - p and the log density at once
-            pop[2], pop[1], _, log_pdf = got
+            pdf, om, _, log_pdf = got
         else:
-            np.subtract(1, ps, out=pop[1])
+            om = np.subtract(1, ps)
             if exact:
-                pop[2] = _beta_pdf_vector(ps, alpha, beta)
+                pdf = np.asarray(_beta_pdf_vector(ps, alpha, beta), dtype=np.float64)
             else:  # one scalar density per distinct rate
                 uniq, inverse = np.unique(ps, return_inverse=True)
-                pop[2] = _beta_pdf_distinct(uniq, alpha, beta)[inverse.reshape(-1)]
-        self.pop = pop
-        pdf = pop[2]
+                pdf = _beta_pdf_distinct(uniq, alpha, beta)[inverse.reshape(-1)]
+        # A band's factors p, 1 - p and the density (stacked into ``pop`` when asked).
+        self._factors = ps, om, pdf
+        self._pop: FloatArray | None = None
         self.tau, self.n_low, self.k, self.m = tau, n_low, k, m
         self.c, self.t_total, self.t_spare, self.b_spare = c, t_total, t_spare, b_spare
         self._c_min = float(np.minimum.reduce(c))
         self.limit: IntArray = (
             np.full(m, k, dtype=np.int64) if caps is None else caps.astype(np.int64) - n_low
         )
-        rate = ps * pop[1]
+        rate = ps * om
         rate /= tau
         # log of the exact first gain C e^{-k n_low} (1 - e^{-k}); -inf or NaN on rows
         # whose float gains are all 0 (p in {0, 1}, a zero density).
@@ -278,7 +282,10 @@ class GeometricTokenRows:
         self.log_a = log_a
         self.rate = rate
         self.capped = caps is not None
-        self.pop_act = pop if self.all_active else pop[:, self.act]
+        self._pop_act: FloatArray | None = None
+        self._factors_act = (
+            self._factors if self.all_active else (ps[self.act], om[self.act], pdf[self.act])
+        )
         self.inv_rate = 1.0 / rate
         half = 0.5 * rate
         half += log_a
@@ -303,6 +310,21 @@ class GeometricTokenRows:
         self._err2_max = 2.0 * (top * GAIN_ERROR + _GAIN_ERROR_ABS)
         self._v0: FloatArray | None = None
         self._units_of: tuple[Relaxed, FloatArray] | None = None
+
+    @property
+    def pop(self) -> FloatArray:
+        """Rows ``p``, ``1 - p`` and the density of every prompt, shape ``(3, M)``
+        (contiguous: a band's factors)."""
+        if self._pop is None:
+            self._pop = np.stack(self._factors)
+        return self._pop
+
+    @property
+    def pop_act(self) -> FloatArray:
+        """:attr:`pop` of the active rows."""
+        if self._pop_act is None:
+            self._pop_act = self.pop if self.all_active else np.stack(self._factors_act)
+        return self._pop_act
 
     @property
     def err2(self) -> FloatArray:
@@ -712,6 +734,8 @@ class GeometricTokenRows:
             over=float(cum[n_fit]),
             band=ranked.band,
             ranked=ranked,
+            size=ranked.n_a + n_fit if ranked.n_a >= 0 else -1,
+            n_fit=n_fit,
         )
 
     def reprefix(self, pre: Prefix, unit: FloatArray, cap: float) -> Prefix:
@@ -888,7 +912,7 @@ class GeometricTokenRows:
         """Float gains of every active row at columns ``start .. start + w1 - 1``, as a
         ``(w1, rows)`` block (the arithmetic of :func:`coba_rl.value.marginal_gains`,
         element for element). Complexity: O(rows * w1)."""
-        pa = self.pop_act
+        pa = self._factors_act
         # -(n_low + j), j = 0 .. w1, as a column: the rollout solver's cached offsets.
         v = _band_offsets(w1, self.n_low) - start_f
         v /= self.tau
@@ -941,7 +965,7 @@ class GeometricTokenRows:
 
     def fill(
         self, w: FloatArray, pre: Prefix, b_left: float, spent: float | None = None
-    ) -> tuple[IntArray, float]:
+    ) -> tuple[IntArray, float, float]:
         """Keep adding, in key order, the units that still fit (what
         :func:`coba_rl.tokens._fill` does on the table), after the prefix ``pre`` of the
         ranking by ``gain / w``.
@@ -951,19 +975,19 @@ class GeometricTokenRows:
         unit does not fit is dropped for good (the tokens left only shrink). Next keys
         come from the prefix's band, or from a few more exact columns where a prompt
         runs past it (``spent``: ``c . counts`` of the prefix, if known). Returns the
-        counts and the sum of the gains added.
+        counts, the sum of the gains added and the tokens left (``T' - c . counts``).
         Complexity: O(M + F log F) for F units considered.
         """
         x = pre.counts
         c = self.c
         t_left = self.t_spare - (float(c @ x) if spent is None else spent)
         if b_left <= 0 or not t_left >= self._c_min:
-            return x, 0.0
+            return x, 0.0, t_left
         x = x.copy()
         cand = ((x < self.limit) & (c <= t_left)).nonzero()[0]
         band = pre.band
         if cand.size == 0 or band is None:
-            return x, 0.0
+            return x, 0.0, t_left
         xc = x[cand]
         # Each candidate's next gain: the prefix band's (exact at or below the bracket),
         # and 0 on rows without gains.
@@ -987,7 +1011,7 @@ class GeometricTokenRows:
         for _ in range(_FILL_STEPS):
             alive = c_cand <= t_left
             if not np.logical_or.reduce(alive):
-                return x, added
+                return x, added, t_left
             pick = int(np.where(alive, keys0, -np.inf).argmax())
             i = int(cand[pick])
             x[i] += 1
@@ -996,7 +1020,7 @@ class GeometricTokenRows:
             added += g_prev
             t_left = self.t_spare - float(c @ x)
             if b_left <= 0 or not t_left >= c_min:
-                return x, added
+                return x, added, t_left
             j = int(x[i])
             if j < limit[i]:
                 r = int(ridx[pick])
@@ -1037,7 +1061,7 @@ class GeometricTokenRows:
             if j < limit[i]:
                 g = 0.0 if r < 0 else self._next_gain(band, r, i, j, g_prev, extra)
                 push(heap, (-(g / w_list[i]), i, g, r))
-        return x, added
+        return x, added, t_left
 
     def _next_gain(
         self, band: _Band, r: int, i: int, j: int, g_prev: float, extra: dict[int, list[float]]

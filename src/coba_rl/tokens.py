@@ -599,6 +599,7 @@ class _Eval:
     g_star: float
     on_rollouts: bool
     n_tokens: int  # units of the token-only prefix at this ranking
+    t_left: float | None = None  # T' - c . x, where known
 
 
 def _token_prefix_size(p: _Problem, w: FloatArray, fast: bool) -> int:
@@ -684,7 +685,7 @@ def _evaluate_rows(
     """
     if pre is None:
         pre = p.prefix(w, p.c, p.t_spare)
-    n_tokens = n_s = int(np.add.reduce(pre.counts))
+    n_tokens = n_s = pre.size if pre.size >= 0 else int(np.add.reduce(pre.counts))
     if n_tokens > b_cap:  # the same ranking, cut by the rollout cap
         pre = p.reprefix(pre, np.ones_like(p.c), b_cap)
         n_s = int(np.add.reduce(pre.counts))
@@ -692,14 +693,14 @@ def _evaluate_rows(
     assert fail is not None  # the closed form hands instances where every unit fits on
     on_rollouts = n_s >= b_cap
     spent = float(p.c @ s)
-    x, fill_gain = p.fill(w, pre, b_cap - n_s, spent)
+    x, fill_gain, t_left = p.fill(w, pre, b_cap - n_s, spent)
     k_star = float(g_star / w[fail[0]])
     gap = k_star * (p.t_spare - (spent if above is s else float(p.c @ above)))
     if p.b_spare is not None:
         gap += nu * k_star * (p.b_spare - (n_s if above is s else int(np.add.reduce(above))))
     gap -= pre.tie_gain + fill_gain
     value = p.value(x) if need_value else 0.0
-    return _Eval(x, value, value + gap, g_star, on_rollouts, n_tokens)
+    return _Eval(x, value, value + gap, g_star, on_rollouts, n_tokens, t_left)
 
 
 #: Relative margin by which the token prefix must overshoot T' for case 1 to be skipped.
@@ -765,7 +766,7 @@ def _solve(
                 ):
                     e0 = _evaluate(p, 0.0, fast, first, need_value=False)
                     if not e0.on_rollouts:  # case 2
-                        return _solution(p, e0.x, max(e0.dual - e0.value, 0.0), 0.0)
+                        return _solution(p, e0.x, max(e0.dual - e0.value, 0.0), 0.0, e0.t_left)
                     search = proved = True  # the fill met B': both bind after all
             if search and relaxed is not None:
                 # Both budgets bind, unless the rollout-only allocation fits: guessed
@@ -800,7 +801,7 @@ def _solve(
     if p.b_spare is None or n0 < p.b_spare:  # the ranking stops on tokens (case 2)
         e0 = _evaluate(p, 0.0, fast, pre0, need_value=False)
         if not e0.on_rollouts or p.b_spare is None:
-            return _solution(p, e0.x, max(e0.dual - e0.value, 0.0), 0.0)
+            return _solution(p, e0.x, max(e0.dual - e0.value, 0.0), 0.0, e0.t_left)
     b_spare = p.b_spare
     # Both constraints bind. Search the rollout price nu (s = nu / (nu + scale) in [0, 1])
     # for the ranking whose token-only prefix holds exactly B' units: h(s) = size - B'
@@ -942,6 +943,16 @@ def _top_gains(p: GeometricTokenRows) -> Callable[[], IntArray]:
     return top
 
 
+def _prefix_size(pre: Prefix) -> int:
+    """``sum(pre.counts)``, kept on the prefix and its ranked bracket (whose ``sum(a)``
+    :meth:`GeometricTokenRows.reprice` then need not sum)."""
+    if pre.size < 0:
+        pre.size = int(np.add.reduce(pre.counts))
+        if pre.ranked is not None and pre.ranked.n_a < 0:
+            pre.ranked.n_a = pre.size - pre.n_fit
+    return pre.size
+
+
 def _search_rows(
     p: GeometricTokenRows,
     relaxed: Relaxed,
@@ -989,7 +1000,7 @@ def _search_rows(
     w = relaxed_nu[0] if p.all_active else c + nu  # the relaxation's c + nu
     base = p.prefix(w, c, t_spare, relaxed_nu)
     cur: Prefix | Repriced = base
-    size, over = int(np.add.reduce(base.counts)), base.over
+    size, over = _prefix_size(base), base.over
     near: dict[int, tuple[float, Prefix | Repriced]] = {}  # by h in -2..0: price, prefix
     nu_lo, nu_hi = 0.0, math.inf  # h >= 0 at nu_lo, h <= -2 at nu_hi
     for _ in range(ROW_STEPS):
@@ -1014,7 +1025,7 @@ def _search_rows(
         moved = p.reprice(base, w, t_spare)
         if moved is None:
             cur = base = p.prefix(w, c, t_spare)
-            size, over = int(np.add.reduce(base.counts)), base.over
+            size, over = _prefix_size(base), base.over
         else:
             cur, size, over = moved, moved.size, moved.over
     for h in (-1, 0, -2):
@@ -1031,7 +1042,7 @@ def _search_rows(
         xg = rollout()
         if float(p.c @ (p.n_low + xg)) <= p.t_total:  # case 1
             return _solution(p, xg, 0.0, math.inf)
-    return _solution(p, e.x, max(e.dual - e.value, 0.0), nu)
+    return _solution(p, e.x, max(e.dual - e.value, 0.0), nu, e.t_left)
 
 
 def _first_nu(p: _Engine, xg: IntArray, pre0: Prefix, n0: int) -> float | None:
@@ -1063,9 +1074,13 @@ def _first_nu(p: _Engine, xg: IntArray, pre0: Prefix, n0: int) -> float | None:
     return t * g_b / ((1.0 - t) * k0) if t < 1.0 else None
 
 
-def _solution(p: _Engine, x: IntArray, gap: float, nu: float) -> TokenSolution:
+def _solution(
+    p: _Engine, x: IntArray, gap: float, nu: float, t_left: float | None = None
+) -> TokenSolution:
+    """The solution of extra units ``x`` (``t_left``: ``T' - c . x``, if known)."""
     counts = np.add(x, p.n_low, dtype=np.int64)
-    t_left = p.t_spare - float(p.c @ x)
+    if t_left is None:
+        t_left = p.t_spare - float(p.c @ x)
     open_rows = x < p.limit
     # The cheapest open prompt's cost (inf when none is open) against the tokens left.
     c_open = float(np.minimum.reduce(p.c, where=open_rows, initial=math.inf))
