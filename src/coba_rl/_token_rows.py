@@ -186,6 +186,26 @@ class Repriced:
         return self._rows._cut_at(moved, self._cum, self._n_fit)
 
 
+class _UnitStats:
+    """A cost vector's ``u / k``, ``max(u)`` and ``u^2`` on the active rows, and (built
+    when first asked) the columns ``(u / k, u^2)``."""
+
+    __slots__ = ("_lin_w", "sq", "u_max", "uinv")
+
+    def __init__(self, uinv: FloatArray, u_max: float, sq: FloatArray) -> None:
+        self.uinv, self.u_max, self.sq = uinv, u_max, sq
+        self._lin_w: FloatArray | None = None
+
+    def lin_w(self) -> FloatArray:
+        """The columns ``(u / k, u^2)``, shape ``(n, 2)``."""
+        if self._lin_w is None:
+            lin_w = np.empty((self.uinv.size, 2))
+            lin_w[:, 0] = self.uinv
+            lin_w[:, 1] = self.sq
+            self._lin_w = lin_w
+        return self._lin_w
+
+
 #: :meth:`GeometricTokenRows.relax`'s result: ``(w, y, t0, d, emax)`` on the active rows.
 Relaxed = tuple[FloatArray, FloatArray, float, float, float]
 
@@ -301,7 +321,7 @@ class GeometricTokenRows:
         self._ts_full = half - self.lim_f * rate  # where it is full
         self.lim_half = self.lim_f - 0.5
         self.lim_1 = self.lim_f - 1.0
-        self._stats: list[tuple[FloatArray, tuple[FloatArray, FloatArray, float, FloatArray]]] = []
+        self._stats: list[tuple[FloatArray, _UnitStats]] = []
         pdf_act = pdf if self.all_active else pdf[self.act]
         # Twice the error bound of a float gain, per row and its largest.
         self._err2: FloatArray | None = None
@@ -403,13 +423,19 @@ class GeometricTokenRows:
     # -- the longest prefix that fits -----------------------------------------------------
 
     def relax(
-        self, w: FloatArray, unit: FloatArray, cap: float, root: float | None = None
+        self,
+        w: FloatArray,
+        unit: FloatArray,
+        cap: float,
+        root: float | None = None,
+        spread: bool = True,
     ) -> Relaxed:
         """Step 1 of :meth:`prefix`: the root ``t0`` of the relaxed count, each active
         row's continuous count ``y`` above ``e^t0``, the bracket's half-width ``d`` and the
         bound ``emax`` on ``2 err / w``. ``root``: the root if already known (from
-        :meth:`relaxed_price`; only where the bracket lies depends on it). Complexity:
-        O(M log M), O(M) with ``root``."""
+        :meth:`relaxed_price`; only where the bracket lies depends on it). ``spread=False``:
+        ``d`` and ``emax`` are left ``NaN`` (:meth:`prefix` computes them if it is given
+        this relaxation). Complexity: O(M log M), O(M) with ``root``."""
         whole = self.all_active
         act = self.act
         ww, u = (w, unit) if whole else (w[act], unit[act])
@@ -417,7 +443,7 @@ class GeometricTokenRows:
         if n == 0:
             raise Fallback("no row has positive gains")
         inv = self.inv_rate
-        uinv, lin_w, u_max, _ = self._unit_stats(unit, u)
+        uinv = self._unit_stats(unit, u).uinv
         # Breakpoints of the relaxed count: where a row starts (log first key + k/2) and
         # where it is full (L k lower); log first key = log_a - log w.
         log_w = np.log(ww)
@@ -443,6 +469,15 @@ class GeometricTokenRows:
         y -= t0
         y *= inv
         y -= 0.5  # columns above e^t0, continuous
+        if not spread:
+            return ww, y, t0, math.nan, math.nan
+        return self._spread((ww, y, t0, math.nan, math.nan), unit)
+
+    def _spread(self, relaxed: Relaxed, unit: FloatArray) -> Relaxed:
+        """:meth:`relax`'s bracket half-width ``d`` and bound ``emax``, filled in."""
+        ww, y, t0 = relaxed[:3]
+        stats = self._unit_stats(unit, unit if self.all_active else unit[self.act])
+        lin_w, u_max = stats.lin_w(), stats.u_max
         lin = y > -0.5
         lin &= y < self.lim_half
         s_lin, u2_lin = (lin @ lin_w).tolist()  # sums of u / k and u^2 over lin rows
@@ -549,7 +584,8 @@ class GeometricTokenRows:
         c = self.c if self.all_active else self.c[self.act]
         lim = self.lim_f
         cap = self.t_spare
-        _, _, c_max, c_sq = self._unit_stats(self.c, c)
+        stats = self._unit_stats(self.c, c)
+        c_max, c_sq = stats.u_max, stats.sq
         # Rows: the counts, then the slopes in t and in nu of the rows inside their
         # linear pieces; one product with (c, 1) sums them all. ``zr``: the counts before
         # they are clipped.
@@ -653,6 +689,8 @@ class GeometricTokenRows:
         """
         if relaxed is None:
             relaxed = self.relax(w, unit, cap)
+        elif math.isnan(relaxed[3]):
+            relaxed = self._spread(relaxed, unit)
         ww, y, t0, d, emax = relaxed
         whole = self.all_active
         act = self.act
@@ -882,21 +920,14 @@ class GeometricTokenRows:
             ww, start_f.astype(np.int64), stop_f.astype(np.int64), lam_lo, lam_hi
         )
 
-    def _unit_stats(
-        self, unit: FloatArray, u: FloatArray
-    ) -> tuple[FloatArray, FloatArray, float, FloatArray]:
-        """For a cost vector ``unit`` (``u``: its active rows): ``u / k``, the columns
-        ``(u / k, u^2)``, ``max(u)`` and ``u^2``, kept per vector (a search ranks by the
+    def _unit_stats(self, unit: FloatArray, u: FloatArray) -> _UnitStats:
+        """For a cost vector ``unit`` (``u``: its active rows): ``u / k``, ``max(u)``,
+        ``u^2`` and the columns ``(u / k, u^2)``, kept per vector (a search ranks by the
         same ones)."""
         for ref, stats in self._stats:
             if ref is unit:
                 return stats
-        uinv = u * self.inv_rate
-        lin_w = np.empty((u.size, 2))
-        lin_w[:, 0] = uinv
-        sq = np.multiply(u, u)
-        lin_w[:, 1] = sq
-        stats = (uinv, lin_w, float(np.maximum.reduce(u)), sq)
+        stats = _UnitStats(u * self.inv_rate, float(np.maximum.reduce(u)), np.multiply(u, u))
         self._stats.append((unit, stats))
         return stats
 
@@ -1008,11 +1039,14 @@ class GeometricTokenRows:
         # The first few units one at a time: the best key among the prompts that still
         # fit (ties: lower prompt, as cand ascends), a prompt that does not fit dropped
         # for good (the tokens left only shrink). Most fills end here.
-        for _ in range(_FILL_STEPS):
-            alive = c_cand <= t_left
-            if not np.logical_or.reduce(alive):
-                return x, added, t_left
-            pick = int(np.where(alive, keys0, -np.inf).argmax())
+        for step in range(_FILL_STEPS):
+            if step == 0:  # every candidate fits (as chosen)
+                pick = int(keys0.argmax())
+            else:
+                alive = c_cand <= t_left
+                if not np.logical_or.reduce(alive):
+                    return x, added, t_left
+                pick = int(np.where(alive, keys0, -np.inf).argmax())
             i = int(cand[pick])
             x[i] += 1
             b_left -= 1

@@ -750,7 +750,7 @@ def _solve(
             # Whichever is likely to settle it first: the token ranking when its relaxed
             # size is short of B', else the rollout-only allocation (which may fit).
             try:
-                relaxed = p.relax(p.c, p.c, p.t_spare)
+                relaxed = p.relax(p.c, p.c, p.t_spare, spread=False)
             except Fallback:
                 relaxed = None
             units = -1.0 if relaxed is None else p.relaxed_units(relaxed)
