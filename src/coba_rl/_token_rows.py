@@ -879,7 +879,8 @@ class GeometricTokenRows:
             # proves more).
             last = self.lim_f - w1  # the start of a band that ends at the row's end
             np.minimum(start_f, last, out=start_f)
-            np.maximum(start_f, 0.0, out=start_f)
+            if not isinstance(last, float):  # one row length: last >= 0 (w1 <= it)
+                np.maximum(start_f, 0.0, out=start_f)
             # One column of the block per row (contiguous along the rows).
             g = self._dense_gains(start_f, w1)
             if w1 > 1 and bool(np.logical_or.reduce((g[1:] > g[:-1]).ravel())):

@@ -140,7 +140,8 @@ def resolve_batch_costs(costs: FloatArray | None, m: int, cfg: CoBAConfig) -> Fl
     """Per-prompt costs with unknowns filled ([Rules: token budgets][rules-token-budget])."""
     if costs is not None and costs.size and costs.ndim == 1:
         # Every cost known, finite and positive (the common case): nothing to fill.
-        lo, hi = float(costs.min()), float(costs.max())  # NaN fails both tests
+        # NaN fails both tests.
+        lo, hi = float(np.minimum.reduce(costs)), float(np.maximum.reduce(costs))
         if lo > 0 and math.isfinite(hi):
             if costs.flags.writeable:
                 costs = costs.copy()
