@@ -17,7 +17,9 @@ run with the calls interleaved; absolute times depend on the machine.
 Each token case is timed twice: as ``allocate`` runs it (the gains' closed form, no
 table) and with the gain table ("gain table" rows: the distinct-row table, its running
 minimum and the table solver, the path the closed form replaces), so the two compare in
-the same run. The counts of the two are checked to be identical.
+the same run. The counts of the two are checked to be identical, except where both budgets
+bind: there each search may find a different certified ranking, and their values must lie
+within the larger certified gap of each other.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from coba_rl.bench._inputs import token_batch
 from coba_rl.bench._timing import timed
 from coba_rl.solvers import _greedy_extra_grouped, _running_min
 from coba_rl.tokens import TokenSolution, token_greedy
-from coba_rl.value import _unique_gains
+from coba_rl.value import _unique_gains, capability_value
 
 M, B, N_LOW, N_UP = 512, 8192, 2, 128
 
@@ -107,6 +109,25 @@ SCALE_CASES = [
 ]
 
 
+def agree(a: Allocation, b: Allocation) -> bool:
+    """The closed form's result against the gain table's: the same counts, or, where both
+    budgets bind (the rollout price found depends on where each search starts), values
+    within the larger certified gap of each other (each is within its gap of the optimum).
+    """
+    if np.array_equal(a.counts, b.counts):
+        return True
+    if "rollouts" not in (a.binding or "") or a.gap is None or b.gap is None:
+        return False
+    alpha, beta, tau = a.alpha, a.beta, a.tau
+    assert alpha is not None and beta is not None and tau is not None
+
+    def total(x: Allocation) -> float:
+        return float(np.sum(capability_value(x.counts, x.pass_rates, alpha, beta, tau)))
+
+    tol = max(a.gap, b.gap) + 1e-9 * abs(total(a))
+    return abs(total(a) - total(b)) <= tol
+
+
 def _call(
     stats: BatchStats, b: int | None, cfg: CoBAConfig, token_budget: float | None
 ) -> Callable[[], Allocation]:
@@ -147,7 +168,7 @@ def scale(reps: int, seed: int) -> bool:
         mb_tok, out = _peak_mb(tok)
         t_tab = _median_time(on_table(tok), 1)
         mb_tab, out_tab = _peak_mb(on_table(tok))
-        same = bool(np.array_equal(out.counts, out_tab.counts))
+        same = agree(out, out_tab)
         ok &= same
         print(
             f"M={m} n_up={n_up} B={b} T={share:g} spend{' + B' if both else ''}: "
@@ -183,10 +204,10 @@ def main() -> int:
         paths = _paths(stats, costs, spend, gains_u, inverse, cfg)
         for name, fn in paths.items():
             out = fn()
-            if name.endswith(" (gain table)"):  # the closed form must give the same counts
+            if name.endswith(" (gain table)"):  # the closed form must agree (see agree())
                 fast = paths[name.removesuffix(" (gain table)")]()
                 assert isinstance(out, Allocation) and isinstance(fast, Allocation)
-                ok &= bool(np.array_equal(out.counts, fast.counts))
+                ok &= agree(fast, out)
             if isinstance(out, TokenSolution):
                 bounds.setdefault(name, set()).add(out.bound)
                 ok &= out.tokens <= spend and int(out.counts.sum()) >= M * N_LOW
