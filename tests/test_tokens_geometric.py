@@ -118,24 +118,36 @@ def _table(case: dict[str, Any], xg: Arr | None) -> tokens.TokenSolution:
     )
 
 
-def _rows(case: dict[str, Any]) -> GeometricTokenRows:
-    """The table-free rows of an instance (call under ``np.errstate(all="ignore")``)."""
+def _floor(case: dict[str, Any]) -> float:
+    """The tokens of ``n_low`` rollouts per prompt."""
+    return float(case["c"] @ np.full(case["p"].size, case["n_low"], dtype=np.int64))
+
+
+def _closed_form_args(
+    case: dict[str, Any],
+) -> tuple[Arr, float, float, float, int, int, float, Arr, float]:
+    """The leading arguments :class:`GeometricTokenRows` and
+    :func:`tokens.token_greedy_value` share: ``p, alpha, beta, tau, n_low, n_up,
+    smoothing, c, t``."""
     alpha, beta = case["shape"]
-    m, n_low = case["p"].size, case["n_low"]
-    floor = float(case["c"] @ np.full(m, n_low, dtype=np.int64))
-    return GeometricTokenRows(
+    return (
         case["p"],
         alpha,
         beta,
         case["tau"],
-        n_low,
+        case["n_low"],
         case["n_up"],
         case["smoothing"],
         case["c"],
         case["t"],
-        case["t"] - floor,
-        None if case["b"] is None else case["b"] - m * n_low,
-        case["caps"],
+    )
+
+
+def _rows(case: dict[str, Any]) -> GeometricTokenRows:
+    """The table-free rows of an instance (call under ``np.errstate(all="ignore")``)."""
+    b_spare = None if case["b"] is None else case["b"] - case["p"].size * case["n_low"]
+    return GeometricTokenRows(
+        *_closed_form_args(case), case["t"] - _floor(case), b_spare, case["caps"]
     )
 
 
@@ -276,20 +288,9 @@ def test_table_free_equals_the_table(case: dict[str, Any]) -> None:
         event(f"settled without the table, bound {new.bound}")
         _assert_agrees(new, ref, case)
     # The entry point used by allocate returns the reference either way.
-    alpha, beta = case["shape"]
-    m, n_low = case["p"].size, case["n_low"]
-    floor = float(case["c"] @ np.full(m, n_low, dtype=np.int64))
     out = tokens.token_greedy_value(
-        floor,
-        case["p"],
-        alpha,
-        beta,
-        case["tau"],
-        n_low,
-        case["n_up"],
-        case["smoothing"],
-        case["c"],
-        case["t"],
+        _floor(case),
+        *_closed_form_args(case),
         case["b"],
         case["caps"],
         None if xg is None else lambda: xg,
@@ -465,20 +466,7 @@ def test_smallest_taken_gain_equals_the_table(case: dict[str, Any], seed: int) -
     taken = np.flatnonzero(x > 0)
     expected = float(g[inv[taken], x[taken] - 1].min())
     with np.errstate(all="ignore"):
-        rows = GeometricTokenRows(
-            case["p"],
-            alpha,
-            beta,
-            case["tau"],
-            n_low,
-            case["n_up"],
-            case["smoothing"],
-            case["c"],
-            case["t"],
-            0.0,
-            None,
-            None,
-        )
+        rows = GeometricTokenRows(*_closed_form_args(case), 0.0, None, None)
         assert rows.min_last_gain(x) == expected
 
 
@@ -504,7 +492,7 @@ def both_bind_instance(
     else:
         xg = _rollout_extra(case)
     assert xg is not None
-    floor = float(case["c"] @ np.full(m, n_low, dtype=np.int64))
+    floor = _floor(case)
     spend = float(case["c"] @ (n_low + xg))
     share = draw(st.sampled_from(shares))
     case["t"] = floor + share * (spend - floor)

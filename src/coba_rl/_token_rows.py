@@ -38,6 +38,7 @@ from coba_rl.value import (
     _beta_pdf_and_logs,
     _beta_pdf_distinct,
     _beta_pdf_vector,
+    _values_in_place,
     _vector_pdf_is_exact,
 )
 
@@ -363,13 +364,7 @@ class GeometricTokenRows:
         arithmetic of :func:`coba_rl.value.marginal_gains`:
         ``(1 - exp(((-n) / tau) p (1 - p))) C``. Complexity: O(M)."""
         pop = self.pop
-        n /= self.tau
-        n *= pop[0]
-        n *= pop[1]
-        np.exp(n, out=n)
-        np.subtract(1, n, out=n)
-        n *= pop[2]
-        return n
+        return _values_in_place(n, self.tau, pop[0], pop[1], pop[2])
 
     def _gains(
         self, rows: IntArray | None, start: IntArray, width: IntArray
@@ -393,12 +388,7 @@ class GeometricTokenRows:
         v = np.negative(n_int, dtype=np.float64)
         pop = self.pop_act if rows is None else self.pop[:, rows]
         q = pop.repeat(n_vals, axis=1)
-        v /= self.tau
-        v *= q[0]
-        v *= q[1]
-        np.exp(v, out=v)
-        np.subtract(1, v, out=v)
-        v *= q[2]
+        _values_in_place(v, self.tau, q[0], q[1], q[2])
         g = v[1:] - v[:-1]
         if off.size > 1:
             g[off[1:] - 1] = -np.inf
@@ -946,13 +936,7 @@ class GeometricTokenRows:
         element for element). Complexity: O(rows * w1)."""
         pa = self._factors_act
         # -(n_low + j), j = 0 .. w1, as a column: the rollout solver's cached offsets.
-        v = _band_offsets(w1, self.n_low) - start_f
-        v /= self.tau
-        v *= pa[0]
-        v *= pa[1]
-        np.exp(v, out=v)
-        np.subtract(1, v, out=v)
-        v *= pa[2]
+        v = _values_in_place(_band_offsets(w1, self.n_low) - start_f, self.tau, *pa)
         return np.subtract(v[1:], v[:-1])
 
     def _settle_segments(
@@ -1132,13 +1116,7 @@ class GeometricTokenRows:
         start = np.maximum(last - 1, 0)
         # The gains at columns start and start + 1 (the table's arithmetic), as a block.
         pt = self.pop[:, rows]
-        v = _HEAD3 - (start + self.n_low)
-        v /= self.tau
-        v *= pt[0]
-        v *= pt[1]
-        np.exp(v, out=v)
-        np.subtract(1, v, out=v)
-        v *= pt[2]
+        v = _values_in_place(_HEAD3 - (start + self.n_low), self.tau, pt[0], pt[1], pt[2])
         g = v[1:] - v[:-1]
         first = g[0]
         low = np.where(last > start, np.minimum(first, g[1]), first)

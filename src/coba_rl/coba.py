@@ -25,12 +25,13 @@ from coba_rl.config import CoBAConfig
 from coba_rl.solvers import _capability_extra
 from coba_rl.tokens import resolve_costs, token_greedy_value
 from coba_rl.types import Allocation, BatchStats, _owned, _trusted_allocation
-from coba_rl.value import _adaptive_tau, _adaptive_tau_clipped, _beta_shape_scalar
+from coba_rl.value import _adaptive_tau_clipped, _beta_shape_scalar
 
 __all__ = ["allocate", "initial_shape"]
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
 
 #: Release-variant bucket edges: hard below, easy above (p in between is "explore").
 HARD_BELOW = 0.05
@@ -207,9 +208,7 @@ def allocate_tokens_with_shape(
     m = int(pass_rates.size)
     c = resolve_batch_costs(costs, m, cfg)
     caps = straggler_caps(c, cfg)
-    # A NaN sum is the one sign of an unseen prompt (the rates are in [0, 1] or NaN).
-    unseen = np.isnan(pass_rates) if math.isnan(float(np.add.reduce(pass_rates))) else None
-    n_unseen = 0 if unseen is None else int(np.count_nonzero(unseen))
+    unseen, n_unseen = _unseen(pass_rates)
     common: dict[str, Any] = {
         "alpha": alpha,
         "beta": beta,
@@ -266,17 +265,9 @@ def allocate_tokens_with_shape(
             f"token_budget {t:g} is below the floor n_low * sum(costs) = {floor:g}: even "
             f"{cfg.n_low} rollout(s) per prompt do not fit; raise the token budget"
         )
-    if unseen is None:
-        # Complete: the Allocation can hold it as it is if read-only, else a copy.
-        p = pass_rates if not pass_rates.flags.writeable else pass_rates.copy()
-    else:
-        p = np.where(unseen, cfg.unseen_pass_rate, pass_rates)
+    p = _filled(pass_rates, unseen, cfg)
     s = cfg.smoothing
-    clipped = np.minimum(np.maximum(p, s), 1.0 - s)  # shared by tau and both solvers
-    if cfg.tau == "adaptive":
-        tau = _adaptive_tau_clipped(clipped, cfg.tau_min, cfg.tau_max, cfg.var_max)
-    else:
-        tau = float(cfg.tau)
+    clipped, tau = _clipped_and_tau(p, cfg)  # shared by tau and both solvers
     rollout: Callable[[], IntArray] | None = None
     if b is not None and caps is None:
         spare = b - m * cfg.n_low
@@ -321,9 +312,7 @@ def allocate_with_shape(
     """
     m = int(pass_rates.size)
     b = check_budget(budget, m, cfg.n_low, cfg.n_up)
-    # A NaN sum is the one sign of an unseen prompt (the rates are in [0, 1] or NaN).
-    unseen = np.isnan(pass_rates) if math.isnan(float(np.add.reduce(pass_rates))) else None
-    n_unseen = 0 if unseen is None else int(np.count_nonzero(unseen))
+    unseen, n_unseen = _unseen(pass_rates)
     common: dict[str, Any] = {
         "budget": b,
         "alpha": alpha,
@@ -340,11 +329,7 @@ def allocate_with_shape(
             n_unseen=n_unseen,
             **common,
         )
-    if unseen is None:
-        # Complete: the Allocation can hold it as it is if read-only, else a copy.
-        p = pass_rates if not pass_rates.flags.writeable else pass_rates.copy()
-    else:
-        p = np.where(unseen, cfg.unseen_pass_rate, pass_rates)
+    p = _filled(pass_rates, unseen, cfg)
     tau: float | None
     if cfg.variant == "paper":
         counts, tau = _paper_counts(p, b, cfg, alpha, beta)
@@ -366,10 +351,33 @@ def allocate_with_shape(
     )
 
 
-def _tau(p: FloatArray, cfg: CoBAConfig) -> float:
+def _unseen(pass_rates: FloatArray) -> tuple[BoolArray | None, int]:
+    """The unseen (``NaN``) mask and its count; ``None`` for a complete batch.
+
+    A NaN sum is the one sign of an unseen prompt (the rates are in [0, 1] or NaN), so a
+    complete batch costs one reduction, not a scan and a count.
+    """
+    if not math.isnan(float(np.add.reduce(pass_rates))):
+        return None, 0
+    unseen = np.isnan(pass_rates)
+    return unseen, int(np.count_nonzero(unseen))
+
+
+def _filled(pass_rates: FloatArray, unseen: BoolArray | None, cfg: CoBAConfig) -> FloatArray:
+    """The rates with unseen prompts at ``cfg.unseen_pass_rate``, owned by the caller (a
+    complete read-only array is returned as it is, the Allocation can hold it)."""
+    if unseen is None:
+        return pass_rates if not pass_rates.flags.writeable else pass_rates.copy()
+    return np.where(unseen, cfg.unseen_pass_rate, pass_rates)
+
+
+def _clipped_and_tau(p: FloatArray, cfg: CoBAConfig) -> tuple[FloatArray, float]:
+    """``p`` clipped to ``[s, 1 - s]`` and tau (adaptive: from that clip)."""
+    s = cfg.smoothing
+    clipped = np.minimum(np.maximum(p, s), 1.0 - s)
     if cfg.tau == "adaptive":
-        return _adaptive_tau(p, cfg.tau_min, cfg.tau_max, cfg.var_max, cfg.smoothing)
-    return float(cfg.tau)
+        return clipped, _adaptive_tau_clipped(clipped, cfg.tau_min, cfg.tau_max, cfg.var_max)
+    return clipped, float(cfg.tau)
 
 
 def _greedy_counts(
@@ -380,13 +388,10 @@ def _greedy_counts(
     The threshold solver: the counts of :func:`coba_rl.solvers.greedy_heap` on the gain
     table, in O(M log M) time and O(M) memory without building the table.
     """
-    s = cfg.smoothing
-    clipped = np.minimum(np.maximum(p, s), 1.0 - s)  # shared by tau and the solver
-    if cfg.tau == "adaptive":
-        tau = _adaptive_tau_clipped(clipped, cfg.tau_min, cfg.tau_max, cfg.var_max)
-    else:
-        tau = float(cfg.tau)
-    extra = _capability_extra(p, alpha, beta, tau, cfg.n_low, cfg.n_up, s, spare, clipped)
+    clipped, tau = _clipped_and_tau(p, cfg)  # the clip is shared by tau and the solver
+    extra = _capability_extra(
+        p, alpha, beta, tau, cfg.n_low, cfg.n_up, cfg.smoothing, spare, clipped
+    )
     return cfg.n_low + extra, tau
 
 

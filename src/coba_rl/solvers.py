@@ -36,6 +36,7 @@ from coba_rl.value import (
     _beta_pdf_distinct,
     _saturation,
     _unique_gains,
+    _values_in_place,
     _vector_pdf_is_exact,
 )
 
@@ -608,13 +609,7 @@ def _band_gains_2d(
     np.minimum(x, k - width, out=x)
     start = x.astype(np.int64)
     # -n = -(n_low + offset) - start: exact (integers), as marginal_gains' ``-n``.
-    vals = _band_offsets(width, n_low) - x
-    vals /= tau
-    vals *= p_s
-    vals *= om
-    np.exp(vals, out=vals)
-    np.subtract(1, vals, out=vals)
-    vals *= pdf
+    vals = _values_in_place(_band_offsets(width, n_low) - x, tau, p_s, om, pdf)
     g = np.subtract(vals[1:], vals[:-1])
     if bool(np.greater(g[1:], g[:-1]).any()):  # a float row that rises by an ulp
         np.minimum.accumulate(g, axis=0, out=g)  # (slow along this short axis: rare)
@@ -937,14 +932,8 @@ class _GeometricRows:
         else:
             at = rows.repeat(n_vals)
             ps, om, pdf = self.p_s[at], self.om[at], self.pdf[at]
-        # In place, in the order of ``(1 - exp(((-n) / tau) * p * (1 - p))) * C``.
         np.negative(n, out=n)
-        n /= self.tau
-        n *= ps
-        n *= om
-        np.exp(n, out=n)
-        np.subtract(1, n, out=n)
-        n *= pdf
+        _values_in_place(n, self.tau, ps, om, pdf)
         # Drop the differences across two rows (last value of a row, first of the next).
         keep = np.ones(n.size - 1, dtype=bool)
         keep[off_v[1:] - 1] = False

@@ -363,6 +363,25 @@ def _saturation(n: FloatArray, p_s: FloatArray, tau: float) -> FloatArray:
         return np.asarray(1 - np.exp(-n / tau * p_s * (1 - p_s)), dtype=np.float64)
 
 
+def _values_in_place(
+    neg_n: FloatArray, tau: float, p_s: FloatArray, om: FloatArray, pdf: FloatArray
+) -> FloatArray:
+    """``V(n) = (1 - exp(((-n) / tau) p (1 - p))) C`` written over ``neg_n`` (``-n``).
+
+    The reference's operations in its order (:func:`_saturation` times the density), so
+    the values, and their differences, the gains, are those of :func:`marginal_gains` bit
+    for bit. ``p_s``, ``om = 1 - p_s`` and ``pdf`` broadcast against ``neg_n``. The
+    solvers' bands call it on their few columns. Complexity: O(neg_n.size), in place.
+    """
+    neg_n /= tau
+    neg_n *= p_s
+    neg_n *= om
+    np.exp(neg_n, out=neg_n)
+    np.subtract(1, neg_n, out=neg_n)
+    neg_n *= pdf
+    return neg_n
+
+
 def marginal_gains(
     pass_rates: ArrayLike,
     alpha: float,

@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from coba_rl.simulate import ALLOCATORS
+
 __all__ = ["format_table", "summarise", "write_markdown", "write_plots"]
 
-_ORDER = ("uniform", "knapsack-rl", "coba-paper", "coba-release", "coba-paper-tokens")
+_ORDER = ALLOCATORS
 _COLORS = {
     "uniform": "#7f7f7f",
     "knapsack-rl": "#1f77b4",

@@ -6,20 +6,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from coba_rl._cli import check_lr_grid, check_names, check_seeds
 
+# The simulator's allocator names, in its order (tables and plots list them so):
+# ``coba-paper-tokens`` spends, at budget ``B``, the expected tokens of ``B`` uniform
+# rollouts; a run compares the first four unless told otherwise.
+from coba_rl.simulate import ALLOCATORS, DEFAULT_ALLOCATORS
+
 __all__ = ["ALLOCATORS", "DEFAULT_ALLOCATORS", "ExperimentSettings", "preset"]
-
-#: Allocator names, in the order tables and plots list them. ``coba-paper-tokens`` spends
-#: a token budget: at budget ``B``, the expected tokens of ``B`` uniform rollouts.
-ALLOCATORS: tuple[str, ...] = (
-    "uniform",
-    "knapsack-rl",
-    "coba-paper",
-    "coba-release",
-    "coba-paper-tokens",
-)
-
-#: The allocators a run uses unless told otherwise.
-DEFAULT_ALLOCATORS: tuple[str, ...] = ALLOCATORS[:4]
 
 
 class ExperimentSettings(BaseModel):
