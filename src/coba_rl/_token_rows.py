@@ -56,6 +56,10 @@ _NEWTON_UNITS = 30.0
 #: The first Newton step of :meth:`GeometricTokenRows.relaxed_price` from ``nu = 0`` is
 #: stretched by this factor (it falls short by about a third at the paper's scale).
 _FIRST_STRIDE = 1.5
+#: Largest ``k = p (1 - p) / tau`` for which :class:`GeometricTokenRows` takes
+#: ``log(1 - e^{-k})`` from its series to ``k^6`` (the remainder is below ``k^8 / 9676800``,
+#: 1e-15 there).
+_SERIES_RATE = 0.1
 #: Units :meth:`GeometricTokenRows.fill` adds one at a time before it merges by a heap.
 _FILL_STEPS = 6
 #: Band entries beyond which the table is cheaper (and memory stays bounded).
@@ -188,14 +192,23 @@ class Repriced:
 
 
 class _UnitStats:
-    """A cost vector's ``u / k``, ``max(u)`` and ``u^2`` on the active rows, and (built
-    when first asked) the columns ``(u / k, u^2)``."""
+    """A cost vector's ``u / k`` and ``max(u)`` on the active rows (``u``), and (built
+    when first asked) ``u^2``, the columns ``(u / k, u^2)`` and the rows ``(u, 1, u^2)``."""
 
-    __slots__ = ("_lin_w", "sq", "u_max", "uinv")
+    __slots__ = ("_lin_w", "_rows", "_sq", "u", "u_max", "uinv")
 
-    def __init__(self, uinv: FloatArray, u_max: float, sq: FloatArray) -> None:
-        self.uinv, self.u_max, self.sq = uinv, u_max, sq
+    def __init__(self, u: FloatArray, uinv: FloatArray, u_max: float) -> None:
+        self.u, self.uinv, self.u_max = u, uinv, u_max
+        self._sq: FloatArray | None = None
         self._lin_w: FloatArray | None = None
+        self._rows: FloatArray | None = None
+
+    @property
+    def sq(self) -> FloatArray:
+        """``u^2``."""
+        if self._sq is None:
+            self._sq = np.multiply(self.u, self.u)
+        return self._sq
 
     def lin_w(self) -> FloatArray:
         """The columns ``(u / k, u^2)``, shape ``(n, 2)``."""
@@ -205,6 +218,19 @@ class _UnitStats:
             lin_w[:, 1] = self.sq
             self._lin_w = lin_w
         return self._lin_w
+
+    def rows(self, inv: FloatArray) -> FloatArray:
+        """The rows ``(u, 1, u / k, 1 / k, u^2)`` (``inv``: ``1 / k``), shape ``(5, n)``:
+        ``x @ rows.T`` sums each row of ``x`` by each of them in one product."""
+        if self._rows is None:
+            rows = np.empty((5, self.u.size))
+            rows[0] = self.u
+            rows[1] = 1.0
+            rows[2] = self.uinv
+            rows[3] = inv
+            np.multiply(self.u, self.u, out=rows[4])
+            self._rows = rows
+        return self._rows
 
 
 #: :meth:`GeometricTokenRows.relax`'s result: ``(w, y, t0, d, emax)`` on the active rows.
@@ -251,11 +277,12 @@ class GeometricTokenRows:
         else:
             ps = clipped  # only read
         log_pdf: FloatArray | None = None
+        log_pq: FloatArray | None = None
         exact = _vector_pdf_is_exact()
         got = _beta_pdf_and_logs(ps, alpha, beta) if exact and smoothing >= 1e-10 else None
         om: FloatArray
-        if got is not None:  # the density, 1 - p and the log density at once
-            pdf, om, _, log_pdf = got
+        if got is not None:  # the density, 1 - p and the logs at once
+            pdf, om, log_pq, log_pdf = got
         else:
             om = np.subtract(1, ps)
             if exact:
@@ -269,27 +296,42 @@ class GeometricTokenRows:
         self.tau, self.n_low, self.k, self.m = tau, n_low, k, m
         self.c, self.t_total, self.t_spare, self.b_spare = c, t_total, t_spare, b_spare
         self._c_min = float(np.minimum.reduce(c))
-        self.limit: IntArray = (
-            np.full(m, k, dtype=np.int64) if caps is None else caps.astype(np.int64) - n_low
-        )
+        self._caps = caps
+        self._limit: IntArray | None = None
         rate = ps * om
         rate /= tau
-        # log of the exact first gain C e^{-k n_low} (1 - e^{-k}); -inf or NaN on rows
-        # whose float gains are all 0 (p in {0, 1}, a zero density).
-        # (The log density within an ulp where it came with the density: only where the
-        # relaxed counts place the bands depends on log_a.)
-        log_a = np.log(pdf) if log_pdf is None else log_pdf
-        tail = np.negative(rate)
-        np.expm1(tail, out=tail)
-        np.negative(tail, out=tail)
-        np.log(tail, out=tail)
-        log_a += tail
-        tail = rate * n_low
-        log_a -= tail
+        # Where each row's relaxed count starts (log w = 0): log of the exact first gain
+        # C e^{-k n_low} (1 - e^{-k}), plus k/2; -inf or NaN on rows whose float gains
+        # are all 0 (p in {0, 1}, a zero density). Only where the relaxed counts place the
+        # bands depends on it: the log density within an ulp where it came with the
+        # density, and log(1 - e^{-k}) = log k - k/2 + k^2/24 - k^4/2880 + k^6/181440 -
+        # ... by its series where every k <= 1/(4 tau) <= _SERIES_RATE (the rest below
+        # 1e-15).
+        if log_pq is not None and 0.25 / tau <= _SERIES_RATE:
+            k2 = rate * rate
+            top = k2 * (1.0 / 181440.0)
+            top -= 1.0 / 2880.0
+            top *= k2
+            top += 1.0 / 24.0
+            top *= rate
+            top -= n_low
+            top *= rate  # k^2/24 - k^4/2880 + k^6/181440 - k n_low
+            top += log_pq
+            top += log_pdf  # type: ignore[arg-type]
+            top -= math.log(tau)  # log k = log p + log(1 - p) - log tau
+        else:
+            top = np.log(pdf) if log_pdf is None else log_pdf
+            tail = np.negative(rate)
+            np.expm1(tail, out=tail)
+            np.negative(tail, out=tail)
+            np.log(tail, out=tail)
+            top += tail
+            tail = rate * (0.5 - n_low)
+            top += tail
         # Every row active (the common case) when the sum of the logs is finite.
-        self.all_active = caps is None and math.isfinite(float(np.add.reduce(log_a)))
+        self.all_active = caps is None and math.isfinite(float(np.add.reduce(top)))
         if not self.all_active:
-            active = np.isfinite(log_a)
+            active = np.isfinite(top)
             if caps is not None:
                 active &= self.limit > 0
             self.all_active = bool(active.all())
@@ -299,8 +341,7 @@ class GeometricTokenRows:
             pos_of = np.full(m, -1, dtype=np.int64)
             pos_of[act] = np.arange(act.size)
             self.pos_of = pos_of
-            rate, log_a = rate[act], log_a[act]
-        self.log_a = log_a
+            rate, top = rate[act], top[act]
         self.rate = rate
         self.capped = caps is not None
         self._pop_act: FloatArray | None = None
@@ -308,9 +349,7 @@ class GeometricTokenRows:
             self._factors if self.all_active else (ps[self.act], om[self.act], pdf[self.act])
         )
         self.inv_rate = 1.0 / rate
-        half = 0.5 * rate
-        half += log_a
-        self._ts_top = half  # where each row's relaxed count starts (log w = 0)
+        self._ts_top = top  # where each row's relaxed count starts (log w = 0)
         # Row lengths of the active rows: one number without caps (no array operations).
         self.lim_act: IntArray | int
         self.lim_f: FloatArray | float
@@ -319,7 +358,8 @@ class GeometricTokenRows:
         else:
             lim = self.limit if self.all_active else self.limit[self.act]
             self.lim_act, self.lim_f = lim, lim.astype(np.float64)
-        self._ts_full = half - self.lim_f * rate  # where it is full
+        self._lim_rate = self.lim_f * rate  # L k: a full row's count in log keys
+        self._ts_full = top - self._lim_rate  # where it is full
         self.lim_half = self.lim_f - 0.5
         self.lim_1 = self.lim_f - 1.0
         self._stats: list[tuple[FloatArray, _UnitStats]] = []
@@ -330,7 +370,7 @@ class GeometricTokenRows:
         top = float(np.maximum.reduce(pdf_act)) if pdf_act.size else 0.0
         self._err2_max = 2.0 * (top * GAIN_ERROR + _GAIN_ERROR_ABS)
         self._v0: FloatArray | None = None
-        self._units_of: tuple[Relaxed, FloatArray] | None = None
+        self._units_of: tuple[Relaxed, FloatArray] | None = None  # relaxed_units' counts
 
     @property
     def pop(self) -> FloatArray:
@@ -346,6 +386,18 @@ class GeometricTokenRows:
         if self._pop_act is None:
             self._pop_act = self.pop if self.all_active else np.stack(self._factors_act)
         return self._pop_act
+
+    @property
+    def limit(self) -> IntArray:
+        """Each prompt's row length ``cap - n_low`` (``n_up - n_low`` without caps)."""
+        if self._limit is None:
+            caps = self._caps
+            self._limit = (
+                np.full(self.m, self.k, dtype=np.int64)
+                if caps is None
+                else caps.astype(np.int64) - self.n_low
+            )
+        return self._limit
 
     @property
     def err2(self) -> FloatArray:
@@ -513,9 +565,10 @@ class GeometricTokenRows:
         self, top: FloatArray, log_w: FloatArray, uinv: FloatArray, cap: float
     ) -> float | None:
         """:meth:`relax`'s root when no row is full there (the common case): sorting the
-        ``n`` breakpoints where rows start (``top``, not changed) suffices (the count goes
-        on with its last slope below them). ``None`` where a row would be full at that
-        root (then the ``2 n`` breakpoints are sorted). Complexity: O(n log n)."""
+        breakpoints where rows start (``top``, not changed) above the highest one where a
+        row is full suffices (the count goes on with its last slope below them). ``None``
+        where a row would be full at that root (then the ``2 n`` breakpoints are sorted).
+        Complexity: O(n log n)."""
         # The root lies above every full breakpoint iff the uncapped count there exceeds
         # cap (checked first: a sort that cannot serve is skipped).
         full = float(np.maximum.reduce(self._ts_full - log_w))
@@ -525,9 +578,13 @@ class GeometricTokenRows:
         np.maximum(above, 0.0, out=above)
         if not float(uinv @ above) > cap:
             return None
-        order = top.argsort()[::-1]
-        ts = top[order]
-        run = uinv[order].cumsum()
+        # Only the rows that start above ``full`` can count at a root above it: their
+        # breakpoints, highest first, are the first ones of all rows'.
+        rows = np.flatnonzero(above)
+        top_r = top[rows]
+        order = top_r.argsort()[::-1]
+        ts = top_r[order]
+        run = uinv[rows[order]].cumsum()
         gaps = ts[:-1] - ts[1:]
         gaps *= run[:-1]
         level = gaps.cumsum()  # level[j]: the relaxed count at ts[j + 1]
@@ -546,10 +603,14 @@ class GeometricTokenRows:
     def relaxed_units(self, relaxed: Relaxed) -> float:
         """The number of units the relaxed count puts above its root (an estimate of a
         prefix's size, within a few units per prompt). Complexity: O(M)."""
-        y = relaxed[1] + 0.5
+        work = np.empty((4, relaxed[1].size))
+        y = work[0]
+        np.add(relaxed[1], 0.5, out=y)
         np.maximum(y, 0.0, out=y)
         np.minimum(y, self.lim_f, out=y)
-        self._units_of = relaxed, y  # the clipped counts, for relaxed_price(start=relaxed)
+        # The clipped counts (in the first row of relaxed_price's work rows), for
+        # relaxed_price(start=relaxed).
+        self._units_of = relaxed, work
         return float(np.add.reduce(y))
 
     def relaxed_price(
@@ -575,45 +636,51 @@ class GeometricTokenRows:
         lim = self.lim_f
         cap = self.t_spare
         stats = self._unit_stats(self.c, c)
-        c_max, c_sq = stats.u_max, stats.sq
-        # Rows: the counts, then the slopes in t and in nu of the rows inside their
-        # linear pieces; one product with (c, 1) sums them all. ``zr``: the counts before
-        # they are clipped.
-        work = np.empty((4, n))
-        z, il, ilw, zr = work
-        work = work[:3]
-        weights = np.empty((n, 2))
-        weights[:, 0] = c
-        weights[:, 1] = 1.0
+        c_max = stats.u_max
+        # Rows: the counts (clipped, in columns at step 0 from start, else in log keys:
+        # ``k`` times them), the indicator of the rows inside their linear pieces, and it
+        # over w; one product with (c, 1, c / k, 1 / k, c^2) sums them all (the sum of c^2
+        # over the linear rows serves the bracket's half-width). ``zr``: the counts in log
+        # keys before they are clipped.
+        cols = stats.rows(inv).T
+        lim_rate = self._lim_rate
+        cached = self._units_of if start is not None else None
+        work = cached[1] if cached is not None and cached[0] is start else np.empty((4, n))
+        z, lf, lfw = work[0], work[1], work[2]
+        zr = work[3]
+        w = c
         t, nu = t0, nu0
         for step_no in range(12):
-            clipped = self._units_of if step_no == 0 and start is not None else None
-            raw = clipped is None or clipped[0] is not start
+            # At step 0 from start, relaxed_units(start) clipped its counts into z already.
+            raw = step_no > 0 or cached is None or cached[0] is not start
             if not raw:
-                # relaxed_units(start) clipped these counts already. (0 < zr < lim iff
-                # 0 < z < lim for z = min(max(zr, 0), lim), lim > 0, NaN in neither.)
-                assert start is not None and clipped is not None
+                assert start is not None
                 w = start[0]
-                z[:] = clipped[1]
-                lin = z > 0.0
-                lin &= z < lim
+                # 1 on the linear rows (0 < z < L), else 0 (z in [0, L]; NaN in neither).
+                np.subtract(lim, z, out=lf)
             else:
                 if step_no == 0 and start is not None:
                     w = start[0]
                     np.add(start[1], 0.5, out=zr)  # the counts at (t0, nu0)
+                    zr *= self.rate
                 else:
                     w = c + nu
                     np.log(w, out=zr)
                     np.subtract(base, zr, out=zr)
                     zr -= t
-                    zr *= inv
-                lin = zr > 0.0
-                lin &= zr < lim
                 np.maximum(zr, 0.0, out=z)
-                np.minimum(z, lim, out=z)
-            np.multiply(inv, lin, out=il)
-            np.divide(il, w, out=ilw)
-            (f1, f2), (j11, j21), (j12, j22) = (work @ weights).tolist()
+                np.minimum(z, lim_rate, out=z)
+                np.subtract(lim_rate, z, out=lf)
+            lf *= z
+            np.sign(lf, out=lf)
+            np.divide(lf, w, out=lfw)
+            sums = (work[:3] @ cols).tolist()
+            if raw:  # z in log keys: c z = (c / k) (k z)
+                f1, f2 = sums[0][2], sums[0][3]
+            else:
+                f1, f2 = sums[0][0], sums[0][1]
+            j11, j21, c2 = sums[1][2], sums[1][3], sums[1][4]
+            j12, j22 = sums[2][2], sums[2][3]
             f1 -= cap
             f2 -= target
             det = j11 * j22 - j12 * j21
@@ -637,17 +704,21 @@ class GeometricTokenRows:
             if abs(f2) < _NEWTON_UNITS and abs(f1) < _NEWTON_UNITS * c_max:
                 # Within a few dozen units Newton's step lands within a unit. relax()'s
                 # counts there to first order (they only place the bands; the bracket's
-                # half-width and error bound as at the last evaluation, w to its price).
-                if not raw:
+                # half-width and error bound as at the last evaluation, w to its price):
+                # y = (zr - dt - step / w) / k - 1/2.
+                y = np.divide(step, w)
+                y += dt
+                if raw:
+                    np.subtract(zr, y, out=y)
+                    y *= inv
+                    y -= 0.5
+                else:
                     assert start is not None
-                    np.add(start[1], 0.5, out=zr)
-                y = zr - 0.5  # columns above e^t, continuous (relax()'s y)
-                y -= dt * inv
-                w_new = c + nu
-                y -= (step / w) * inv
-                c2 = float(c_sq @ lin)  # sum of c^2 over the linear rows
-                d = (3.0 * math.sqrt(c2) + 2.0 * c_max) / j11
+                    y *= inv
+                    np.subtract(start[1], y, out=y)  # start[1] = zr / k - 1/2
+                d = (3.0 * math.sqrt(c2) + 2.0 * c_max) / j11  # c2: sum of c^2, linear rows
                 d += 1e-12 * (1.0 + abs(t))
+                w_new = c + nu
                 # min(fl(c + nu)) = fl(min(c) + nu): rounding is monotone.
                 w_min = self._c_min + nu if self.all_active else float(np.minimum.reduce(w_new))
                 emax = self._err2_max / w_min * (1.0 + 4 * _KEY_SLACK)
@@ -918,7 +989,7 @@ class GeometricTokenRows:
         for ref, stats in self._stats:
             if ref is unit:
                 return stats
-        stats = _UnitStats(u * self.inv_rate, float(np.maximum.reduce(u)), np.multiply(u, u))
+        stats = _UnitStats(u, u * self.inv_rate, float(np.maximum.reduce(u)))
         self._stats.append((unit, stats))
         return stats
 
