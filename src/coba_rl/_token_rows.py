@@ -193,15 +193,19 @@ class Repriced:
 
 class _UnitStats:
     """A cost vector's ``u / k`` and ``max(u)`` on the active rows (``u``), and (built
-    when first asked) ``u^2``, the columns ``(u / k, u^2)`` and the rows ``(u, 1, u^2)``."""
+    when first asked) ``u^2``, the columns ``(u / k, u^2)`` and the rows
+    ``(u / k, 1 / k, u^2)``."""
 
-    __slots__ = ("_lin_w", "_rows", "_sq", "u", "u_max", "uinv")
+    __slots__ = ("_full", "_lin_w", "_rows", "_sq", "u", "u_max", "uinv")
 
-    def __init__(self, u: FloatArray, uinv: FloatArray, u_max: float) -> None:
-        self.u, self.uinv, self.u_max = u, uinv, u_max
+    def __init__(self, u: FloatArray, inv: FloatArray) -> None:
+        self.u = u
+        self._rows = np.empty((3, u.size))
+        self.uinv = np.multiply(u, inv, out=self._rows[0])
+        self.u_max = float(np.maximum.reduce(u))
+        self._full = False
         self._sq: FloatArray | None = None
         self._lin_w: FloatArray | None = None
-        self._rows: FloatArray | None = None
 
     @property
     def sq(self) -> FloatArray:
@@ -220,17 +224,14 @@ class _UnitStats:
         return self._lin_w
 
     def rows(self, inv: FloatArray) -> FloatArray:
-        """The rows ``(u, 1, u / k, 1 / k, u^2)`` (``inv``: ``1 / k``), shape ``(5, n)``:
+        """The rows ``(u / k, 1 / k, u^2)`` (``inv``: ``1 / k``), shape ``(3, n)``:
         ``x @ rows.T`` sums each row of ``x`` by each of them in one product."""
-        if self._rows is None:
-            rows = np.empty((5, self.u.size))
-            rows[0] = self.u
-            rows[1] = 1.0
-            rows[2] = self.uinv
-            rows[3] = inv
-            np.multiply(self.u, self.u, out=rows[4])
-            self._rows = rows
-        return self._rows
+        rows = self._rows
+        if not self._full:
+            rows[1] = inv
+            np.multiply(self.u, self.u, out=rows[2])
+            self._full = True
+        return rows
 
 
 #: :meth:`GeometricTokenRows.relax`'s result: ``(w, y, t0, d, emax)`` on the active rows.
@@ -371,6 +372,7 @@ class GeometricTokenRows:
         self._err2_max = 2.0 * (top * GAIN_ERROR + _GAIN_ERROR_ABS)
         self._v0: FloatArray | None = None
         self._units_of: tuple[Relaxed, FloatArray] | None = None  # relaxed_units' counts
+        self._log_counts: tuple[Relaxed, FloatArray] | None = None  # relax()'s, in log keys
 
     @property
     def pop(self) -> FloatArray:
@@ -508,12 +510,14 @@ class GeometricTokenRows:
             t0 = float(ts[i - 1]) - (cap - done) / s if s > 0 else float(ts[i])
         else:
             t0 = root
-        y -= t0
-        y *= inv
-        y -= 0.5  # columns above e^t0, continuous
+        y -= t0  # the counts in log keys (k times the columns above e^t0, unclipped)
+        counts = y * inv
+        counts -= 0.5  # columns above e^t0, continuous
+        relaxed = ww, counts, t0, math.nan, math.nan
+        self._log_counts = relaxed, y  # for relaxed_units(relaxed)
         if not spread:
-            return ww, y, t0, math.nan, math.nan
-        return self._spread((ww, y, t0, math.nan, math.nan), unit)
+            return relaxed
+        return self._spread(relaxed, unit)
 
     def _spread(self, relaxed: Relaxed, unit: FloatArray) -> Relaxed:
         """:meth:`relax`'s bracket half-width ``d`` and bound ``emax``, filled in."""
@@ -604,14 +608,18 @@ class GeometricTokenRows:
         """The number of units the relaxed count puts above its root (an estimate of a
         prefix's size, within a few units per prompt). Complexity: O(M)."""
         work = np.empty((4, relaxed[1].size))
-        y = work[0]
-        np.add(relaxed[1], 0.5, out=y)
-        np.maximum(y, 0.0, out=y)
-        np.minimum(y, self.lim_f, out=y)
-        # The clipped counts (in the first row of relaxed_price's work rows), for
-        # relaxed_price(start=relaxed).
+        z = work[0]  # the clipped counts in log keys (k times the columns)
+        logged = self._log_counts
+        if logged is not None and logged[0] is relaxed:
+            np.maximum(logged[1], 0.0, out=z)
+        else:
+            np.add(relaxed[1], 0.5, out=z)
+            z *= self.rate
+            np.maximum(z, 0.0, out=z)
+        np.minimum(z, self._lim_rate, out=z)
+        # In the first of relaxed_price's work rows, for relaxed_price(start=relaxed).
         self._units_of = relaxed, work
-        return float(np.add.reduce(y))
+        return float(z @ self.inv_rate)
 
     def relaxed_price(
         self, target: float, t0: float, nu0: float, start: Relaxed | None = None
@@ -637,28 +645,24 @@ class GeometricTokenRows:
         cap = self.t_spare
         stats = self._unit_stats(self.c, c)
         c_max = stats.u_max
-        # Rows: the counts (clipped, in columns at step 0 from start, else in log keys:
-        # ``k`` times them), the indicator of the rows inside their linear pieces, and it
-        # over w; one product with (c, 1, c / k, 1 / k, c^2) sums them all (the sum of c^2
-        # over the linear rows serves the bracket's half-width). ``zr``: the counts in log
-        # keys before they are clipped.
+        # Rows: the clipped counts in log keys (``k`` times the columns), the indicator of
+        # the rows inside their linear pieces, and it over w; one product with
+        # (c / k, 1 / k, c^2) sums them all (the sum of c^2 over the linear rows serves the
+        # bracket's half-width). ``zr``: the counts in log keys before they are clipped.
         cols = stats.rows(inv).T
         lim_rate = self._lim_rate
         cached = self._units_of if start is not None else None
-        work = cached[1] if cached is not None and cached[0] is start else np.empty((4, n))
-        z, lf, lfw = work[0], work[1], work[2]
-        zr = work[3]
+        self._units_of = None  # its work rows are overwritten below
+        if cached is not None and cached[0] is not start:
+            cached = None
+        work = np.empty((4, n)) if cached is None else cached[1]
+        z, lf, lfw, zr = work
         w = c
         t, nu = t0, nu0
         for step_no in range(12):
             # At step 0 from start, relaxed_units(start) clipped its counts into z already.
-            raw = step_no > 0 or cached is None or cached[0] is not start
-            if not raw:
-                assert start is not None
-                w = start[0]
-                # 1 on the linear rows (0 < z < L), else 0 (z in [0, L]; NaN in neither).
-                np.subtract(lim, z, out=lf)
-            else:
+            raw = step_no > 0 or cached is None
+            if raw:
                 if step_no == 0 and start is not None:
                     w = start[0]
                     np.add(start[1], 0.5, out=zr)  # the counts at (t0, nu0)
@@ -670,17 +674,16 @@ class GeometricTokenRows:
                     zr -= t
                 np.maximum(zr, 0.0, out=z)
                 np.minimum(z, lim_rate, out=z)
-                np.subtract(lim_rate, z, out=lf)
+            else:
+                assert start is not None
+                w = start[0]
+            # 1 on the linear rows (0 < z < L k), else 0 (z in [0, L k]; NaN in neither).
+            np.subtract(lim_rate, z, out=lf)
             lf *= z
             np.sign(lf, out=lf)
             np.divide(lf, w, out=lfw)
-            sums = (work[:3] @ cols).tolist()
-            if raw:  # z in log keys: c z = (c / k) (k z)
-                f1, f2 = sums[0][2], sums[0][3]
-            else:
-                f1, f2 = sums[0][0], sums[0][1]
-            j11, j21, c2 = sums[1][2], sums[1][3], sums[1][4]
-            j12, j22 = sums[2][2], sums[2][3]
+            # c z = (c / k) (k z), sum(z) = (1 / k) (k z)
+            (f1, f2, _), (j11, j21, c2), (j12, j22, _) = (work[:3] @ cols).tolist()
             f1 -= cap
             f2 -= target
             det = j11 * j22 - j12 * j21
@@ -989,7 +992,7 @@ class GeometricTokenRows:
         for ref, stats in self._stats:
             if ref is unit:
                 return stats
-        stats = _UnitStats(u, u * self.inv_rate, float(np.maximum.reduce(u)))
+        stats = _UnitStats(u, self.inv_rate)
         self._stats.append((unit, stats))
         return stats
 
