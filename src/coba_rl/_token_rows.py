@@ -315,7 +315,7 @@ class GeometricTokenRows:
             top *= k2
             top += 1.0 / 24.0
             top *= rate
-            top -= n_low
+            top -= float(n_low)
             top *= rate  # k^2/24 - k^4/2880 + k^6/181440 - k n_low
             top += log_pq
             top += log_pdf  # type: ignore[arg-type]
@@ -578,17 +578,16 @@ class GeometricTokenRows:
         full = float(np.maximum.reduce(self._ts_full - log_w))
         if not math.isfinite(full):
             return None
-        above = top - full
-        np.maximum(above, 0.0, out=above)
-        if not float(uinv @ above) > cap:
-            return None
-        # Only the rows that start above ``full`` can count at a root above it: their
-        # breakpoints, highest first, are the first ones of all rows'.
-        rows = np.flatnonzero(above)
+        # Only the rows that start above ``full`` count there and at a root above it:
+        # their breakpoints, highest first, are the first ones of all rows'.
+        rows = (top > full).nonzero()[0]
         top_r = top[rows]
+        u_r = uinv[rows]
+        if not float(u_r @ (top_r - full)) > cap:
+            return None
         order = top_r.argsort()[::-1]
         ts = top_r[order]
-        run = uinv[rows[order]].cumsum()
+        run = u_r[order].cumsum()
         gaps = ts[:-1] - ts[1:]
         gaps *= run[:-1]
         level = gaps.cumsum()  # level[j]: the relaxed count at ts[j + 1]
