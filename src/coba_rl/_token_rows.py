@@ -71,6 +71,20 @@ _HEAD3 = -np.arange(3.0)[:, None]
 _HEAD3.setflags(write=False)
 
 
+_ARANGE: list[IntArray] = []
+
+
+def _arange(m: int) -> IntArray:
+    """``np.arange(m)``, read-only, kept for the last ``m`` asked (batches keep their size)."""
+    got = _ARANGE[:1]  # one read: another thread may replace the entry
+    if got and got[0].size == m:
+        return got[0]
+    a = np.arange(m)
+    a.setflags(write=False)
+    _ARANGE[:] = [a]
+    return a
+
+
 class Fallback(Exception):
     """The closed form cannot settle this instance: rank the gain table instead."""
 
@@ -336,7 +350,7 @@ class GeometricTokenRows:
             if caps is not None:
                 active &= self.limit > 0
             self.all_active = bool(active.all())
-        self.act: IntArray = np.arange(m) if self.all_active else np.flatnonzero(active)
+        self.act: IntArray = _arange(m) if self.all_active else np.flatnonzero(active)
         if not self.all_active:
             act = self.act
             pos_of = np.full(m, -1, dtype=np.int64)
@@ -359,8 +373,9 @@ class GeometricTokenRows:
         else:
             lim = self.limit if self.all_active else self.limit[self.act]
             self.lim_act, self.lim_f = lim, lim.astype(np.float64)
-        self._lim_rate = self.lim_f * rate  # L k: a full row's count in log keys
-        self._ts_full = top - self._lim_rate  # where it is full
+        # L k: a full row's count in log keys (its relaxed count is full below
+        # _ts_top - L k - log w).
+        self._lim_rate = self.lim_f * rate
         self.lim_half = self.lim_f - 0.5
         self.lim_1 = self.lim_f - 1.0
         self._stats: list[tuple[FloatArray, _UnitStats]] = []
@@ -493,9 +508,9 @@ class GeometricTokenRows:
         log_w = np.log(ww)
         y = self._ts_top - log_w  # becomes the counts below
         if root is None:
-            root = self._uncapped_root(y, log_w, uinv, cap)
+            root = self._uncapped_root(y, uinv, cap)
         if root is None:
-            ts = np.concatenate((y, self._ts_full - log_w))
+            ts = np.concatenate((y, y - self._lim_rate))
             order = ts.argsort()[::-1]
             ts = ts[order]
             run = np.concatenate((uinv, -uinv))[order].cumsum()
@@ -557,7 +572,7 @@ class GeometricTokenRows:
         i = int(level.searchsorted(target)) + 1
         done = float(level[i - 2]) if i >= 2 else 0.0
         t = float(ts[i - 1]) - (target - done) / float(run[i - 1])
-        if not (math.isfinite(t) and float(np.maximum.reduce(self._ts_full)) < t):
+        if not (math.isfinite(t) and float(np.maximum.reduce(top - self._lim_rate)) < t):
             return None
         y = top - t
         y *= inv
@@ -565,9 +580,7 @@ class GeometricTokenRows:
         c = self.c if self.all_active else self.c[self.act]
         return t, float(c @ y)
 
-    def _uncapped_root(
-        self, top: FloatArray, log_w: FloatArray, uinv: FloatArray, cap: float
-    ) -> float | None:
+    def _uncapped_root(self, top: FloatArray, uinv: FloatArray, cap: float) -> float | None:
         """:meth:`relax`'s root when no row is full there (the common case): sorting the
         breakpoints where rows start (``top``, not changed) above the highest one where a
         row is full suffices (the count goes on with its last slope below them). ``None``
@@ -575,7 +588,7 @@ class GeometricTokenRows:
         Complexity: O(n log n)."""
         # The root lies above every full breakpoint iff the uncapped count there exceeds
         # cap (checked first: a sort that cannot serve is skipped).
-        full = float(np.maximum.reduce(self._ts_full - log_w))
+        full = float(np.maximum.reduce(top - self._lim_rate))
         if not math.isfinite(full):
             return None
         # Only the rows that start above ``full`` count there and at a root above it:
@@ -657,6 +670,7 @@ class GeometricTokenRows:
         work = np.empty((4, n)) if cached is None else cached[1]
         z, lf, lfw, zr = work
         w = c
+        w_buf = np.empty(n)
         t, nu = t0, nu0
         for step_no in range(12):
             # At step 0 from start, relaxed_units(start) clipped its counts into z already.
@@ -667,7 +681,7 @@ class GeometricTokenRows:
                     np.add(start[1], 0.5, out=zr)  # the counts at (t0, nu0)
                     zr *= self.rate
                 else:
-                    w = c + nu
+                    w = np.add(c, nu, out=w_buf)
                     np.log(w, out=zr)
                     np.subtract(base, zr, out=zr)
                     zr -= t
@@ -682,7 +696,7 @@ class GeometricTokenRows:
             np.sign(lf, out=lf)
             np.divide(lf, w, out=lfw)
             # c z = (c / k) (k z), sum(z) = (1 / k) (k z)
-            (f1, f2, _), (j11, j21, c2), (j12, j22, _) = (work[:3] @ cols).tolist()
+            (f1, f2, _), (j11, j21, c2), (j12, j22, _) = work[:3].dot(cols).tolist()
             f1 -= cap
             f2 -= target
             det = j11 * j22 - j12 * j21
