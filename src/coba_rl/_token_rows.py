@@ -57,9 +57,9 @@ _NEWTON_UNITS = 30.0
 #: stretched by this factor (it falls short by about a third at the paper's scale).
 _FIRST_STRIDE = 1.5
 #: Largest ``k = p (1 - p) / tau`` for which :class:`GeometricTokenRows` takes
-#: ``log(1 - e^{-k})`` from its series to ``k^6`` (the remainder is below ``k^8 / 9676800``,
-#: 1e-15 there).
-_SERIES_RATE = 0.1
+#: ``log(1 - e^{-k})`` from its series to ``k^4``, and to ``k^6`` (the remainders, below
+#: ``k^6 / 181440`` and ``k^8 / 9676800``, are below 1e-13 and 1e-15 there).
+_SERIES_RATES = (0.05, 0.1)
 #: Units :meth:`GeometricTokenRows.fill` adds one at a time before it merges by a heap.
 _FILL_STEPS = 6
 #: Band entries beyond which the table is cheaper (and memory stays bounded).
@@ -320,17 +320,20 @@ class GeometricTokenRows:
         # are all 0 (p in {0, 1}, a zero density). Only where the relaxed counts place the
         # bands depends on it: the log density within an ulp where it came with the
         # density, and log(1 - e^{-k}) = log k - k/2 + k^2/24 - k^4/2880 + k^6/181440 -
-        # ... by its series where every k <= 1/(4 tau) <= _SERIES_RATE (the rest below
-        # 1e-15).
-        if log_pq is not None and 0.25 / tau <= _SERIES_RATE:
+        # ... by its series where every k <= 1/(4 tau) is small (_SERIES_RATES: the rest
+        # below 1e-13).
+        if log_pq is not None and 0.25 / tau <= _SERIES_RATES[1]:
             k2 = rate * rate
-            top = k2 * (1.0 / 181440.0)
-            top -= 1.0 / 2880.0
-            top *= k2
+            if 0.25 / tau <= _SERIES_RATES[0]:  # to k^4
+                top = k2 * (-1.0 / 2880.0)
+            else:  # to k^6
+                top = k2 * (1.0 / 181440.0)
+                top -= 1.0 / 2880.0
+                top *= k2
             top += 1.0 / 24.0
             top *= rate
             top -= float(n_low)
-            top *= rate  # k^2/24 - k^4/2880 + k^6/181440 - k n_low
+            top *= rate  # k^2/24 - k^4/2880 (+ k^6/181440) - k n_low
             top += log_pq
             top += log_pdf  # type: ignore[arg-type]
             top -= math.log(tau)  # log k = log p + log(1 - p) - log tau
