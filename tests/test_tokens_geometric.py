@@ -5,6 +5,7 @@ by an ulp, both budgets binding, straggler caps, fills that run past the settled
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -631,3 +632,149 @@ def test_repricing_a_bracket_equals_a_fresh_prefix(case: dict[str, Any], shift: 
     assert got.g_fail == fresh.g_fail
     assert got.over == fresh.over == moved.over
     assert got.tie_gain == pytest.approx(fresh.tie_gain, rel=1e-12, abs=0.0)
+
+
+def _paper_rows(seed: int, share: float) -> GeometricTokenRows:
+    """The closed form's rows of a paper-scale batch with both budgets (B = 8192)."""
+    rates, costs, cfg, spend = _paper_batch(seed)
+    ref = allocate(BatchStats(pass_rates=rates), 8192, cfg)
+    assert ref.alpha is not None and ref.beta is not None and ref.tau is not None
+    case = {
+        "p": np.asarray(ref.pass_rates),
+        "shape": (ref.alpha, ref.beta),
+        "tau": ref.tau,
+        "smoothing": cfg.smoothing,
+        "n_low": 2,
+        "n_up": 128,
+        "c": costs,
+        "t": share * spend,
+        "b": 8192,
+        "caps": None,
+    }
+    return _rows(case)
+
+
+@pytest.mark.parametrize("tau", [0.5, 2.4, 2.5, 2.6, 4.99, 5.0, 5.01, 8.96, 12.0, 1e4])
+@pytest.mark.parametrize("shape", [(9.0, 2.0), (2.7, 8.3), (500.0, 400.0)])
+def test_where_rows_start_equals_the_direct_logs(tau: float, shape: tuple[float, float]) -> None:
+    """Where each row's relaxed count starts, ``log C e^{-k n_low} (1 - e^{-k}) + k/2``
+    (``log(1 - e^{-k})`` from its series at small ``k``), agrees with the logs computed
+    directly (``math``'s density, ``log(-expm1(-k))``) to rounding."""
+    p = np.concatenate([np.arange(1, 128) / 128.0, [1e-6, 0.37, 0.5, 1 - 1e-6]])
+    alpha, beta = shape
+    m, n_low = p.size, 2
+    c = np.full(m, 100.0)
+    with np.errstate(all="ignore"):
+        rows = GeometricTokenRows(
+            p, alpha, beta, tau, n_low, n_low + 126, 1e-6, c, 1e6, 1e5, None, None
+        )
+    assert rows.all_active
+    log_b = math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta)
+    for i, x in enumerate(p.tolist()):
+        k = x * (1.0 - x) / tau
+        log_pdf = (alpha - 1) * math.log(x) + (beta - 1) * math.log1p(-x) - log_b
+        want = log_pdf + math.log(-math.expm1(-k)) + k * (0.5 - n_low)
+        assert rows._ts_top[i] == pytest.approx(want, rel=1e-13, abs=1e-12), (x, k)
+
+
+def _relaxed_count(rows: GeometricTokenRows, log_w: Arr, t: float) -> tuple[Arr, Arr]:
+    """The documented relaxed counts ``clip((lt - log w - t) / k + 1/2, 0, L)`` of the
+    active rows at threshold ``e^t``, and the indicator of the rows inside (0, L)."""
+    y = (rows._ts_top - log_w - t) * rows.inv_rate
+    lim = rows.lim_f
+    return np.clip(y, 0.0, lim), (y > 0.0) & (y < lim)
+
+
+@settings(max_examples=300, deadline=None)
+@given(coba_instance())
+def test_relaxed_root_solves_the_relaxed_count(case: dict[str, Any]) -> None:
+    """The root ``t0`` of :meth:`GeometricTokenRows.relax` at ``nu = 0`` (sorting only the
+    rows above the highest full breakpoint where no row is full there, else all ``2 M``
+    breakpoints) puts the relaxed count's tokens at ``T'``; :meth:`relaxed_units` sums its
+    counts."""
+    try:
+        with np.errstate(all="ignore"):
+            rows = _rows(case)
+            relaxed = rows.relax(rows.c, rows.c, rows.t_spare, spread=False)
+            units = rows.relaxed_units(relaxed)
+    except Fallback:
+        return
+    act = rows.act
+    c = rows.c[act]
+    with np.errstate(all="ignore"):
+        z, _ = _relaxed_count(rows, np.log(c), relaxed[2])
+    if not (np.isfinite(z).all() and np.isfinite(rows.inv_rate).all() and rows.t_spare > 0):
+        return  # degenerate: rates that underflow, nothing to spend
+    event("a row full at the root" if bool((z >= rows.lim_f).any()) else "no row full")
+    # Rounding of the logs, amplified by 1 / k (the counts' conditioning).
+    ulps = 1e-12 * (1.0 + abs(relaxed[2]) + float(np.abs(rows._ts_top).max()))
+    spent = float(c @ z)
+    assert spent == pytest.approx(rows.t_spare, rel=1e-9, abs=ulps * float(c @ rows.inv_rate))
+    assert units == pytest.approx(float(z.sum()), rel=1e-9, abs=ulps * float(rows.inv_rate.sum()))
+    np.testing.assert_allclose(
+        relaxed[1] + 0.5, (rows._ts_top - np.log(c) - relaxed[2]) * rows.inv_rate, rtol=1e-12
+    )
+
+
+def _reference_price(
+    rows: GeometricTokenRows, target: float, t: float
+) -> tuple[float, float, float] | None:
+    """:meth:`GeometricTokenRows.relaxed_price` from ``nu = 0`` as its docstring states it,
+    written out plainly: Newton's method in ``(t, nu)`` on ``sum c y = T'`` and
+    ``sum y = target`` over the linear rows, the first step stretched, stopping (after
+    its step) within 30 units and 30 largest costs. Returns ``(t, nu, slope)``."""
+    c = rows.c
+    nu = 0.0
+    for step_no in range(12):
+        z, lin = _relaxed_count(rows, np.log(c + nu), t)
+        il = rows.inv_rate * lin
+        f1 = float(c @ z) - rows.t_spare
+        f2 = float(z.sum()) - target
+        j11, j21 = float(c @ il), float(il.sum())
+        j12, j22 = float(c @ (il / (c + nu))), float((il / (c + nu)).sum())
+        det = j11 * j22 - j12 * j21
+        if not (det > 0.0 and j11 > 0.0):
+            return None
+        dt = (f1 * j22 - f2 * j12) / det
+        step = (j11 * f2 - j21 * f1) / det
+        if nu + step < 0.0:
+            if nu == 0.0:
+                return None
+            step = -nu
+        if step_no == 0:
+            dt *= 1.5
+            step *= 1.5
+        t, nu = t + dt, nu + step
+        if abs(f2) < 30.0 and abs(f1) < 30.0 * float(c.max()):
+            return t, nu, -det / j11
+    return None
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("share", [0.9, 0.95, 0.99])
+def test_relaxed_price_follows_newtons_iteration(seed: int, share: float) -> None:
+    """The relaxed rollout price the two-budget search starts from (its path decides
+    which certified ranking is found first) is Newton's iteration as documented, to
+    rounding: the fused implementation (counts in log keys, one product for every sum,
+    the first step on relax()'s counts) changes no step."""
+    with np.errstate(all="ignore"):
+        rows = _paper_rows(seed, share)
+        relaxed = rows.relax(rows.c, rows.c, rows.t_spare, spread=False)
+        rows.relaxed_units(relaxed)
+        assert rows.b_spare is not None
+        target = rows.b_spare - tokens.ROW_TARGET
+        got = rows.relaxed_price(target, relaxed[2], 0.0, relaxed)
+        want = _reference_price(rows, target, relaxed[2])
+    assert (got is None) == (want is None)
+    if got is None or want is None:  # the relaxed size at nu = 0 is short of the target
+        assert share < 0.95
+        return
+    (w, y, t, d, emax), nu, slope = got
+    assert (t, nu, slope) == pytest.approx(want, rel=1e-10)
+    np.testing.assert_array_equal(w, rows.c + nu)
+    assert d > 0.0 and emax > 0.0
+    # The relaxed size there within a few units of the target, and relax()'s counts
+    # there to first order.
+    z, _ = _relaxed_count(rows, np.log(w), t)
+    assert abs(float(z.sum()) - target) < 30.0
+    assert abs(float(np.clip(y + 0.5, 0.0, rows.lim_f).sum()) - float(z.sum())) < 10.0

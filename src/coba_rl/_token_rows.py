@@ -322,7 +322,7 @@ class GeometricTokenRows:
         # density, and log(1 - e^{-k}) = log k - k/2 + k^2/24 - k^4/2880 + k^6/181440 -
         # ... by its series where every k <= 1/(4 tau) is small (_SERIES_RATES: the rest
         # below 1e-13).
-        if log_pq is not None and 0.25 / tau <= _SERIES_RATES[1]:
+        if log_pq is not None and log_pdf is not None and 0.25 / tau <= _SERIES_RATES[1]:
             k2 = rate * rate
             if 0.25 / tau <= _SERIES_RATES[0]:  # to k^4
                 top = k2 * (-1.0 / 2880.0)
@@ -335,7 +335,7 @@ class GeometricTokenRows:
             top -= float(n_low)
             top *= rate  # k^2/24 - k^4/2880 (+ k^6/181440) - k n_low
             top += log_pq
-            top += log_pdf  # type: ignore[arg-type]
+            top += log_pdf
             top -= math.log(tau)  # log k = log p + log(1 - p) - log tau
         else:
             top = np.log(pdf) if log_pdf is None else log_pdf
@@ -386,8 +386,8 @@ class GeometricTokenRows:
         # Twice the error bound of a float gain, per row and its largest.
         self._err2: FloatArray | None = None
         self._pdf_act = pdf_act
-        top = float(np.maximum.reduce(pdf_act)) if pdf_act.size else 0.0
-        self._err2_max = 2.0 * (top * GAIN_ERROR + _GAIN_ERROR_ABS)
+        pdf_max = float(np.maximum.reduce(pdf_act)) if pdf_act.size else 0.0
+        self._err2_max = 2.0 * (pdf_max * GAIN_ERROR + _GAIN_ERROR_ABS)
         self._v0: FloatArray | None = None
         self._units_of: tuple[Relaxed, FloatArray] | None = None  # relaxed_units' counts
         self._log_counts: tuple[Relaxed, FloatArray] | None = None  # relax()'s, in log keys
@@ -656,7 +656,6 @@ class GeometricTokenRows:
         base = self._ts_top
         inv = self.inv_rate
         c = self.c if self.all_active else self.c[self.act]
-        lim = self.lim_f
         cap = self.t_spare
         stats = self._unit_stats(self.c, c)
         c_max = stats.u_max
