@@ -389,8 +389,10 @@ class GeometricTokenRows:
         pdf_max = float(np.maximum.reduce(pdf_act)) if pdf_act.size else 0.0
         self._err2_max = 2.0 * (pdf_max * GAIN_ERROR + _GAIN_ERROR_ABS)
         self._v0: FloatArray | None = None
-        self._units_of: tuple[Relaxed, FloatArray] | None = None  # relaxed_units' counts
-        self._log_counts: tuple[Relaxed, FloatArray] | None = None  # relax()'s, in log keys
+        # relaxed_units' clipped counts (in work rows), and whether no row is full there.
+        self._units_of: tuple[Relaxed, FloatArray, bool] | None = None
+        # relax()'s counts in log keys, and whether no row is full there.
+        self._log_counts: tuple[Relaxed, FloatArray, bool] | None = None
 
     @property
     def pop(self) -> FloatArray:
@@ -510,8 +512,14 @@ class GeometricTokenRows:
         # where it is full (L k lower); log first key = log_a - log w.
         log_w = np.log(ww)
         y = self._ts_top - log_w  # becomes the counts below
+        none_full = False  # no row full at the root, beyond rounding
         if root is None:
-            root = self._uncapped_root(y, uinv, cap)
+            found = self._uncapped_root(y, uinv, cap)
+            if found is not None:
+                root, full = found
+                # Every full breakpoint lies below root by more than the rounding of
+                # y - L k and of y - root: each count in log keys is below L k.
+                none_full = root - full > 1e-12 * (1.0 + abs(root) + abs(full))
         if root is None:
             ts = np.concatenate((y, y - self._lim_rate))
             order = ts.argsort()[::-1]
@@ -532,7 +540,7 @@ class GeometricTokenRows:
         counts = y * inv
         counts -= 0.5  # columns above e^t0, continuous
         relaxed = ww, counts, t0, math.nan, math.nan
-        self._log_counts = relaxed, y  # for relaxed_units(relaxed)
+        self._log_counts = relaxed, y, none_full  # for relaxed_units(relaxed)
         if not spread:
             return relaxed
         return self._spread(relaxed, unit)
@@ -583,12 +591,14 @@ class GeometricTokenRows:
         c = self.c if self.all_active else self.c[self.act]
         return t, float(c @ y)
 
-    def _uncapped_root(self, top: FloatArray, uinv: FloatArray, cap: float) -> float | None:
-        """:meth:`relax`'s root when no row is full there (the common case): sorting the
-        breakpoints where rows start (``top``, not changed) above the highest one where a
-        row is full suffices (the count goes on with its last slope below them). ``None``
-        where a row would be full at that root (then the ``2 n`` breakpoints are sorted).
-        Complexity: O(n log n)."""
+    def _uncapped_root(
+        self, top: FloatArray, uinv: FloatArray, cap: float
+    ) -> tuple[float, float] | None:
+        """:meth:`relax`'s root when no row is full there (the common case), and the
+        highest breakpoint where a row is full (below the root): sorting the breakpoints
+        where rows start (``top``, not changed) above that one suffices (the count goes on
+        with its last slope below them). ``None`` where a row would be full at that root
+        (then the ``2 n`` breakpoints are sorted). Complexity: O(n log n)."""
         # The root lies above every full breakpoint iff the uncapped count there exceeds
         # cap (checked first: a sort that cannot serve is skipped).
         full = float(np.maximum.reduce(top - self._lim_rate))
@@ -617,7 +627,7 @@ class GeometricTokenRows:
         # above, up to rounding).
         if not (math.isfinite(t0) and full < t0):
             return None
-        return t0
+        return t0, full
 
     def relaxed_units(self, relaxed: Relaxed) -> float:
         """The number of units the relaxed count puts above its root (an estimate of a
@@ -625,15 +635,18 @@ class GeometricTokenRows:
         work = np.empty((4, relaxed[1].size))
         z = work[0]  # the clipped counts in log keys (k times the columns)
         logged = self._log_counts
+        none_full = False
         if logged is not None and logged[0] is relaxed:
             np.maximum(logged[1], 0.0, out=z)
+            none_full = logged[2]  # then each count is below L k already
         else:
             np.add(relaxed[1], 0.5, out=z)
             z *= self.rate
             np.maximum(z, 0.0, out=z)
-        np.minimum(z, self._lim_rate, out=z)
+        if not none_full:
+            np.minimum(z, self._lim_rate, out=z)
         # In the first of relaxed_price's work rows, for relaxed_price(start=relaxed).
-        self._units_of = relaxed, work
+        self._units_of = relaxed, work, none_full
         return float(z @ self.inv_rate)
 
     def relaxed_price(
@@ -690,12 +703,15 @@ class GeometricTokenRows:
                 np.maximum(zr, 0.0, out=z)
                 np.minimum(z, lim_rate, out=z)
             else:
-                assert start is not None
+                assert start is not None and cached is not None
                 w = start[0]
             # 1 on the linear rows (0 < z < L k), else 0 (z in [0, L k]; NaN in neither).
-            np.subtract(lim_rate, z, out=lf)
-            lf *= z
-            np.sign(lf, out=lf)
+            if raw or cached is None or not cached[2]:
+                np.subtract(lim_rate, z, out=lf)
+                lf *= z
+                np.sign(lf, out=lf)
+            else:  # no row full: z in [0, L k)
+                np.sign(z, out=lf)
             np.divide(lf, w, out=lfw)
             # c z = (c / k) (k z), sum(z) = (1 / k) (k z)
             (f1, f2, _), (j11, j21, c2), (j12, j22, _) = work[:3].dot(cols).tolist()
