@@ -58,7 +58,7 @@ _NEWTON_UNITS = 30.0
 _FIRST_STRIDE = 1.5
 #: Largest ``k = p (1 - p) / tau`` for which :class:`GeometricTokenRows` takes
 #: ``log(1 - e^{-k})`` from its series to ``k^4``, and to ``k^6`` (the remainders, below
-#: ``k^6 / 181440`` and ``k^8 / 9676800``, are below 1e-13 and 1e-15 there).
+#: ``k^6 / 181440`` and ``k^8 / 9676800``, are below 1e-13 and 2e-15 there).
 _SERIES_RATES = (0.05, 0.1)
 #: Units :meth:`GeometricTokenRows.fill` adds one at a time before it merges by a heap.
 _FILL_STEPS = 6
