@@ -207,17 +207,12 @@ class Repriced:
 
 class _UnitStats:
     """A cost vector's ``u / k`` and ``max(u)`` on the active rows (``u``), and (built
-    when first asked) ``u^2``, the columns ``(u / k, u^2)`` and the rows
-    ``(u / k, 1 / k, u^2)``."""
+    when first asked) ``u^2`` and the rows ``(u / k, u^2)``."""
 
-    __slots__ = ("_full", "_lin_w", "_rows", "_sq", "u", "u_max", "uinv")
+    __slots__ = ("_lin_w", "_sq", "u", "u_max", "uinv")
 
     def __init__(self, u: FloatArray, inv: FloatArray) -> None:
-        self.u = u
-        self._rows = np.empty((3, u.size))
-        self.uinv = np.multiply(u, inv, out=self._rows[0])
-        self.u_max = float(np.maximum.reduce(u))
-        self._full = False
+        self.u, self.uinv, self.u_max = u, u * inv, float(np.maximum.reduce(u))
         self._sq: FloatArray | None = None
         self._lin_w: FloatArray | None = None
 
@@ -229,23 +224,14 @@ class _UnitStats:
         return self._sq
 
     def lin_w(self) -> FloatArray:
-        """The columns ``(u / k, u^2)``, shape ``(n, 2)``."""
+        """The rows ``(u / k, u^2)``, shape ``(2, n)`` (``lin_w.dot(x)``: both sums of
+        ``x`` in one matrix-vector product)."""
         if self._lin_w is None:
-            lin_w = np.empty((self.uinv.size, 2))
-            lin_w[:, 0] = self.uinv
-            lin_w[:, 1] = self.sq
+            lin_w = np.empty((2, self.uinv.size))
+            lin_w[0] = self.uinv
+            np.multiply(self.u, self.u, out=lin_w[1])
             self._lin_w = lin_w
         return self._lin_w
-
-    def rows(self, inv: FloatArray) -> FloatArray:
-        """The rows ``(u / k, 1 / k, u^2)`` (``inv``: ``1 / k``), shape ``(3, n)``:
-        ``x @ rows.T`` sums each row of ``x`` by each of them in one product."""
-        rows = self._rows
-        if not self._full:
-            rows[1] = inv
-            np.multiply(self.u, self.u, out=rows[2])
-            self._full = True
-        return rows
 
 
 #: :meth:`GeometricTokenRows.relax`'s result: ``(w, y, t0, d, emax)`` on the active rows.
@@ -552,7 +538,7 @@ class GeometricTokenRows:
         lin_w, u_max = stats.lin_w(), stats.u_max
         lin = y > -0.5
         lin &= y < self.lim_half
-        s_lin, u2_lin = (lin @ lin_w).tolist()  # sums of u / k and u^2 over lin rows
+        s_lin, u2_lin = lin_w.dot(lin).tolist()  # sums of u / k and u^2 over lin rows
         spread = 3.0 * math.sqrt(u2_lin) + 2.0 * u_max
         d = spread / s_lin if s_lin > 0 else float(self.rate.min())
         d += 1e-12 * (1.0 + abs(t0))
@@ -609,7 +595,7 @@ class GeometricTokenRows:
         rows = (top > full).nonzero()[0]
         top_r = top[rows]
         u_r = uinv[rows]
-        if not float(u_r @ (top_r - full)) > cap:
+        if not float(u_r.dot(top_r - full)) > cap:
             return None
         order = top_r.argsort()[::-1]
         ts = top_r[order]
@@ -647,7 +633,7 @@ class GeometricTokenRows:
             np.minimum(z, self._lim_rate, out=z)
         # In the first of relaxed_price's work rows, for relaxed_price(start=relaxed).
         self._units_of = relaxed, work, none_full
-        return float(z @ self.inv_rate)
+        return float(z.dot(self.inv_rate))
 
     def relaxed_price(
         self, target: float, t0: float, nu0: float, start: Relaxed | None = None
@@ -673,10 +659,9 @@ class GeometricTokenRows:
         stats = self._unit_stats(self.c, c)
         c_max = stats.u_max
         # Rows: the clipped counts in log keys (``k`` times the columns), the indicator of
-        # the rows inside their linear pieces, and it over w; one product with
-        # (c / k, 1 / k, c^2) sums them all (the sum of c^2 over the linear rows serves the
-        # bracket's half-width). ``zr``: the counts in log keys before they are clipped.
-        cols = stats.rows(inv).T
+        # the rows inside their linear pieces, and it over w; two products (by c / k and
+        # by 1 / k) sum them all. ``zr``: the counts in log keys before they are clipped.
+        uinv = stats.uinv
         lim_rate = self._lim_rate
         cached = self._units_of if start is not None else None
         self._units_of = None  # its work rows are overwritten below
@@ -714,7 +699,9 @@ class GeometricTokenRows:
                 np.sign(z, out=lf)
             np.divide(lf, w, out=lfw)
             # c z = (c / k) (k z), sum(z) = (1 / k) (k z)
-            (f1, f2, _), (j11, j21, c2), (j12, j22, _) = work[:3].dot(cols).tolist()
+            rows3 = work[:3]
+            f1, j11, j12 = rows3.dot(uinv).tolist()
+            f2, j21, j22 = rows3.dot(inv).tolist()
             f1 -= cap
             f2 -= target
             det = j11 * j22 - j12 * j21
@@ -750,7 +737,8 @@ class GeometricTokenRows:
                     assert start is not None
                     y *= inv
                     np.subtract(start[1], y, out=y)  # start[1] = zr / k - 1/2
-                d = (3.0 * math.sqrt(c2) + 2.0 * c_max) / j11  # c2: sum of c^2, linear rows
+                c2 = float(lf.dot(stats.sq))  # sum of c^2 over the linear rows
+                d = (3.0 * math.sqrt(c2) + 2.0 * c_max) / j11
                 d += 1e-12 * (1.0 + abs(t))
                 w_new = c + nu
                 # min(fl(c + nu)) = fl(min(c) + nu): rounding is monotone.
