@@ -332,8 +332,10 @@ class GeometricTokenRows:
             top += tail
             tail = rate * (0.5 - n_low)
             top += tail
-        # Every row active (the common case) when the sum of the logs is finite.
-        self.all_active = caps is None and math.isfinite(float(np.add.reduce(top)))
+        # Every row active (the common case) when the sum of the squared logs is finite (a
+        # dot product, cheaper than a sum; one that overflows only sends every row through
+        # the check below).
+        self.all_active = caps is None and math.isfinite(float(top.dot(top)))
         if not self.all_active:
             active = np.isfinite(top)
             if caps is not None:
@@ -669,6 +671,7 @@ class GeometricTokenRows:
             cached = None
         work = np.empty((4, n)) if cached is None else cached[1]
         z, lf, lfw, zr = work
+        rows3 = work[:3]
         w = c
         w_buf = np.empty(n)
         t, nu = t0, nu0
@@ -699,7 +702,6 @@ class GeometricTokenRows:
                 np.sign(z, out=lf)
             np.divide(lf, w, out=lfw)
             # c z = (c / k) (k z), sum(z) = (1 / k) (k z)
-            rows3 = work[:3]
             f1, j11, j12 = rows3.dot(uinv).tolist()
             f2, j21, j22 = rows3.dot(inv).tolist()
             f1 -= cap
