@@ -797,10 +797,10 @@ class GeometricTokenRows:
         ranked = pre.ranked
         if ranked is None:
             return None  # pragma: no cover - prefix() sets it
-        ratio = ranked.w / w
+        ratio = ranked.w / w  # NaN-free: w and ranked.w are positive
         slack = 1.0 + 8 * _KEY_SLACK
-        hi = ranked.lam_hi * float(np.minimum.reduce(ratio)) / slack
-        lo = ranked.lam_lo * float(np.maximum.reduce(ratio)) * slack
+        hi = ranked.lam_hi * float(ratio[ratio.argmin()]) / slack
+        lo = ranked.lam_lo * float(ratio[ratio.argmax()]) * slack
         if not lo < hi:
             return None
         rows = ranked.rows
@@ -809,8 +809,11 @@ class GeometricTokenRows:
         keep = vals >= lo
         keep ^= up  # lo < hi: the units above hi are among those from lo
         c = self.c
-        up_rows = rows[up]
-        cost_a = ranked.cost_a + float(np.add.reduce(c[up_rows]))
+        if np.count_nonzero(up):
+            up_rows = rows[up]
+            cost_a = ranked.cost_a + float(np.add.reduce(c[up_rows]))
+        else:  # nothing moved above the bracket (adding the empty sum, 0, changes nothing)
+            up_rows, cost_a = rows[:0], ranked.cost_a
         if cost_a > cap:
             return None
         rows, vals = rows[keep], vals[keep]
@@ -861,7 +864,7 @@ class GeometricTokenRows:
         np.fmax(stop_f, start_f, out=stop_f)
         span = stop_f - start_f
         n = start_f.size
-        w1 = max(int(np.maximum.reduce(span)), 0) + 1
+        w1 = int(span[span.argmax()]) + 1  # span >= 0, NaN-free (fmin/fmax above)
         if w1 <= 8 or w1 * n <= 2 * int(np.add.reduce(span)) + 2 * n + 4096:
             if w1 > _MAX_BAND // max(n, 1):
                 raise Fallback("band too wide")
@@ -873,10 +876,10 @@ class GeometricTokenRows:
                 np.maximum(start_f, 0.0, out=start_f)
             # One column of the block per row (contiguous along the rows).
             g = self._dense_gains(start_f, w1)
-            if w1 > 1 and bool(np.logical_or.reduce((g[1:] > g[:-1]).ravel())):
+            if w1 > 1 and np.count_nonzero(g[1:] > g[:-1]):
                 np.minimum.accumulate(g, axis=0, out=g)
             lim = self.lim_act
-            if not isinstance(lim, int) and bool((lim < w1).any()):
+            if not isinstance(lim, int) and np.count_nonzero(lim < w1):
                 g[np.arange(w1)[:, None] >= lim[None, :]] = -np.inf  # beyond the row's end
             keys = g / ww
             ok = keys[0] > lam_hi * (1.0 + 2 * _KEY_SLACK) + emax
@@ -884,12 +887,12 @@ class GeometricTokenRows:
             end = keys[-1] < lam_lo
             end |= start_f >= last
             ok &= end
-            good = bool(np.logical_and.reduce(ok))
+            good = np.count_nonzero(ok) == n
             if not good:  # the first gain against its own error bound
                 ok = g[0] - self.err2 > ww * (lam_hi * (1.0 + _KEY_SLACK))
                 ok |= start_f == 0.0
                 ok &= end
-                good = bool(np.logical_and.reduce(ok))
+                good = np.count_nonzero(ok) == n
             if good:
                 above = keys > lam_hi
                 start = start_f.astype(np.int64)
@@ -897,14 +900,20 @@ class GeometricTokenRows:
                 a += start
                 within = keys >= lam_lo
                 within ^= above
-                # By row, then column (the order the ranking's ties break in).
-                r_in, k_in = within.T.nonzero()
+                # Flat places column * n + row, by column; the ranking's ties break by
+                # row, then column: a stable sort by row.
+                pos = within.ravel().nonzero()[0]
+                k_in, r_in = np.divmod(pos, n)
+                by_row = r_in.argsort(kind="stable")
+                pos, r_in, k_in = pos[by_row], r_in[by_row], k_in[by_row]
+                cols = start[r_in]
+                cols += k_in
                 return (
                     self._scatter(a),
-                    keys[k_in, r_in],
+                    keys.ravel()[pos],
                     r_in,
-                    start[r_in] + k_in,
-                    g[k_in, r_in],
+                    cols,
+                    g.ravel()[pos],
                     _Band(start, g, None),
                 )
         return self._settle_segments(
@@ -992,6 +1001,13 @@ class GeometricTokenRows:
         come from the prefix's band, or from a few more exact columns where a prompt
         runs past it (``spent``: ``c . counts`` of the prefix, if known). Returns the
         counts, the sum of the gains added and the tokens left (``T' - c . counts``).
+
+        One unit left (``b_left <= 1``): the unit taken is the best next unit of the
+        prompts that fit. Each prompt's next unit still in the prefix's ranked bracket
+        comes first among its units there (by column), and every unit outside the
+        bracket not taken has a key below it; so where a unit of the bracket after the
+        cut fits, the first one in ranking order is that unit (its prompt first among
+        equal keys, as the merge breaks ties).
         Complexity: O(M + F log F) for F units considered.
         """
         x = pre.counts
@@ -999,6 +1015,16 @@ class GeometricTokenRows:
         t_left = self.t_spare - (float(c @ x) if spent is None else spent)
         if b_left <= 0 or not t_left >= self._c_min:
             return x, 0.0, t_left
+        ranked = pre.ranked
+        if b_left <= 1 and ranked is not None:
+            rest = ranked.order[pre.n_fit :]
+            fits = c[ranked.rows[rest]] <= t_left
+            u = int(fits.argmax()) if rest.size else 0
+            if rest.size and fits[u]:
+                u = int(rest[u])
+                x = x.copy()
+                x[ranked.rows[u]] += 1
+                return x, float(ranked.gains[u]), self.t_spare - float(c @ x)
         x = x.copy()
         cand = ((x < self.limit) & (c <= t_left)).nonzero()[0]
         band = pre.band
