@@ -149,9 +149,10 @@ class _Band:
 
 
 class Repriced:
-    """A token prefix found by :meth:`GeometricTokenRows.reprice`: its ``size`` (units)
-    and ``over`` (tokens of the prefix and the unit that did not fit) at once, the
-    :class:`Prefix` itself on demand."""
+    """A token prefix found by :meth:`GeometricTokenRows.reprice` (or
+    :meth:`GeometricTokenRows.sized_prefix`): its ``size`` (units) and ``over`` (tokens
+    of the prefix and the unit that did not fit) at once, the :class:`Prefix` and its
+    ranked bracket on demand."""
 
     def __init__(
         self,
@@ -165,12 +166,14 @@ class Repriced:
         self.size = moved.n_a + n_fit
         self.over = float(cum[n_fit])
 
-    def prefix(self) -> Prefix:
-        """The prefix (as :meth:`GeometricTokenRows.prefix` returns it). Complexity: O(M)."""
+    @property
+    def ranked(self) -> _Ranked:
+        """The ranked bracket the prefix is cut from (as :attr:`Prefix.ranked`)."""
         moved = self._moved
         if self._up.size:
             a = moved.a + np.bincount(self._up, minlength=self._rows.m)
-            moved = _Ranked(
+            self._up = self._up[:0]
+            self._moved = moved = _Ranked(
                 moved.w,
                 a,
                 moved.rows,
@@ -184,7 +187,11 @@ class Repriced:
                 moved.cost_a,
                 moved.n_a,
             )
-        return self._rows._cut_at(moved, self._cum, self._n_fit)
+        return moved
+
+    def prefix(self) -> Prefix:
+        """The prefix (as :meth:`GeometricTokenRows.prefix` returns it). Complexity: O(M)."""
+        return self._rows._cut_at(self.ranked, self._cum, self._n_fit)
 
 
 class _UnitStats:
@@ -677,6 +684,23 @@ class GeometricTokenRows:
         band widths), a few columns per prompt. ``relaxed``: step 1, if done already
         (:meth:`relax` with the same arguments).
         """
+        return self._cut_at(*self._bracket_cut(w, unit, cap, relaxed))
+
+    def sized_prefix(self, w: FloatArray, cap: float, relaxed: Relaxed | None = None) -> Repriced:
+        """:meth:`prefix` with ``unit = c`` (the token prefix), as a :class:`Repriced`: its
+        size and ``over`` at once, the :class:`Prefix` only if asked for (a search that
+        re-prices the ranking needs only its ranked bracket). Complexity: as
+        :meth:`prefix`."""
+        ranked, cum, n_fit = self._bracket_cut(w, self.c, cap, relaxed)
+        if ranked.n_a < 0:
+            ranked.n_a = int(np.add.reduce(ranked.a))
+        return Repriced(self, ranked, ranked.rows[:0], cum, n_fit)
+
+    def _bracket_cut(
+        self, w: FloatArray, unit: FloatArray, cap: float, relaxed: Relaxed | None
+    ) -> tuple[_Ranked, FloatArray, int]:
+        """:meth:`prefix`'s ranked bracket, the running sums of ``unit`` over it (from
+        ``cost_a``) and the place of the first unit that does not fit."""
         if relaxed is None:
             relaxed = self.relax(w, unit, cap)
         elif math.isnan(relaxed[3]):
@@ -719,27 +743,30 @@ class GeometricTokenRows:
             rows = ridx if whole else act[ridx]
             order = np.negative(vals).argsort(kind="stable")
             ranked = _Ranked(w, a, rows, cols, order, vals, gains, band, lam_lo, lam_hi, cost_a)
-            out = self._cut(ranked, unit, cap, cost_a)
-            if out is None:
+            cut = self._cut_sums(ranked, unit, cap, cost_a)
+            if cut is None:
                 d_lo *= 4.0
                 continue
-            return out
+            return (ranked, *cut)
         raise Fallback("no bracket found")
 
-    def _cut(self, ranked: _Ranked, unit: FloatArray, cap: float, cost_a: float) -> Prefix | None:
-        """The prefix from a ranked bracket: ``unit`` summed over the bracket's units in
-        order onto ``cost_a`` (what lies above it); ``None`` if the bracket all fits.
-        Complexity: O(M + bracket)."""
+    def _cut_sums(
+        self, ranked: _Ranked, unit: FloatArray, cap: float, cost_a: float
+    ) -> tuple[FloatArray, int] | None:
+        """``unit`` summed over a ranked bracket's units in order onto ``cost_a`` (what
+        lies above it), and the place of the first unit that does not fit; ``None`` if
+        the bracket all fits. Complexity: O(bracket)."""
         cum = unit[ranked.rows[ranked.order]].cumsum()
         cum += cost_a
         n_fit = int(cum.searchsorted(cap, side="right"))
         if n_fit >= ranked.order.size:
             return None
-        return self._cut_at(ranked, cum, n_fit)
+        return cum, n_fit
 
     def _cut_at(self, ranked: _Ranked, cum: FloatArray, n_fit: int) -> Prefix:
-        """:meth:`_cut` once the first unit that does not fit (``n_fit``-th of the
-        bracket in order; ``cum`` the running sums) is known."""
+        """The prefix from a ranked bracket once the first unit that does not fit
+        (``n_fit``-th of the bracket in order; ``cum`` the running sums,
+        :meth:`_cut_sums`) is known. Complexity: O(M + bracket)."""
         a, rows, order, vals, gains = ranked.a, ranked.rows, ranked.order, ranked.vals, ranked.gains
         counts = a + np.bincount(rows[order[:n_fit]], minlength=self.m)
         f = int(order[n_fit])
@@ -776,12 +803,12 @@ class GeometricTokenRows:
             raise Fallback("no ranked bracket")  # pragma: no cover - prefix() sets it
         cost_a = float(unit @ ranked.a)
         if cost_a <= cap:
-            out = self._cut(ranked, unit, cap, cost_a)
-            if out is not None:
-                return out
+            cut = self._cut_sums(ranked, unit, cap, cost_a)
+            if cut is not None:
+                return self._cut_at(ranked, *cut)
         return self.prefix(ranked.w, unit, cap)
 
-    def reprice(self, pre: Prefix, w: FloatArray, cap: float) -> Repriced | None:
+    def reprice(self, pre: Prefix | Repriced, w: FloatArray, cap: float) -> Repriced | None:
         """The token prefix (``unit = c``) of the ranking by ``gain / w`` from the bracket
         of ``pre`` (:meth:`prefix` with ``unit = c`` for another ``w0``: a nearby rollout
         price), or ``None`` where that bracket cannot prove the cut.

@@ -943,16 +943,6 @@ def _top_gains(p: GeometricTokenRows) -> Callable[[], IntArray]:
     return top
 
 
-def _prefix_size(pre: Prefix) -> int:
-    """``sum(pre.counts)``, kept on the prefix and its ranked bracket (whose ``sum(a)``
-    :meth:`GeometricTokenRows.reprice` then need not sum)."""
-    if pre.size < 0:
-        pre.size = int(np.add.reduce(pre.counts))
-        if pre.ranked is not None and pre.ranked.n_a < 0:
-            pre.ranked.n_a = pre.size - pre.n_fit
-    return pre.size
-
-
 def _search_rows(
     p: GeometricTokenRows,
     relaxed: Relaxed,
@@ -998,9 +988,9 @@ def _search_rows(
     relaxed_nu, nu, slope = found
     c, t_spare = p.c, p.t_spare
     w = relaxed_nu[0] if p.all_active else c + nu  # the relaxation's c + nu
-    base = p.prefix(w, c, t_spare, relaxed_nu)
+    base = p.sized_prefix(w, t_spare, relaxed_nu)
     cur: Prefix | Repriced = base
-    size, over = _prefix_size(base), base.over
+    size, over = base.size, base.over
     near: dict[int, tuple[float, Prefix | Repriced]] = {}  # by h in -2..0: price, prefix
     nu_lo, nu_hi = 0.0, math.inf  # h >= 0 at nu_lo, h <= -2 at nu_hi
     for _ in range(ROW_STEPS):
@@ -1024,8 +1014,8 @@ def _search_rows(
         w = c + nu
         moved = p.reprice(base, w, t_spare)
         if moved is None:
-            cur = base = p.prefix(w, c, t_spare)
-            size, over = _prefix_size(base), base.over
+            cur = base = p.sized_prefix(w, t_spare)
+            size, over = base.size, base.over
         else:
             cur, size, over = moved, moved.size, moved.over
     for h in (-1, 0, -2):
