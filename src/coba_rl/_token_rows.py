@@ -340,6 +340,11 @@ class GeometricTokenRows:
         self._units_of: tuple[Relaxed, FloatArray] | None = None
 
     @property
+    def c_min(self) -> float:
+        """The smallest cost."""
+        return self._c_min
+
+    @property
     def pop(self) -> FloatArray:
         """Rows ``p``, ``1 - p`` and the density of every prompt, shape ``(3, M)``
         (contiguous: a band's factors)."""

@@ -1073,7 +1073,10 @@ def _solution(
         t_left = p.t_spare - float(p.c @ x)
     open_rows = x < p.limit
     # The cheapest open prompt's cost (inf when none is open) against the tokens left.
-    c_open = float(np.minimum.reduce(p.c, where=open_rows, initial=math.inf))
+    if isinstance(p, GeometricTokenRows) and np.count_nonzero(open_rows) == open_rows.size:
+        c_open = p.c_min  # every prompt open
+    else:
+        c_open = float(np.minimum.reduce(p.c, where=open_rows, initial=math.inf))
     tok = c_open > t_left and c_open < math.inf
     rol = p.b_spare is not None and c_open < math.inf and int(np.add.reduce(x)) >= p.b_spare
     bound: Binding = (
