@@ -60,6 +60,8 @@ _FIRST_STRIDE = 1.5
 _FILL_STEPS = 6
 #: Band entries beyond which the table is cheaper (and memory stays bounded).
 _MAX_BAND = 1 << 22
+#: Newton steps of :meth:`GeometricTokenRows.sized_prefix_near` on the relaxed count.
+_NEAR_STEPS = 2
 
 
 #: ``-(j)`` for j = 0, 1, 2, as a column: the values of two gains.
@@ -700,6 +702,38 @@ class GeometricTokenRows:
         if ranked.n_a < 0:
             ranked.n_a = int(np.add.reduce(ranked.a))
         return Repriced(self, ranked, ranked.rows[:0], cum, n_fit)
+
+    def sized_prefix_near(self, pre: Repriced, w: FloatArray, cap: float) -> Repriced:
+        """:meth:`sized_prefix` at ``w`` for a ranking whose relaxed root is near that of
+        ``pre`` (a search's earlier token prefix, at a nearby price): from the middle of
+        ``pre``'s bracket, Newton steps on the relaxed token count (piecewise linear in
+        the root) place it, so no breakpoints are sorted. The root only says where the
+        bracket lies (:meth:`prefix` widens a bracket that misses the cut); where this
+        cannot serve (:class:`Fallback`) the root is found as :meth:`relax` finds it.
+        Complexity: O(M) before :meth:`prefix`'s bands."""
+        ranked = pre.ranked
+        try:
+            t = 0.5 * (math.log(ranked.lam_lo) + math.log(ranked.lam_hi))
+            whole = self.all_active
+            c = self.c if whole else self.c[self.act]
+            stats = self._unit_stats(self.c, c)
+            top = self._ts_top - np.log(w if whole else w[self.act])
+            lim = self.lim_f
+            for _ in range(_NEAR_STEPS):
+                y = top - t
+                y *= self.inv_rate  # the rows' relaxed counts at t, before clipping
+                lin = y > 0.0
+                lin &= y < lim
+                np.clip(y, 0.0, lim, out=y)
+                slope = float(stats.uinv @ lin)  # - d(tokens)/dt
+                if not slope > 0.0:
+                    raise Fallback("no row in its linear piece")
+                t += (float(c @ y) - cap) / slope
+            if not math.isfinite(t):
+                raise Fallback("no root near")
+            return self.sized_prefix(w, cap, self.relax(w, self.c, cap, root=t))
+        except Fallback:
+            return self.sized_prefix(w, cap)
 
     def _bracket_cut(
         self, w: FloatArray, unit: FloatArray, cap: float, relaxed: Relaxed | None

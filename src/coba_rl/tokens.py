@@ -1014,7 +1014,7 @@ def _search_rows(
         w = c + nu
         moved = p.reprice(base, w, t_spare)
         if moved is None:
-            cur = base = p.sized_prefix(w, t_spare)
+            cur = base = p.sized_prefix_near(base, w, t_spare)
             size, over = base.size, base.over
         else:
             cur, size, over = moved, moved.size, moved.over
