@@ -617,21 +617,25 @@ def test_repricing_a_bracket_equals_a_fresh_prefix(case: dict[str, Any], shift: 
             nu1 = max(nu0 * (1.0 + shift), 0.0)
             w1 = case["c"] + nu1
             moved = rows.reprice(base, w1, rows.t_spare)
+            # The same weights as c + nu: the key ratios read at the cheapest and dearest.
+            priced = rows.reprice(base, w1, rows.t_spare, (nu0, nu1))
             fresh = rows.prefix(w1, case["c"], rows.t_spare)
     except Fallback:
         return
     if moved is None:
         event("refused")
-        return
-    event("re-ranked")
-    got = moved.prefix()
-    assert moved.size == int(fresh.counts.sum())
-    np.testing.assert_array_equal(got.counts, fresh.counts)
-    np.testing.assert_array_equal(got.above, fresh.above)
-    assert got.fail == fresh.fail
-    assert got.g_fail == fresh.g_fail
-    assert got.over == fresh.over == moved.over
-    assert got.tie_gain == pytest.approx(fresh.tie_gain, rel=1e-12, abs=0.0)
+    for one in (moved, priced):
+        if one is None:
+            continue
+        event("re-ranked")
+        got = one.prefix()
+        assert one.size == int(fresh.counts.sum())
+        np.testing.assert_array_equal(got.counts, fresh.counts)
+        np.testing.assert_array_equal(got.above, fresh.above)
+        assert got.fail == fresh.fail
+        assert got.g_fail == fresh.g_fail
+        assert got.over == fresh.over == one.over
+        assert got.tie_gain == pytest.approx(fresh.tie_gain, rel=1e-12, abs=0.0)
 
 
 @settings(max_examples=200, deadline=None)
@@ -683,3 +687,33 @@ def test_one_unit_fill_from_the_bracket_equals_the_merge(
     assert got[1:] == ref[1:]
     if not np.array_equal(got[0], pre.counts):
         event("a unit added")
+
+
+@pytest.mark.parametrize("seed", [0, 2, 4])  # batches whose search re-prices
+def test_paper_scale_search_reprices_at_c_plus_nu(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The search's re-rankings read the key ratios off the cheapest and dearest prompts,
+    which holds only for weights ``c + nu`` as floating point computes them: both the
+    ranking re-priced (the relaxed price's, or a restart's) and the new one are."""
+    rates, costs, cfg, spend = _paper_batch(seed)
+    seen: list[float] = []
+    reprice = GeometricTokenRows.reprice
+
+    def checked(
+        self: GeometricTokenRows,
+        pre: Any,
+        w: Arr,
+        cap: float,
+        prices: tuple[float, float] | None = None,
+    ) -> Any:
+        assert prices is not None
+        np.testing.assert_array_equal(pre.ranked.w, self.c + prices[0])
+        np.testing.assert_array_equal(w, self.c + prices[1])
+        seen.append(prices[1])
+        return reprice(self, pre, w, cap, prices)
+
+    monkeypatch.setattr(GeometricTokenRows, "reprice", checked)
+    out = allocate(BatchStats(pass_rates=rates, costs=costs), 8192, cfg, token_budget=0.9 * spend)
+    assert out.binding in ("rollouts", "tokens+rollouts", "tokens")
+    assert seen  # the check ran

@@ -26,6 +26,7 @@ The error bound of a float gain against the exact one is
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from dataclasses import dataclass
@@ -340,6 +341,11 @@ class GeometricTokenRows:
         self._err2_max = 2.0 * (top * GAIN_ERROR + _GAIN_ERROR_ABS)
         self._v0: FloatArray | None = None
         self._units_of: tuple[Relaxed, FloatArray] | None = None
+
+    @functools.cached_property
+    def _cost_range(self) -> tuple[float, float]:
+        """The smallest and largest cost."""
+        return self._c_min, float(self.c[self.c.argmax()])
 
     @property
     def c_min(self) -> float:
@@ -847,7 +853,13 @@ class GeometricTokenRows:
                 return self._cut_at(ranked, *cut)
         return self.prefix(ranked.w, unit, cap)
 
-    def reprice(self, pre: Prefix | Repriced, w: FloatArray, cap: float) -> Repriced | None:
+    def reprice(
+        self,
+        pre: Prefix | Repriced,
+        w: FloatArray,
+        cap: float,
+        prices: tuple[float, float] | None = None,
+    ) -> Repriced | None:
         """The token prefix (``unit = c``) of the ranking by ``gain / w`` from the bracket
         of ``pre`` (:meth:`prefix` with ``unit = c`` for another ``w0``: a nearby rollout
         price), or ``None`` where that bracket cannot prove the cut.
@@ -858,15 +870,28 @@ class GeometricTokenRows:
         roundings of slack, :data:`_KEY_SLACK`). Between these the bracket's own units
         are keyed anew (``fl(g / w)``, the table's key) and ranked; the cut stands if it
         falls among them. Only the size is computed here; :meth:`Repriced.prefix` gives
-        the prefix. Complexity: O(M) for the key ratios, then O(bracket).
+        the prefix.
+
+        ``prices``: ``(nu0, nu)`` where ``w0 = c + nu0`` and ``w = c + nu`` (as computed
+        in floating point). The exact ratio ``(c + nu0) / (c + nu)`` is monotone in ``c``,
+        and each float ``w`` is within one rounding of it, so ``[r_lo, r_hi]`` is read at
+        the cheapest and dearest prompts, within four more roundings (far inside the
+        slack). Complexity: O(M) for the key ratios (O(1) with ``prices``), then
+        O(bracket).
         """
         ranked = pre.ranked
         if ranked is None:
             return None  # pragma: no cover - prefix() sets it
-        ratio = ranked.w / w  # NaN-free: w and ranked.w are positive
+        if prices is None:
+            ratio = ranked.w / w  # NaN-free: w and ranked.w are positive
+            r_lo, r_hi = float(ratio[ratio.argmin()]), float(ratio[ratio.argmax()])
+        else:
+            nu0, nu = prices
+            c_lo, c_hi = self._cost_range
+            r_lo, r_hi = sorted(((c_lo + nu0) / (c_lo + nu), (c_hi + nu0) / (c_hi + nu)))
         slack = 1.0 + 8 * _KEY_SLACK
-        hi = ranked.lam_hi * float(ratio[ratio.argmin()]) / slack
-        lo = ranked.lam_lo * float(ratio[ratio.argmax()]) * slack
+        hi = ranked.lam_hi * r_lo / slack
+        lo = ranked.lam_lo * r_hi * slack
         if not lo < hi:
             return None
         rows = ranked.rows

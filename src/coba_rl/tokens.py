@@ -624,15 +624,21 @@ def _engine_prefix(p: _Engine, w: FloatArray, unit: FloatArray, cap: float) -> P
 
 
 def _evaluate(
-    p: _Engine, nu: float, fast: bool, pre: Prefix | None = None, need_value: bool = True
+    p: _Engine,
+    nu: float,
+    fast: bool,
+    pre: Prefix | None = None,
+    need_value: bool = True,
+    w: FloatArray | None = None,
 ) -> _Eval:
     """Rank by ``gain / (c + nu)``, take the prefix, fill, and certify with the dual bound.
 
     ``pre``: the token prefix of this ranking (:func:`_prefix`), if already computed.
     ``need_value=False``: only ``dual - value`` (the gap) is used; on the closed form,
-    ``value`` is then 0 and ``dual`` the gap.
+    ``value`` is then 0 and ``dual`` the gap. ``w``: ``c + nu``, if the caller has it.
     """
-    w = p.c + nu
+    if w is None:
+        w = p.c + nu
     b_cap = math.inf if p.b_spare is None else float(p.b_spare)
     if isinstance(p, GeometricTokenRows):
         return _evaluate_rows(p, w, nu, b_cap, pre, need_value)
@@ -991,14 +997,16 @@ def _search_rows(
     base = p.sized_prefix(w, t_spare, relaxed_nu)
     cur: Prefix | Repriced = base
     size, over = base.size, base.over
-    near: dict[int, tuple[float, Prefix | Repriced]] = {}  # by h in -2..0: price, prefix
+    # By h in -2..0: the price, its c + nu and the prefix.
+    near: dict[int, tuple[float, FloatArray, Prefix | Repriced]] = {}
+    base_nu = nu  # the price of base
     nu_lo, nu_hi = 0.0, math.inf  # h >= 0 at nu_lo, h <= -2 at nu_hi
     for _ in range(ROW_STEPS):
         h = size - b_spare
         if h < 0 and over - t_spare > SKIP_MARGIN * (abs(over) + b_spare * nu):
             proved = True
         if -2 <= h <= 0:
-            near[h] = nu, cur
+            near[h] = nu, w, cur
         if h == -1 or (proved and 0 in near):
             break
         if h >= 0:
@@ -1012,18 +1020,19 @@ def _search_rows(
             break
         nu = nxt
         w = c + nu
-        moved = p.reprice(base, w, t_spare)
+        moved = p.reprice(base, w, t_spare, (base_nu, nu))
         if moved is None:
             cur = base = p.sized_prefix_near(base, w, t_spare)
+            base_nu = nu
             size, over = base.size, base.over
         else:
             cur, size, over = moved, moved.size, moved.over
     for h in (-1, 0, -2):
         if h not in near:
             continue
-        nu, got = near[h]
+        nu, w, got = near[h]
         pre = got if isinstance(got, Prefix) else got.prefix()
-        e = _evaluate(p, nu, True, pre, need_value=False)
+        e = _evaluate(p, nu, True, pre, need_value=False, w=w)
         if e.dual - e.value <= e.g_star:
             break
     else:
