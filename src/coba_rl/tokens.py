@@ -959,23 +959,25 @@ def _search_rows(
     """Both budgets bind, on the closed form: the ranking whose token prefix holds
     ``B' - 1`` units, from the price of the relaxed problem.
 
-    The relaxed prefix sizes (:meth:`GeometricTokenRows.relaxed_price`, Newton's method
-    from ``nu = 0`` when the relaxed token ranking there is within :data:`ROW_NEAR` of
-    ``B'``, else from :func:`_search_start`) give the price ``nu`` where the token prefix
-    should hold ``B' - 1`` units and the slope of that size in ``nu``. One exact prefix
-    is cut there; then Newton steps on the exact size, kept in a bracket (bisected where
-    a step leaves it), each sized by re-ranking the settled bracket of units
-    (:meth:`GeometricTokenRows.reprice`) or, where that cannot prove the cut, by a new
-    prefix. Of the rankings whose prefix holds ``B' - 1``, ``B'`` or ``B' - 2`` units (in
-    that order) the first whose certificate holds (dual bound less
-    objective at most the marginal gain ``g*`` of its stopping unit) is returned: at
-    ``B' - 1`` units it always holds without ties at ``k*``, since ``T' - c(S) < c*``, one
-    rollout is left and ``k* (c* + nu) = g*``. A prefix short of ``B'`` that stops on
-    tokens proves that the rollout-only allocation does not fit (module docstring); only
-    without such a proof (``proved``: one is known already) is that allocation
-    computed, and returned if it fits. ``units``: the relaxed size of the token ranking
-    at ``nu = 0`` (``relaxed``). ``None``: the rollout-only allocation probably fits, or
-    no ranking is certified (the general search then runs).
+    The relaxed prefix sizes (:meth:`GeometricTokenRows.relaxed_price`, Newton's method from
+    ``nu = 0`` when the relaxed token ranking there is within :data:`ROW_NEAR` of ``B'``,
+    else from :func:`_search_start`) give the price ``nu`` where the token prefix should
+    hold ``B' - 1`` units and the slope of that size in ``nu``. One exact prefix is cut
+    there (sized only: its counts are built if it is the ranking evaluated); then Newton
+    steps on the exact size, kept in a bracket (bisected where a step leaves it), each sized
+    by re-ranking the settled bracket of units (:meth:`GeometricTokenRows.reprice`, its key
+    ratios read at the cheapest and dearest prompts of ``w = c + nu``) or, where that cannot
+    prove the cut, by a new prefix whose relaxed root is placed from the earlier bracket
+    (:meth:`GeometricTokenRows.sized_prefix_near`, no sort). Of the rankings whose prefix
+    holds ``B' - 1``, ``B'`` or ``B' - 2`` units (in that order) the first whose certificate
+    holds (dual bound less objective at most the marginal gain ``g*`` of its stopping unit)
+    is returned: at ``B' - 1`` units it always holds without ties at ``k*``, since
+    ``T' - c(S) < c*``, one rollout is left and ``k* (c* + nu) = g*``. A prefix short of ``B'``
+    that stops on tokens proves that the rollout-only allocation does not fit (module
+    docstring); only without such a proof (``proved``: one is known already) is that
+    allocation computed, and returned if it fits. ``units``: the relaxed size of the token
+    ranking at ``nu = 0`` (``relaxed``). ``None``: the rollout-only allocation probably
+    fits, or no ranking is certified (the general search then runs).
     """
     b_spare = p.b_spare
     assert b_spare is not None
