@@ -5,6 +5,7 @@ by an ulp, both budgets binding, straggler caps, fills that run past the settled
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -617,21 +618,106 @@ def test_repricing_a_bracket_equals_a_fresh_prefix(case: dict[str, Any], shift: 
             nu1 = max(nu0 * (1.0 + shift), 0.0)
             w1 = case["c"] + nu1
             moved = rows.reprice(base, w1, rows.t_spare)
+            # The same weights as c + nu: the key ratios read at the cheapest and dearest.
+            priced = rows.reprice(base, w1, rows.t_spare, (nu0, nu1))
             fresh = rows.prefix(w1, case["c"], rows.t_spare)
     except Fallback:
         return
     if moved is None:
         event("refused")
+    for one in (moved, priced):
+        if one is None:
+            continue
+        event("re-ranked")
+        got = one.prefix()
+        assert one.size == int(fresh.counts.sum())
+        np.testing.assert_array_equal(got.counts, fresh.counts)
+        np.testing.assert_array_equal(got.above, fresh.above)
+        assert got.fail == fresh.fail
+        assert got.g_fail == fresh.g_fail
+        assert got.over == fresh.over == one.over
+        assert got.tie_gain == pytest.approx(fresh.tie_gain, rel=1e-12, abs=0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(both_bind_instance(), st.sampled_from([-0.2, -0.01, 1e-6, 0.01, 0.05, 0.3]))
+def test_restart_from_a_near_root_equals_a_fresh_prefix(case: dict[str, Any], shift: float) -> None:
+    """A token prefix at a new price whose relaxed root is placed from an earlier
+    bracket (no sort of breakpoints) is the prefix computed afresh, on integer costs
+    (exact sums, so the brackets' different partial sums cannot round apart)."""
+    case["c"] = np.ceil(case["c"])
+    m, n_low = case["p"].size, case["n_low"]
+    case["t"] = max(float(np.floor(case["t"])), float(case["c"] @ np.full(m, n_low)))
+    try:
+        with np.errstate(all="ignore"):
+            rows = _rows(case)
+            nu0 = float(np.mean(case["c"]))
+            base = rows.sized_prefix(case["c"] + nu0, rows.t_spare)
+            w1 = case["c"] + max(nu0 * (1.0 + shift), 0.0)
+            near = rows.sized_prefix_near(base, w1, rows.t_spare)
+            fresh = rows.prefix(w1, case["c"], rows.t_spare)
+    except Fallback:
         return
-    event("re-ranked")
-    got = moved.prefix()
-    assert moved.size == int(fresh.counts.sum())
+    got = near.prefix()
+    assert near.size == int(fresh.counts.sum()) == int(got.counts.sum())
     np.testing.assert_array_equal(got.counts, fresh.counts)
     np.testing.assert_array_equal(got.above, fresh.above)
     assert got.fail == fresh.fail
     assert got.g_fail == fresh.g_fail
-    assert got.over == fresh.over == moved.over
-    assert got.tie_gain == pytest.approx(fresh.tie_gain, rel=1e-12, abs=0.0)
+    assert got.over == fresh.over == near.over
+
+
+@settings(max_examples=200, deadline=None)
+@given(both_bind_instance(), st.sampled_from([0.0, 0.3, 1.0, 3.0]))
+def test_one_unit_fill_from_the_bracket_equals_the_merge(
+    case: dict[str, Any], scale: float
+) -> None:
+    """With one rollout left, the fill's unit read off the ranked bracket after the cut
+    is the unit the general merge (band gains of every prompt that fits) takes."""
+    try:
+        with np.errstate(all="ignore"):
+            rows = _rows(case)
+            w = case["c"] + scale * float(np.mean(case["c"]))
+            pre = rows.prefix(w, case["c"], rows.t_spare)
+            got = rows.fill(w, pre, 1.0)
+            # The same prefix without its ranked bracket: the general merge.
+            ref = rows.fill(w, dataclasses.replace(pre, ranked=None), 1.0)
+    except Fallback:
+        return
+    np.testing.assert_array_equal(got[0], ref[0])
+    assert got[1:] == ref[1:]
+    if not np.array_equal(got[0], pre.counts):
+        event("a unit added")
+
+
+@pytest.mark.parametrize("seed", [0, 2, 4])  # batches whose search re-prices
+def test_paper_scale_search_reprices_at_c_plus_nu(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The search's re-rankings read the key ratios off the cheapest and dearest prompts,
+    which holds only for weights ``c + nu`` as floating point computes them: both the
+    ranking re-priced (the relaxed price's, or a restart's) and the new one are."""
+    rates, costs, cfg, spend = _paper_batch(seed)
+    seen: list[float] = []
+    reprice = GeometricTokenRows.reprice
+
+    def checked(
+        self: GeometricTokenRows,
+        pre: Any,
+        w: Arr,
+        cap: float,
+        prices: tuple[float, float] | None = None,
+    ) -> Any:
+        assert prices is not None
+        np.testing.assert_array_equal(pre.ranked.w, self.c + prices[0])
+        np.testing.assert_array_equal(w, self.c + prices[1])
+        seen.append(prices[1])
+        return reprice(self, pre, w, cap, prices)
+
+    monkeypatch.setattr(GeometricTokenRows, "reprice", checked)
+    out = allocate(BatchStats(pass_rates=rates, costs=costs), 8192, cfg, token_budget=0.9 * spend)
+    assert out.binding in ("rollouts", "tokens+rollouts", "tokens")
+    assert seen  # the check ran
 
 
 def _paper_rows(seed: int, share: float) -> GeometricTokenRows:

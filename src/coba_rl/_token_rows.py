@@ -26,6 +26,7 @@ The error bound of a float gain against the exact one is
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ _SERIES_RATES = (0.05, 0.1)
 _FILL_STEPS = 6
 #: Band entries beyond which the table is cheaper (and memory stays bounded).
 _MAX_BAND = 1 << 22
+#: Newton steps of :meth:`GeometricTokenRows.sized_prefix_near` on the relaxed count.
+_NEAR_STEPS = 2
 
 
 #: ``-(j)`` for j = 0, 1, 2, as a column: the values of two gains.
@@ -167,9 +170,10 @@ class _Band:
 
 
 class Repriced:
-    """A token prefix found by :meth:`GeometricTokenRows.reprice`: its ``size`` (units)
-    and ``over`` (tokens of the prefix and the unit that did not fit) at once, the
-    :class:`Prefix` itself on demand."""
+    """A token prefix found by :meth:`GeometricTokenRows.reprice` (or
+    :meth:`GeometricTokenRows.sized_prefix`): its ``size`` (units) and ``over`` (tokens
+    of the prefix and the unit that did not fit) at once, the :class:`Prefix` and its
+    ranked bracket on demand."""
 
     def __init__(
         self,
@@ -183,12 +187,14 @@ class Repriced:
         self.size = moved.n_a + n_fit
         self.over = float(cum[n_fit])
 
-    def prefix(self) -> Prefix:
-        """The prefix (as :meth:`GeometricTokenRows.prefix` returns it). Complexity: O(M)."""
+    @property
+    def ranked(self) -> _Ranked:
+        """The ranked bracket the prefix is cut from (as :attr:`Prefix.ranked`)."""
         moved = self._moved
         if self._up.size:
             a = moved.a + np.bincount(self._up, minlength=self._rows.m)
-            moved = _Ranked(
+            self._up = self._up[:0]
+            self._moved = moved = _Ranked(
                 moved.w,
                 a,
                 moved.rows,
@@ -202,7 +208,11 @@ class Repriced:
                 moved.cost_a,
                 moved.n_a,
             )
-        return self._rows._cut_at(moved, self._cum, self._n_fit)
+        return moved
+
+    def prefix(self) -> Prefix:
+        """The prefix (as :meth:`GeometricTokenRows.prefix` returns it). Complexity: O(M)."""
+        return self._rows._cut_at(self.ranked, self._cum, self._n_fit)
 
 
 class _UnitStats:
@@ -381,6 +391,16 @@ class GeometricTokenRows:
         self._units_of: tuple[Relaxed, FloatArray, bool] | None = None
         # relax()'s counts in log keys, and whether no row is full there.
         self._log_counts: tuple[Relaxed, FloatArray, bool] | None = None
+
+    @functools.cached_property
+    def _cost_range(self) -> tuple[float, float]:
+        """The smallest and largest cost."""
+        return self._c_min, float(self.c[self.c.argmax()])
+
+    @property
+    def c_min(self) -> float:
+        """The smallest cost."""
+        return self._c_min
 
     @property
     def pop(self) -> FloatArray:
@@ -772,6 +792,55 @@ class GeometricTokenRows:
         band widths), a few columns per prompt. ``relaxed``: step 1, if done already
         (:meth:`relax` with the same arguments).
         """
+        return self._cut_at(*self._bracket_cut(w, unit, cap, relaxed))
+
+    def sized_prefix(self, w: FloatArray, cap: float, relaxed: Relaxed | None = None) -> Repriced:
+        """:meth:`prefix` with ``unit = c`` (the token prefix), as a :class:`Repriced`: its
+        size and ``over`` at once, the :class:`Prefix` only if asked for (a search that
+        re-prices the ranking needs only its ranked bracket). Complexity: as
+        :meth:`prefix`."""
+        ranked, cum, n_fit = self._bracket_cut(w, self.c, cap, relaxed)
+        if ranked.n_a < 0:
+            ranked.n_a = int(np.add.reduce(ranked.a))
+        return Repriced(self, ranked, ranked.rows[:0], cum, n_fit)
+
+    def sized_prefix_near(self, pre: Repriced, w: FloatArray, cap: float) -> Repriced:
+        """:meth:`sized_prefix` at ``w`` for a ranking whose relaxed root is near that of
+        ``pre`` (a search's earlier token prefix, at a nearby price): from the middle of
+        ``pre``'s bracket, Newton steps on the relaxed token count (piecewise linear in
+        the root) place it, so no breakpoints are sorted. The root only says where the
+        bracket lies (:meth:`prefix` widens a bracket that misses the cut); where this
+        cannot serve (:class:`Fallback`) the root is found as :meth:`relax` finds it.
+        Complexity: O(M) before :meth:`prefix`'s bands."""
+        ranked = pre.ranked
+        try:
+            t = 0.5 * (math.log(ranked.lam_lo) + math.log(ranked.lam_hi))
+            whole = self.all_active
+            c = self.c if whole else self.c[self.act]
+            stats = self._unit_stats(self.c, c)
+            top = self._ts_top - np.log(w if whole else w[self.act])
+            lim = self.lim_f
+            for _ in range(_NEAR_STEPS):
+                y = top - t
+                y *= self.inv_rate  # the rows' relaxed counts at t, before clipping
+                lin = y > 0.0
+                lin &= y < lim
+                np.clip(y, 0.0, lim, out=y)
+                slope = float(stats.uinv @ lin)  # - d(tokens)/dt
+                if not slope > 0.0:
+                    raise Fallback("no row in its linear piece")
+                t += (float(c @ y) - cap) / slope
+            if not math.isfinite(t):
+                raise Fallback("no root near")
+            return self.sized_prefix(w, cap, self.relax(w, self.c, cap, root=t))
+        except Fallback:
+            return self.sized_prefix(w, cap)
+
+    def _bracket_cut(
+        self, w: FloatArray, unit: FloatArray, cap: float, relaxed: Relaxed | None
+    ) -> tuple[_Ranked, FloatArray, int]:
+        """:meth:`prefix`'s ranked bracket, the running sums of ``unit`` over it (from
+        ``cost_a``) and the place of the first unit that does not fit."""
         if relaxed is None:
             relaxed = self.relax(w, unit, cap)
         elif math.isnan(relaxed[3]):
@@ -814,27 +883,30 @@ class GeometricTokenRows:
             rows = ridx if whole else act[ridx]
             order = np.negative(vals).argsort(kind="stable")
             ranked = _Ranked(w, a, rows, cols, order, vals, gains, band, lam_lo, lam_hi, cost_a)
-            out = self._cut(ranked, unit, cap, cost_a)
-            if out is None:
+            cut = self._cut_sums(ranked, unit, cap, cost_a)
+            if cut is None:
                 d_lo *= 4.0
                 continue
-            return out
+            return (ranked, *cut)
         raise Fallback("no bracket found")
 
-    def _cut(self, ranked: _Ranked, unit: FloatArray, cap: float, cost_a: float) -> Prefix | None:
-        """The prefix from a ranked bracket: ``unit`` summed over the bracket's units in
-        order onto ``cost_a`` (what lies above it); ``None`` if the bracket all fits.
-        Complexity: O(M + bracket)."""
+    def _cut_sums(
+        self, ranked: _Ranked, unit: FloatArray, cap: float, cost_a: float
+    ) -> tuple[FloatArray, int] | None:
+        """``unit`` summed over a ranked bracket's units in order onto ``cost_a`` (what
+        lies above it), and the place of the first unit that does not fit; ``None`` if
+        the bracket all fits. Complexity: O(bracket)."""
         cum = unit[ranked.rows[ranked.order]].cumsum()
         cum += cost_a
         n_fit = int(cum.searchsorted(cap, side="right"))
         if n_fit >= ranked.order.size:
             return None
-        return self._cut_at(ranked, cum, n_fit)
+        return cum, n_fit
 
     def _cut_at(self, ranked: _Ranked, cum: FloatArray, n_fit: int) -> Prefix:
-        """:meth:`_cut` once the first unit that does not fit (``n_fit``-th of the
-        bracket in order; ``cum`` the running sums) is known."""
+        """The prefix from a ranked bracket once the first unit that does not fit
+        (``n_fit``-th of the bracket in order; ``cum`` the running sums,
+        :meth:`_cut_sums`) is known. Complexity: O(M + bracket)."""
         a, rows, order, vals, gains = ranked.a, ranked.rows, ranked.order, ranked.vals, ranked.gains
         counts = a + np.bincount(rows[order[:n_fit]], minlength=self.m)
         f = int(order[n_fit])
@@ -871,12 +943,18 @@ class GeometricTokenRows:
             raise Fallback("no ranked bracket")  # pragma: no cover - prefix() sets it
         cost_a = float(unit @ ranked.a)
         if cost_a <= cap:
-            out = self._cut(ranked, unit, cap, cost_a)
-            if out is not None:
-                return out
+            cut = self._cut_sums(ranked, unit, cap, cost_a)
+            if cut is not None:
+                return self._cut_at(ranked, *cut)
         return self.prefix(ranked.w, unit, cap)
 
-    def reprice(self, pre: Prefix, w: FloatArray, cap: float) -> Repriced | None:
+    def reprice(
+        self,
+        pre: Prefix | Repriced,
+        w: FloatArray,
+        cap: float,
+        prices: tuple[float, float] | None = None,
+    ) -> Repriced | None:
         """The token prefix (``unit = c``) of the ranking by ``gain / w`` from the bracket
         of ``pre`` (:meth:`prefix` with ``unit = c`` for another ``w0``: a nearby rollout
         price), or ``None`` where that bracket cannot prove the cut.
@@ -887,15 +965,28 @@ class GeometricTokenRows:
         roundings of slack, :data:`_KEY_SLACK`). Between these the bracket's own units
         are keyed anew (``fl(g / w)``, the table's key) and ranked; the cut stands if it
         falls among them. Only the size is computed here; :meth:`Repriced.prefix` gives
-        the prefix. Complexity: O(M) for the key ratios, then O(bracket).
+        the prefix.
+
+        ``prices``: ``(nu0, nu)`` where ``w0 = c + nu0`` and ``w = c + nu`` (as computed
+        in floating point). The exact ratio ``(c + nu0) / (c + nu)`` is monotone in ``c``,
+        and each float ``w`` is within one rounding of it, so ``[r_lo, r_hi]`` is read at
+        the cheapest and dearest prompts, within four more roundings (far inside the
+        slack). Complexity: O(M) for the key ratios (O(1) with ``prices``), then
+        O(bracket).
         """
         ranked = pre.ranked
         if ranked is None:
             return None  # pragma: no cover - prefix() sets it
-        ratio = ranked.w / w
+        if prices is None:
+            ratio = ranked.w / w  # NaN-free: w and ranked.w are positive
+            r_lo, r_hi = float(ratio[ratio.argmin()]), float(ratio[ratio.argmax()])
+        else:
+            nu0, nu = prices
+            c_lo, c_hi = self._cost_range
+            r_lo, r_hi = sorted(((c_lo + nu0) / (c_lo + nu), (c_hi + nu0) / (c_hi + nu)))
         slack = 1.0 + 8 * _KEY_SLACK
-        hi = ranked.lam_hi * float(np.minimum.reduce(ratio)) / slack
-        lo = ranked.lam_lo * float(np.maximum.reduce(ratio)) * slack
+        hi = ranked.lam_hi * r_lo / slack
+        lo = ranked.lam_lo * r_hi * slack
         if not lo < hi:
             return None
         rows = ranked.rows
@@ -904,8 +995,11 @@ class GeometricTokenRows:
         keep = vals >= lo
         keep ^= up  # lo < hi: the units above hi are among those from lo
         c = self.c
-        up_rows = rows[up]
-        cost_a = ranked.cost_a + float(np.add.reduce(c[up_rows]))
+        if np.count_nonzero(up):
+            up_rows = rows[up]
+            cost_a = ranked.cost_a + float(np.add.reduce(c[up_rows]))
+        else:  # nothing moved above the bracket (adding the empty sum, 0, changes nothing)
+            up_rows, cost_a = rows[:0], ranked.cost_a
         if cost_a > cap:
             return None
         rows, vals = rows[keep], vals[keep]
@@ -956,7 +1050,7 @@ class GeometricTokenRows:
         np.fmax(stop_f, start_f, out=stop_f)
         span = stop_f - start_f
         n = start_f.size
-        w1 = max(int(np.maximum.reduce(span)), 0) + 1
+        w1 = int(span[span.argmax()]) + 1  # span >= 0, NaN-free (fmin/fmax above)
         if w1 <= 8 or w1 * n <= 2 * int(np.add.reduce(span)) + 2 * n + 4096:
             if w1 > _MAX_BAND // max(n, 1):
                 raise Fallback("band too wide")
@@ -968,10 +1062,10 @@ class GeometricTokenRows:
                 np.maximum(start_f, 0.0, out=start_f)
             # One column of the block per row (contiguous along the rows).
             g = self._dense_gains(start_f, w1)
-            if w1 > 1 and bool(np.logical_or.reduce((g[1:] > g[:-1]).ravel())):
+            if w1 > 1 and np.count_nonzero(g[1:] > g[:-1]):
                 np.minimum.accumulate(g, axis=0, out=g)
             lim = self.lim_act
-            if not isinstance(lim, int) and bool((lim < w1).any()):
+            if not isinstance(lim, int) and np.count_nonzero(lim < w1):
                 g[np.arange(w1)[:, None] >= lim[None, :]] = -np.inf  # beyond the row's end
             keys = g / ww
             ok = keys[0] > lam_hi * (1.0 + 2 * _KEY_SLACK) + emax
@@ -979,12 +1073,12 @@ class GeometricTokenRows:
             end = keys[-1] < lam_lo
             end |= start_f >= last
             ok &= end
-            good = bool(np.logical_and.reduce(ok))
+            good = np.count_nonzero(ok) == n
             if not good:  # the first gain against its own error bound
                 ok = g[0] - self.err2 > ww * (lam_hi * (1.0 + _KEY_SLACK))
                 ok |= start_f == 0.0
                 ok &= end
-                good = bool(np.logical_and.reduce(ok))
+                good = np.count_nonzero(ok) == n
             if good:
                 above = keys > lam_hi
                 start = start_f.astype(np.int64)
@@ -992,14 +1086,20 @@ class GeometricTokenRows:
                 a += start
                 within = keys >= lam_lo
                 within ^= above
-                # By row, then column (the order the ranking's ties break in).
-                r_in, k_in = within.T.nonzero()
+                # Flat places column * n + row, by column; the ranking's ties break by
+                # row, then column: a stable sort by row.
+                pos = within.ravel().nonzero()[0]
+                k_in, r_in = np.divmod(pos, n)
+                by_row = r_in.argsort(kind="stable")
+                pos, r_in, k_in = pos[by_row], r_in[by_row], k_in[by_row]
+                cols = start[r_in]
+                cols += k_in
                 return (
                     self._scatter(a),
-                    keys[k_in, r_in],
+                    keys.ravel()[pos],
                     r_in,
-                    start[r_in] + k_in,
-                    g[k_in, r_in],
+                    cols,
+                    g.ravel()[pos],
                     _Band(start, g, None),
                 )
         return self._settle_segments(
@@ -1087,6 +1187,13 @@ class GeometricTokenRows:
         come from the prefix's band, or from a few more exact columns where a prompt
         runs past it (``spent``: ``c . counts`` of the prefix, if known). Returns the
         counts, the sum of the gains added and the tokens left (``T' - c . counts``).
+
+        One unit left (``b_left <= 1``): the unit taken is the best next unit of the
+        prompts that fit. Each prompt's next unit still in the prefix's ranked bracket
+        comes first among its units there (by column), and every unit outside the
+        bracket not taken has a key below it; so where a unit of the bracket after the
+        cut fits, the first one in ranking order is that unit (its prompt first among
+        equal keys, as the merge breaks ties).
         Complexity: O(M + F log F) for F units considered.
         """
         x = pre.counts
@@ -1094,6 +1201,16 @@ class GeometricTokenRows:
         t_left = self.t_spare - (float(c @ x) if spent is None else spent)
         if b_left <= 0 or not t_left >= self._c_min:
             return x, 0.0, t_left
+        ranked = pre.ranked
+        if b_left <= 1 and ranked is not None:
+            rest = ranked.order[pre.n_fit :]
+            fits = c[ranked.rows[rest]] <= t_left
+            u = int(fits.argmax()) if rest.size else 0
+            if rest.size and fits[u]:
+                u = int(rest[u])
+                x = x.copy()
+                x[ranked.rows[u]] += 1
+                return x, float(ranked.gains[u]), self.t_spare - float(c @ x)
         x = x.copy()
         cand = ((x < self.limit) & (c <= t_left)).nonzero()[0]
         band = pre.band

@@ -624,15 +624,21 @@ def _engine_prefix(p: _Engine, w: FloatArray, unit: FloatArray, cap: float) -> P
 
 
 def _evaluate(
-    p: _Engine, nu: float, fast: bool, pre: Prefix | None = None, need_value: bool = True
+    p: _Engine,
+    nu: float,
+    fast: bool,
+    pre: Prefix | None = None,
+    need_value: bool = True,
+    w: FloatArray | None = None,
 ) -> _Eval:
     """Rank by ``gain / (c + nu)``, take the prefix, fill, and certify with the dual bound.
 
     ``pre``: the token prefix of this ranking (:func:`_prefix`), if already computed.
     ``need_value=False``: only ``dual - value`` (the gap) is used; on the closed form,
-    ``value`` is then 0 and ``dual`` the gap.
+    ``value`` is then 0 and ``dual`` the gap. ``w``: ``c + nu``, if the caller has it.
     """
-    w = p.c + nu
+    if w is None:
+        w = p.c + nu
     b_cap = math.inf if p.b_spare is None else float(p.b_spare)
     if isinstance(p, GeometricTokenRows):
         return _evaluate_rows(p, w, nu, b_cap, pre, need_value)
@@ -943,16 +949,6 @@ def _top_gains(p: GeometricTokenRows) -> Callable[[], IntArray]:
     return top
 
 
-def _prefix_size(pre: Prefix) -> int:
-    """``sum(pre.counts)``, kept on the prefix and its ranked bracket (whose ``sum(a)``
-    :meth:`GeometricTokenRows.reprice` then need not sum)."""
-    if pre.size < 0:
-        pre.size = int(np.add.reduce(pre.counts))
-        if pre.ranked is not None and pre.ranked.n_a < 0:
-            pre.ranked.n_a = pre.size - pre.n_fit
-    return pre.size
-
-
 def _search_rows(
     p: GeometricTokenRows,
     relaxed: Relaxed,
@@ -963,23 +959,25 @@ def _search_rows(
     """Both budgets bind, on the closed form: the ranking whose token prefix holds
     ``B' - 1`` units, from the price of the relaxed problem.
 
-    The relaxed prefix sizes (:meth:`GeometricTokenRows.relaxed_price`, Newton's method
-    from ``nu = 0`` when the relaxed token ranking there is within :data:`ROW_NEAR` of
-    ``B'``, else from :func:`_search_start`) give the price ``nu`` where the token prefix
-    should hold ``B' - 1`` units and the slope of that size in ``nu``. One exact prefix
-    is cut there; then Newton steps on the exact size, kept in a bracket (bisected where
-    a step leaves it), each sized by re-ranking the settled bracket of units
-    (:meth:`GeometricTokenRows.reprice`) or, where that cannot prove the cut, by a new
-    prefix. Of the rankings whose prefix holds ``B' - 1``, ``B'`` or ``B' - 2`` units (in
-    that order) the first whose certificate holds (dual bound less
-    objective at most the marginal gain ``g*`` of its stopping unit) is returned: at
-    ``B' - 1`` units it always holds without ties at ``k*``, since ``T' - c(S) < c*``, one
-    rollout is left and ``k* (c* + nu) = g*``. A prefix short of ``B'`` that stops on
-    tokens proves that the rollout-only allocation does not fit (module docstring); only
-    without such a proof (``proved``: one is known already) is that allocation
-    computed, and returned if it fits. ``units``: the relaxed size of the token ranking
-    at ``nu = 0`` (``relaxed``). ``None``: the rollout-only allocation probably fits, or
-    no ranking is certified (the general search then runs).
+    The relaxed prefix sizes (:meth:`GeometricTokenRows.relaxed_price`, Newton's method from
+    ``nu = 0`` when the relaxed token ranking there is within :data:`ROW_NEAR` of ``B'``,
+    else from :func:`_search_start`) give the price ``nu`` where the token prefix should
+    hold ``B' - 1`` units and the slope of that size in ``nu``. One exact prefix is cut
+    there (sized only: its counts are built if it is the ranking evaluated); then Newton
+    steps on the exact size, kept in a bracket (bisected where a step leaves it), each sized
+    by re-ranking the settled bracket of units (:meth:`GeometricTokenRows.reprice`, its key
+    ratios read at the cheapest and dearest prompts of ``w = c + nu``) or, where that cannot
+    prove the cut, by a new prefix whose relaxed root is placed from the earlier bracket
+    (:meth:`GeometricTokenRows.sized_prefix_near`, no sort). Of the rankings whose prefix
+    holds ``B' - 1``, ``B'`` or ``B' - 2`` units (in that order) the first whose certificate
+    holds (dual bound less objective at most the marginal gain ``g*`` of its stopping unit)
+    is returned: at ``B' - 1`` units it always holds without ties at ``k*``, since
+    ``T' - c(S) < c*``, one rollout is left and ``k* (c* + nu) = g*``. A prefix short of ``B'``
+    that stops on tokens proves that the rollout-only allocation does not fit (module
+    docstring); only without such a proof (``proved``: one is known already) is that
+    allocation computed, and returned if it fits. ``units``: the relaxed size of the token
+    ranking at ``nu = 0`` (``relaxed``). ``None``: the rollout-only allocation probably
+    fits, or no ranking is certified (the general search then runs).
     """
     b_spare = p.b_spare
     assert b_spare is not None
@@ -998,17 +996,19 @@ def _search_rows(
     relaxed_nu, nu, slope = found
     c, t_spare = p.c, p.t_spare
     w = relaxed_nu[0] if p.all_active else c + nu  # the relaxation's c + nu
-    base = p.prefix(w, c, t_spare, relaxed_nu)
+    base = p.sized_prefix(w, t_spare, relaxed_nu)
     cur: Prefix | Repriced = base
-    size, over = _prefix_size(base), base.over
-    near: dict[int, tuple[float, Prefix | Repriced]] = {}  # by h in -2..0: price, prefix
+    size, over = base.size, base.over
+    # By h in -2..0: the price, its c + nu and the prefix.
+    near: dict[int, tuple[float, FloatArray, Prefix | Repriced]] = {}
+    base_nu = nu  # the price of base
     nu_lo, nu_hi = 0.0, math.inf  # h >= 0 at nu_lo, h <= -2 at nu_hi
     for _ in range(ROW_STEPS):
         h = size - b_spare
         if h < 0 and over - t_spare > SKIP_MARGIN * (abs(over) + b_spare * nu):
             proved = True
         if -2 <= h <= 0:
-            near[h] = nu, cur
+            near[h] = nu, w, cur
         if h == -1 or (proved and 0 in near):
             break
         if h >= 0:
@@ -1022,18 +1022,19 @@ def _search_rows(
             break
         nu = nxt
         w = c + nu
-        moved = p.reprice(base, w, t_spare)
+        moved = p.reprice(base, w, t_spare, (base_nu, nu))
         if moved is None:
-            cur = base = p.prefix(w, c, t_spare)
-            size, over = _prefix_size(base), base.over
+            cur = base = p.sized_prefix_near(base, w, t_spare)
+            base_nu = nu
+            size, over = base.size, base.over
         else:
             cur, size, over = moved, moved.size, moved.over
     for h in (-1, 0, -2):
         if h not in near:
             continue
-        nu, got = near[h]
+        nu, w, got = near[h]
         pre = got if isinstance(got, Prefix) else got.prefix()
-        e = _evaluate(p, nu, True, pre, need_value=False)
+        e = _evaluate(p, nu, True, pre, need_value=False, w=w)
         if e.dual - e.value <= e.g_star:
             break
     else:
@@ -1083,7 +1084,10 @@ def _solution(
         t_left = p.t_spare - float(p.c @ x)
     open_rows = x < p.limit
     # The cheapest open prompt's cost (inf when none is open) against the tokens left.
-    c_open = float(np.minimum.reduce(p.c, where=open_rows, initial=math.inf))
+    if isinstance(p, GeometricTokenRows) and np.count_nonzero(open_rows) == open_rows.size:
+        c_open = p.c_min  # every prompt open
+    else:
+        c_open = float(np.minimum.reduce(p.c, where=open_rows, initial=math.inf))
     tok = c_open > t_left and c_open < math.inf
     rol = p.b_spare is not None and c_open < math.inf and int(np.add.reduce(x)) >= p.b_spare
     bound: Binding = (
