@@ -1212,7 +1212,9 @@ class GeometricTokenRows:
                 x[ranked.rows[u]] += 1
                 return x, float(ranked.gains[u]), self.t_spare - float(c @ x)
         x = x.copy()
-        cand = ((x < self.limit) & (c <= t_left)).nonzero()[0]
+        # (Without caps every row is k long: one number, no row-length array.)
+        open_ = x < (self.k if self._caps is None else self.limit)
+        cand = (open_ & (c <= t_left)).nonzero()[0]
         band = pre.band
         if cand.size == 0 or band is None:
             return x, 0.0, t_left
@@ -1229,7 +1231,8 @@ class GeometricTokenRows:
             g0[has] = band.at(ridx[has], xc[has])
         keys0 = g0 / w[cand]
         c_cand = c[cand]
-        limit = self.limit
+        limit = None if self._caps is None else self.limit  # None: every row k long
+        k_row = self.k
         c_min = self._c_min
         extra: dict[int, list[float]] = {}  # exact gains past the band, by prompt
         added = 0.0
@@ -1253,7 +1256,7 @@ class GeometricTokenRows:
             if b_left <= 0 or not t_left >= c_min:
                 return x, added, t_left
             j = int(x[i])
-            if j < limit[i]:
+            if j < (k_row if limit is None else limit[i]):
                 r = int(ridx[pick])
                 g = 0.0 if r < 0 else self._next_gain(band, r, i, j, g_prev, extra)
                 g0[pick] = g
@@ -1289,7 +1292,7 @@ class GeometricTokenRows:
             added += g_prev
             t_left = self.t_spare - float(c @ x)
             j = int(x[i])
-            if j < limit[i]:
+            if j < (k_row if limit is None else limit[i]):
                 g = 0.0 if r < 0 else self._next_gain(band, r, i, j, g_prev, extra)
                 push(heap, (-(g / w_list[i]), i, g, r))
         return x, added, t_left

@@ -1102,7 +1102,8 @@ def _solution(
     counts = np.add(x, p.n_low, dtype=np.int64)
     if t_left is None:
         t_left = p.t_spare - float(p.c @ x)
-    open_rows = x < p.limit
+    # (On the closed form without caps every row is k long: one number, no array.)
+    open_rows = x < (p.k if isinstance(p, GeometricTokenRows) and not p.capped else p.limit)
     # The cheapest open prompt's cost (inf when none is open) against the tokens left.
     if isinstance(p, GeometricTokenRows) and np.count_nonzero(open_rows) == open_rows.size:
         c_open = p.c_min  # every prompt open
