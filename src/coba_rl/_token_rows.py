@@ -578,26 +578,33 @@ class GeometricTokenRows:
         n = self.rate.size
         if n == 0:
             return None
-        inv = self.inv_rate
         # The root over the breakpoints where rows start (keys are the gains: w = 1),
-        # valid if every row's full breakpoint lies below it.
+        # valid if every row's full breakpoint lies below it: only the rows starting
+        # above the highest full breakpoint can hold units there (as in _uncapped_root).
         top = self._ts_top
-        order = top.argsort()[::-1]
-        ts = top[order]
-        run = inv[order].cumsum()
+        full = float(np.maximum.reduce(top - self._lim_rate))
+        if not math.isfinite(full):
+            return None
+        rows = (top > full).nonzero()[0]
+        top_r, inv_r = top[rows], self.inv_rate[rows]
+        if not float(inv_r.dot(top_r - full)) > target:
+            return None  # the root lies below a row's full breakpoint
+        order = top_r.argsort()[::-1]
+        ts = top_r[order]
+        run = inv_r[order].cumsum()
         gaps = ts[:-1] - ts[1:]
         gaps *= run[:-1]
         level = gaps.cumsum()
         i = int(level.searchsorted(target)) + 1
         done = float(level[i - 2]) if i >= 2 else 0.0
         t = float(ts[i - 1]) - (target - done) / float(run[i - 1])
-        if not (math.isfinite(t) and float(np.maximum.reduce(top - self._lim_rate)) < t):
+        if not (math.isfinite(t) and full < t):
             return None
-        y = top - t
-        y *= inv
+        y = top_r - t
+        y *= inv_r
         np.maximum(y, 0.0, out=y)
         c = self.c if self.all_active else self.c[self.act]
-        return t, float(c @ y)
+        return t, float(c[rows] @ y)
 
     def _uncapped_root(
         self, top: FloatArray, uinv: FloatArray, cap: float

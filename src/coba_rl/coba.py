@@ -177,11 +177,14 @@ def _binding(
     n_up: int,
 ) -> str:
     open_ = counts < (n_up if caps is None else caps)
-    if not open_.any():
+    n_open = int(np.count_nonzero(open_))
+    if not n_open:
         return "none"
     left = t - float(costs @ counts)
-    tok = bool((costs[open_] > left).all())
-    rol = budget is not None and int(counts.sum()) >= budget
+    # Every open prompt's cost above the tokens left: the cheapest open one's is.
+    c_open = costs if n_open == counts.size else costs[open_]
+    tok = float(np.minimum.reduce(c_open)) > left
+    rol = budget is not None and int(np.add.reduce(counts)) >= budget
     return "tokens+rollouts" if tok and rol else "tokens" if tok else "rollouts" if rol else "none"
 
 
