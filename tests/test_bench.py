@@ -256,6 +256,8 @@ def test_token_stage_cases_hold_their_budgets() -> None:
         assert len(c.times[c.case]) == len(c.times["rollouts (allocate)"]) == 1
     assert any("rollouts" in b for b in cases[2].bindings)  # T = 0.9 spend: B binds too
     assert cases[1].bindings == {"tokens"}
+    # T = spend with B: the rollout-only allocation fits (exactly) and is returned.
+    assert cases[4].bindings and cases[4].bindings <= {"rollouts", "tokens+rollouts"}
 
 
 def test_token_stage_reports_a_broken_solver(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -322,7 +324,7 @@ def _token_case(name: str, ratio: float) -> dict[str, Any]:
 
 def test_token_target_scored_on_every_case() -> None:
     names = list(bench.TOKEN_CASES)
-    cases = [_token_case(n, r) for n, r in zip(names, (1.9, 1.8, 4.5, 2.7), strict=True)]
+    cases = [_token_case(n, r) for n, r in zip(names, (1.9, 1.8, 4.5, 2.7, 1.2), strict=True)]
     row = report.targets({"token_budget": {"cases": cases}})[0]
     assert row["target"] == report.TOKEN_TARGET
     assert row["met"] is False and "4.50x (tokens + rollouts, T = 0.9 spend)" in row["measured"]

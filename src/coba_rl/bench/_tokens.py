@@ -7,7 +7,9 @@ is the tokens the rollout-only allocation of B rollouts spends on that batch. Ca
 
 * ``tokens, T = spend`` and ``tokens, T = spend / 2``: the token budget alone;
 * ``tokens + rollouts, T = 0.9 spend`` (both budgets bind) and
-  ``tokens + rollouts, T = spend / 2``: the token budget with the rollout budget B.
+  ``tokens + rollouts, T = spend / 2``: the token budget with the rollout budget B;
+* ``tokens + rollouts, T = spend``: a token budget that does not bind (the rollout-only
+  allocation fits and is returned unchanged).
 
 Every call is timed interleaved with the rollout-only ``allocate`` on the same batch, so
 drift on a loaded machine hits both alike; the ratio of medians is what compares.
@@ -45,6 +47,7 @@ TOKEN_CASES: dict[str, tuple[float, bool]] = {
     "tokens, T = spend / 2": (0.5, False),
     "tokens + rollouts, T = 0.9 spend": (0.9, True),
     "tokens + rollouts, T = spend / 2": (0.5, True),
+    "tokens + rollouts, T = spend": (1.0, True),
 }
 #: The baseline path's name.
 ROLLOUT_PATH = "rollouts (allocate)"
