@@ -587,6 +587,51 @@ def test_paper_scale_both_budgets_skip_the_rollout_only_allocation(seed: int, sh
         assert _searched(new)
 
 
+@pytest.mark.parametrize("seed", [0, 5, 6, 10])  # batches whose guess says nothing
+def test_paper_scale_capped_search_restarts_from_the_rollout_only_allocation(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With straggler caps the relaxed rollout-only allocation has rows full at its root,
+    so it guesses nothing and the rollout-only allocation is computed first; where it
+    does not fit (T = 0.95 spend), the two-budget search starts from its exact threshold
+    and excess instead of handing over to the general search, and its answer is
+    certified against the table's."""
+    rates, costs, cfg, spend = _paper_batch(seed)
+    ref_alloc = allocate(BatchStats(pass_rates=rates), 8192, cfg)
+    assert ref_alloc.alpha is not None and ref_alloc.beta is not None
+    assert ref_alloc.tau is not None
+    caps = np.clip(np.floor(100_000 / costs), 2, 128).astype(np.int64)
+    case = {
+        "p": np.asarray(ref_alloc.pass_rates),
+        "shape": (ref_alloc.alpha, ref_alloc.beta),
+        "tau": ref_alloc.tau,
+        "smoothing": cfg.smoothing,
+        "n_low": 2,
+        "n_up": 128,
+        "c": costs,
+        "t": 0.95 * spend,
+        "b": 8192,
+        "caps": caps,
+    }
+    with np.errstate(all="ignore"):
+        rows = _rows(case)
+        assert rows.relaxed_rollout(float(rows.b_spare or 0)) is None  # a row full there
+        rollout = tokens._top_gains(rows)
+        xg = rollout()
+        assert float(costs @ (2 + xg)) > case["t"]  # the rollout-only allocation is too long
+
+        def no_general_search(*args: Any) -> None:
+            raise AssertionError("the general search ran")
+
+        with monkeypatch.context() as patched:  # (the table's reference runs it)
+            patched.setattr(tokens, "_first_nu", no_general_search)
+            new = tokens._solve(rows, True, rollout=rollout)
+    _assert_agrees(new, _table(case, None), case)
+    assert _searched(new)
+    assert float(costs @ new.counts) <= case["t"] and int(new.counts.sum()) <= 8192
+    assert (new.counts <= caps).all()
+
+
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("share", [1.0, 1.001, 1.1])
 def test_paper_scale_rollout_only_allocation_kept_when_it_fits(seed: int, share: float) -> None:

@@ -740,6 +740,9 @@ def _solve(
       rollout price. Any of its rankings whose token prefix stops on tokens short of
       ``B'`` proves again that the rollout-only allocation cannot fit; only without such
       a proof is it computed (and returned if it fits).
+    * where the rollout-only allocation went first and does not fit (the guess was near
+      the boundary, or said nothing, as with straggler caps that fill rows at its root),
+      :func:`_search_rows` runs again from its exact threshold and excess.
 
     Anything not settled so (and every instance on the table) takes the general search
     below. Only the order of the work depends on the relaxations; case 1 returns the
@@ -783,7 +786,20 @@ def _solve(
                 found = _search_rows(p, relaxed, units, rollout, proved)
                 if found is not None:
                     return found
-        rollout_extra = rollout()
+                rollout_extra = rollout()
+                spent = float(p.c @ (p.n_low + rollout_extra))
+                if spent <= p.t_total:  # case 1
+                    return _solution(p, rollout_extra, 0.0, math.inf)
+                # It does not fit after all (the guess was near the boundary, or said
+                # nothing): search again from its exact threshold and excess.
+                g_b = p.min_last_gain(rollout_extra) if (rollout_extra > 0).any() else 0.0
+                if g_b > 0.0 and math.isfinite(g_b):
+                    exact = math.log(g_b), float(p.c @ rollout_extra) - p.t_spare
+                    found = _search_rows(p, relaxed, units, rollout, True, exact)
+                    if found is not None:
+                        return found
+        if rollout_extra is None:
+            rollout_extra = rollout()
     if p.b_spare is not None:
         if rollout_extra is not None:
             xg = rollout_extra
@@ -905,11 +921,16 @@ def _table_rollout(p: _Problem) -> IntArray:
 
 
 def _search_start(
-    p: GeometricTokenRows, relaxed: Relaxed, units: float
+    p: GeometricTokenRows,
+    relaxed: Relaxed,
+    units: float,
+    exact: tuple[float, float] | None = None,
 ) -> tuple[float, float] | None:
     """Where :func:`_search_rows` starts ``(t, nu)``, or ``None`` where the rollout-only
     allocation probably fits (its relaxed spend is within four of the largest costs of
-    ``T'``, or the relaxation says nothing): it then goes first.
+    ``T'``, or the relaxation says nothing): it then goes first. ``exact``: the rollout-only
+    allocation's ``(log gB, E)`` when it has been computed and does not fit (then they
+    replace the relaxed ones, and the search starts whatever the relaxation says).
 
     The first guess mixes the dual lines of the two relaxed one-budget solutions, as
     :func:`_first_nu` does with exact ones: the token ranking at ``nu = 0`` (``relaxed``:
@@ -920,13 +941,16 @@ def _search_start(
     starts depends on it."""
     b_spare = p.b_spare
     assert b_spare is not None
-    got = p.relaxed_rollout(float(b_spare))
-    if got is None:
-        return None
-    t_b, spend = got
-    excess = spend - p.t_spare
-    if excess <= 4.0 * float(np.maximum.reduce(p.c)):
-        return None
+    if exact is not None:
+        t_b, excess = exact
+    else:
+        got = p.relaxed_rollout(float(b_spare))
+        if got is None:
+            return None
+        t_b, spend = got
+        excess = spend - p.t_spare
+        if excess <= 4.0 * float(np.maximum.reduce(p.c)):
+            return None
     f0 = (units - b_spare) / b_spare
     f1 = -excess / p.t_spare
     t0 = relaxed[2]
@@ -963,9 +987,12 @@ def _search_rows(
     units: float,
     rollout: Callable[[], IntArray],
     proved: bool = False,
+    exact: tuple[float, float] | None = None,
 ) -> TokenSolution | None:
     """Both budgets bind, on the closed form: the ranking whose token prefix holds
-    ``B' - 1`` units, from the price of the relaxed problem.
+    ``B' - 1`` units, from the price of the relaxed problem (``exact``: the rollout-only
+    allocation's threshold and excess, for :func:`_search_start`, once it is known not to
+    fit).
 
     The relaxed prefix sizes (:meth:`GeometricTokenRows.relaxed_price`, Newton's method from
     ``nu = 0`` when the relaxed token ranking there is within :data:`ROW_NEAR` of ``B'``,
@@ -998,7 +1025,7 @@ def _search_rows(
         # The token ranking at nu = 0 is near B': Newton from there, on its counts.
         found = p.relaxed_price(b_spare - ROW_TARGET, relaxed[2], 0.0, relaxed)
     else:  # far: start from the mix of the one-budget solutions (if both bind)
-        start = _search_start(p, relaxed, units)
+        start = _search_start(p, relaxed, units, exact)
         if start is None:
             return None
         found = p.relaxed_price(b_spare - ROW_TARGET, *start)
