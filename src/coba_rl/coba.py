@@ -107,7 +107,7 @@ def allocate(
       >>> long = BatchStats(pass_rates=[0.1, 0.5, 0.9, 0.5], costs=[900, 300, 100, 100])
       >>> t = allocate(long, 32, token_budget=6000)  # the 32 rollouts above need 7600
       >>> t.counts.tolist(), t.tokens, t.binding
-      ([2, 5, 2, 23], 5800.0, 'rollouts')
+      ([2, 6, 2, 22], 6000.0, 'tokens+rollouts')
 
     Complexity: O(M log M) time and O(M) memory, whatever the budget and ``n_up``. With
     a token budget, O(M log M) per ranking of units by gain per token, without the gain
