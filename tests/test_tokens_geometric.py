@@ -15,7 +15,7 @@ from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from coba_rl import BatchStats, CoBAConfig, allocate, tokens
+from coba_rl import Allocation, BatchStats, CoBAConfig, allocate, tokens
 from coba_rl._token_rows import Fallback, GeometricTokenRows
 from coba_rl.bench._inputs import token_batch
 from coba_rl.solvers import _capability_extra, _greedy_extra_grouped, _running_min
@@ -333,6 +333,27 @@ def _paper_batch(seed: int) -> tuple[Arr, Arr, CoBAConfig, float]:
     return rates, costs, cfg, spend
 
 
+def _paper_case(seed: int, share: float) -> tuple[dict[str, Any], Allocation]:
+    """A paper-scale batch as a solver case with both budgets (B = 8192, T = ``share``
+    times the rollout-only spend, no caps), and its rollout-only allocation."""
+    rates, costs, cfg, spend = _paper_batch(seed)
+    ref = allocate(BatchStats(pass_rates=rates), 8192, cfg)
+    assert ref.alpha is not None and ref.beta is not None and ref.tau is not None
+    case = {
+        "p": np.asarray(ref.pass_rates),
+        "shape": (ref.alpha, ref.beta),
+        "tau": ref.tau,
+        "smoothing": cfg.smoothing,
+        "n_low": 2,
+        "n_up": 128,
+        "c": costs,
+        "t": share * spend,
+        "b": 8192,
+        "caps": None,
+    }
+    return case, ref
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize(
     ("share", "rollouts", "cap"),
@@ -554,22 +575,7 @@ def test_paper_scale_both_budgets_skip_the_rollout_only_allocation(seed: int, sh
     """At the paper's scale with both budgets binding, one ranking of the search proves
     that the rollout-only allocation cannot fit: it is never computed, and the answer is
     certified against the table's."""
-    rates, costs, cfg, spend = _paper_batch(seed)
-    ref_alloc = allocate(BatchStats(pass_rates=rates), 8192, cfg)
-    assert ref_alloc.alpha is not None and ref_alloc.beta is not None
-    assert ref_alloc.tau is not None
-    case = {
-        "p": np.asarray(ref_alloc.pass_rates),
-        "shape": (ref_alloc.alpha, ref_alloc.beta),
-        "tau": ref_alloc.tau,
-        "smoothing": cfg.smoothing,
-        "n_low": 2,
-        "n_up": 128,
-        "c": costs,
-        "t": share * spend,
-        "b": 8192,
-        "caps": None,
-    }
+    case, ref_alloc = _paper_case(seed, share)
     xg = _rollout_extra(case)
     assert xg is not None
     np.testing.assert_array_equal(2 + xg, ref_alloc.counts)
@@ -596,23 +602,9 @@ def test_paper_scale_capped_search_restarts_from_the_rollout_only_allocation(
     does not fit (T = 0.95 spend), the two-budget search starts from its exact threshold
     and excess instead of handing over to the general search, and its answer is
     certified against the table's."""
-    rates, costs, cfg, spend = _paper_batch(seed)
-    ref_alloc = allocate(BatchStats(pass_rates=rates), 8192, cfg)
-    assert ref_alloc.alpha is not None and ref_alloc.beta is not None
-    assert ref_alloc.tau is not None
-    caps = np.clip(np.floor(100_000 / costs), 2, 128).astype(np.int64)
-    case = {
-        "p": np.asarray(ref_alloc.pass_rates),
-        "shape": (ref_alloc.alpha, ref_alloc.beta),
-        "tau": ref_alloc.tau,
-        "smoothing": cfg.smoothing,
-        "n_low": 2,
-        "n_up": 128,
-        "c": costs,
-        "t": 0.95 * spend,
-        "b": 8192,
-        "caps": caps,
-    }
+    case, _ = _paper_case(seed, 0.95)
+    costs = case["c"]
+    case["caps"] = caps = np.clip(np.floor(100_000 / costs), 2, 128).astype(np.int64)
     with np.errstate(all="ignore"):
         rows = _rows(case)
         assert rows.relaxed_rollout(float(rows.b_spare or 0)) is None  # a row full there
@@ -767,22 +759,7 @@ def test_paper_scale_search_reprices_at_c_plus_nu(
 
 def _paper_rows(seed: int, share: float) -> GeometricTokenRows:
     """The closed form's rows of a paper-scale batch with both budgets (B = 8192)."""
-    rates, costs, cfg, spend = _paper_batch(seed)
-    ref = allocate(BatchStats(pass_rates=rates), 8192, cfg)
-    assert ref.alpha is not None and ref.beta is not None and ref.tau is not None
-    case = {
-        "p": np.asarray(ref.pass_rates),
-        "shape": (ref.alpha, ref.beta),
-        "tau": ref.tau,
-        "smoothing": cfg.smoothing,
-        "n_low": 2,
-        "n_up": 128,
-        "c": costs,
-        "t": share * spend,
-        "b": 8192,
-        "caps": None,
-    }
-    return _rows(case)
+    return _rows(_paper_case(seed, share)[0])
 
 
 @pytest.mark.parametrize("tau", [0.5, 2.4, 2.5, 2.6, 4.99, 5.0, 5.01, 8.96, 12.0, 1e4])

@@ -430,6 +430,12 @@ class GeometricTokenRows:
         return self._limit
 
     @property
+    def row_limit(self) -> IntArray | int:
+        """:attr:`limit` to compare counts against: one number, ``n_up - n_low``, without
+        caps (no array built)."""
+        return self.k if self._caps is None else self.limit
+
+    @property
     def err2(self) -> FloatArray:
         """Twice the error bound of each active row's float gains (the slow tests only)."""
         if self._err2 is None:
@@ -575,33 +581,18 @@ class GeometricTokenRows:
         and its token spend; ``None`` where a row would be full at the root. A guess of
         whether that allocation fits and of where the rollout price lies, never a proof.
         Complexity: O(M log M)."""
-        n = self.rate.size
-        if n == 0:
+        if self.rate.size == 0:
             return None
-        # The root over the breakpoints where rows start (keys are the gains: w = 1),
-        # valid if every row's full breakpoint lies below it: only the rows starting
-        # above the highest full breakpoint can hold units there (as in _uncapped_root).
-        top = self._ts_top
-        full = float(np.maximum.reduce(top - self._lim_rate))
-        if not math.isfinite(full):
+        # The root over the breakpoints where rows start (keys are the gains: w = 1, so
+        # the weights are 1 / k), valid if every row's full breakpoint lies below it.
+        top, inv = self._ts_top, self.inv_rate
+        got = self._uncapped_root(top, inv, target)
+        if got is None:
             return None
-        rows = (top > full).nonzero()[0]
-        top_r, inv_r = top[rows], self.inv_rate[rows]
-        if not float(inv_r.dot(top_r - full)) > target:
-            return None  # the root lies below a row's full breakpoint
-        order = top_r.argsort()[::-1]
-        ts = top_r[order]
-        run = inv_r[order].cumsum()
-        gaps = ts[:-1] - ts[1:]
-        gaps *= run[:-1]
-        level = gaps.cumsum()
-        i = int(level.searchsorted(target)) + 1
-        done = float(level[i - 2]) if i >= 2 else 0.0
-        t = float(ts[i - 1]) - (target - done) / float(run[i - 1])
-        if not (math.isfinite(t) and full < t):
-            return None
-        y = top_r - t
-        y *= inv_r
+        t, full = got
+        rows = (top > full).nonzero()[0]  # the only rows with units at t
+        y = top[rows] - t
+        y *= inv[rows]
         np.maximum(y, 0.0, out=y)
         c = self.c if self.all_active else self.c[self.act]
         return t, float(c[rows] @ y)
@@ -1219,9 +1210,7 @@ class GeometricTokenRows:
                 x[ranked.rows[u]] += 1
                 return x, float(ranked.gains[u]), self.t_spare - float(c @ x)
         x = x.copy()
-        # (Without caps every row is k long: one number, no row-length array.)
-        open_ = x < (self.k if self._caps is None else self.limit)
-        cand = (open_ & (c <= t_left)).nonzero()[0]
+        cand = ((x < self.row_limit) & (c <= t_left)).nonzero()[0]
         band = pre.band
         if cand.size == 0 or band is None:
             return x, 0.0, t_left
@@ -1238,8 +1227,6 @@ class GeometricTokenRows:
             g0[has] = band.at(ridx[has], xc[has])
         keys0 = g0 / w[cand]
         c_cand = c[cand]
-        limit = None if self._caps is None else self.limit  # None: every row k long
-        k_row = self.k
         c_min = self._c_min
         extra: dict[int, list[float]] = {}  # exact gains past the band, by prompt
         added = 0.0
@@ -1263,7 +1250,7 @@ class GeometricTokenRows:
             if b_left <= 0 or not t_left >= c_min:
                 return x, added, t_left
             j = int(x[i])
-            if j < (k_row if limit is None else limit[i]):
+            if j < self.limit[i]:
                 r = int(ridx[pick])
                 g = 0.0 if r < 0 else self._next_gain(band, r, i, j, g_prev, extra)
                 g0[pick] = g
@@ -1299,7 +1286,7 @@ class GeometricTokenRows:
             added += g_prev
             t_left = self.t_spare - float(c @ x)
             j = int(x[i])
-            if j < (k_row if limit is None else limit[i]):
+            if j < self.limit[i]:
                 g = 0.0 if r < 0 else self._next_gain(band, r, i, j, g_prev, extra)
                 push(heap, (-(g / w_list[i]), i, g, r))
         return x, added, t_left

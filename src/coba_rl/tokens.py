@@ -258,6 +258,11 @@ class _Problem:
     # The rankings' parts that do not depend on the rollout price (see _row_model).
     memo: dict[str, Any] = field(default_factory=dict, compare=False)
 
+    @property
+    def row_limit(self) -> IntArray:
+        """:attr:`limit` (as :attr:`GeometricTokenRows.row_limit` names it)."""
+        return self.limit
+
 
 def _check_problem(
     gains: ArrayLike,
@@ -1129,8 +1134,7 @@ def _solution(
     counts = np.add(x, p.n_low, dtype=np.int64)
     if t_left is None:
         t_left = p.t_spare - float(p.c @ x)
-    # (On the closed form without caps every row is k long: one number, no array.)
-    open_rows = x < (p.k if isinstance(p, GeometricTokenRows) and not p.capped else p.limit)
+    open_rows = x < p.row_limit
     # The cheapest open prompt's cost (inf when none is open) against the tokens left.
     if isinstance(p, GeometricTokenRows) and np.count_nonzero(open_rows) == open_rows.size:
         c_open = p.c_min  # every prompt open
