@@ -759,6 +759,7 @@ def _solve(
     m = p.c.size
     xg = np.zeros(m, dtype=np.int64)
     early: tuple[int, Prefix | None] | None = None
+    again: tuple[Relaxed, float] | None = None  # a search that settled nothing
     relaxed: Relaxed | None = None
     if isinstance(p, GeometricTokenRows) and p.b_spare is not None and rollout is None:
         rollout = _top_gains(p)
@@ -791,20 +792,8 @@ def _solve(
                 found = _search_rows(p, relaxed, units, rollout, proved)
                 if found is not None:
                     return found
-                rollout_extra = rollout()
-                spent = float(p.c @ (p.n_low + rollout_extra))
-                if spent <= p.t_total:  # case 1
-                    return _solution(p, rollout_extra, 0.0, math.inf)
-                # It does not fit after all (the guess was near the boundary, or said
-                # nothing): search again from its exact threshold and excess.
-                g_b = p.min_last_gain(rollout_extra) if (rollout_extra > 0).any() else 0.0
-                if g_b > 0.0 and math.isfinite(g_b):
-                    exact = math.log(g_b), float(p.c @ rollout_extra) - p.t_spare
-                    found = _search_rows(p, relaxed, units, rollout, True, exact)
-                    if found is not None:
-                        return found
-        if rollout_extra is None:
-            rollout_extra = rollout()
+                again = relaxed, units  # if the rollout-only allocation does not fit
+        rollout_extra = rollout()
     if p.b_spare is not None:
         if rollout_extra is not None:
             xg = rollout_extra
@@ -813,6 +802,15 @@ def _solve(
             xg = _table_rollout(p)
         if float(p.c @ (p.n_low + xg)) <= p.t_total:  # the tokens of the counts themselves
             return _solution(p, xg, 0.0, math.inf)
+        if again is not None and isinstance(p, GeometricTokenRows) and rollout is not None:
+            # It went first on a guess (near the boundary, or none) and does not fit:
+            # search again from its exact threshold and excess.
+            g_b = p.min_last_gain(xg) if (xg > 0).any() else 0.0
+            if g_b > 0.0 and math.isfinite(g_b):
+                exact = math.log(g_b), float(p.c @ xg) - p.t_spare
+                found = _search_rows(p, *again, rollout, True, exact)
+                if found is not None:
+                    return found
 
     # The size of the token-only prefix of the ranking by gain / (c + nu): a search step
     # costs one prefix; rankings are filled and certified only near the crossing.
