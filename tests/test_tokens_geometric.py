@@ -461,7 +461,15 @@ def test_skipping_the_rollout_only_allocation_is_safe(case: dict[str, Any]) -> N
     n_low = case["n_low"]
     try:
         with np.errstate(all="ignore"):
-            sol = tokens._solve(_rows(case), True, rollout=rollout)
+            rows = _rows(case)
+            band = rows.rollout_band
+
+            def rollout_band() -> Arr | None:  # the rollout-only allocation by the band
+                called.append(True)
+                return band()
+
+            rows.rollout_band = rollout_band  # type: ignore[method-assign]
+            sol = tokens._solve(rows, True, rollout=rollout)
     except Fallback:
         return
     if called:
@@ -886,3 +894,55 @@ def test_relaxed_price_follows_newtons_iteration(seed: int, share: float) -> Non
     z, _ = _relaxed_count(rows, np.log(w), t)
     assert abs(float(z.sum()) - target) < 30.0
     assert abs(float(np.clip(y + 0.5, 0.0, rows.lim_f).sum()) - float(z.sum())) < 10.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(coba_instance())
+def test_rollout_band_is_the_rollout_only_allocation(case: dict[str, Any]) -> None:
+    """The closed form's rollout-only allocation (the rollout solver's fixed band on the
+    closed form's own densities and relaxed root, no deduplication) is the rollout
+    solver's, count for count and tie for tie, or it declines."""
+    if case["b"] is None:
+        case["b"] = case["p"].size * case["n_up"] // 2 + case["p"].size * case["n_low"] // 2
+    case["caps"] = None
+    xg = _rollout_extra(case)
+    try:
+        with np.errstate(all="ignore"):
+            got = _rows(case).rollout_band()
+    except Fallback:
+        return
+    if got is None:
+        event("declined")
+        return
+    event("the band's allocation")
+    np.testing.assert_array_equal(got, xg)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("budget", [2048, 8192, 16384, 30000])
+@pytest.mark.parametrize("kind", ["realistic", "tied"])
+def test_paper_scale_rollout_band_is_the_rollout_solvers(seed: int, budget: int, kind: str) -> None:
+    """At the paper's scale the band proves its counts (no hand-over to the rollout
+    solver) and they are ``allocate``'s, with ties among equal rates split by prompt,
+    also where rows are full at the relaxed root (large B: prompts at ``n_up``)."""
+    rates, costs, cfg, _ = _paper_batch(seed)
+    if kind == "tied":  # 64 rates, 8 prompts each, shuffled: many exact ties
+        rates = np.random.default_rng(seed).permutation(np.repeat(np.arange(64) / 63, 8))
+    ref = allocate(BatchStats(pass_rates=rates), budget, cfg)
+    assert ref.alpha is not None and ref.beta is not None and ref.tau is not None
+    case = {
+        "p": np.asarray(ref.pass_rates),
+        "shape": (ref.alpha, ref.beta),
+        "tau": ref.tau,
+        "smoothing": cfg.smoothing,
+        "n_low": 2,
+        "n_up": 128,
+        "c": costs,
+        "t": float(costs @ ref.counts),
+        "b": budget,
+        "caps": None,
+    }
+    with np.errstate(all="ignore"):
+        got = _rows(case).rollout_band()
+    assert got is not None
+    np.testing.assert_array_equal(2 + got, ref.counts)

@@ -34,7 +34,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from coba_rl.solvers import _GAIN_ERROR_ABS, GAIN_ERROR, _band_offsets
+from coba_rl.solvers import (
+    _GAIN_ERROR_ABS,
+    GAIN_ERROR,
+    _band_offsets,
+    _band_select_at,
+    _relaxed_root,
+    _split_ties,
+)
 from coba_rl.value import (
     _beta_pdf_and_logs,
     _beta_pdf_distinct,
@@ -391,6 +398,8 @@ class GeometricTokenRows:
         self._units_of: tuple[Relaxed, FloatArray, bool] | None = None
         # relax()'s counts in log keys, and whether no row is full there.
         self._log_counts: tuple[Relaxed, FloatArray, bool] | None = None
+        # relaxed_rollout's (target, root), for rollout_band.
+        self._rollout_root: tuple[float, float] | None = None
 
     @functools.cached_property
     def _cost_range(self) -> tuple[float, float]:
@@ -590,12 +599,45 @@ class GeometricTokenRows:
         if got is None:
             return None
         t, full = got
+        self._rollout_root = target, t
         rows = (top > full).nonzero()[0]  # the only rows with units at t
         y = top[rows] - t
         y *= inv[rows]
         np.maximum(y, 0.0, out=y)
         c = self.c if self.all_active else self.c[self.act]
         return t, float(c[rows] @ y)
+
+    def rollout_band(self) -> IntArray | None:
+        """The rollout-only allocation of ``B'`` units above ``n_low``, exactly as
+        :func:`coba_rl.solvers.greedy` gives it (the top ``B'`` gains, ties by prompt).
+
+        The rollout solver's fixed band (:func:`coba_rl.solvers._band_select_at`: exact
+        float gains of a few columns per row around the relaxed root, the threshold among
+        them and its proof), on this object's densities and the root of
+        :meth:`relaxed_rollout` (computed here if not yet): no deduplication, density or
+        sort of its own where that root is known (else the relaxed root is found as the
+        rollout solver finds it). ``None`` where it does not apply (straggler caps, rows
+        without positive gains, every unit or none) or its proof fails: the caller then
+        runs the rollout solver. Complexity: O(M) with the root known, else O(M log M).
+        """
+        b = self.b_spare
+        if b is None or b <= 0 or b >= self.m * self.k or self.capped or not self.all_active:
+            return None
+        got = self._rollout_root
+        if (got is None or got[0] != b) and self.relaxed_rollout(float(b)) is not None:
+            got = self._rollout_root
+        t = got[1] if got is not None and got[0] == b else None
+        if t is None:  # rows full at the root: sort every breakpoint, as the rollout solver does
+            t = _relaxed_root(self._ts_top, self.rate, np.ones(self.m), self.k, float(b))
+            if t is None or not math.isfinite(t):
+                return None
+        x = self._ts_top - t
+        x *= self.inv_rate  # each row's relaxed count at the root
+        ps, om, pdf = self._factors
+        found = _band_select_at(x, ps, om, pdf, None, self.m, self.tau, self.n_low, self.k, b)
+        if found is None:
+            return None
+        return _split_ties(found[0], found[1], b)
 
     def _uncapped_root(
         self, top: FloatArray, uinv: FloatArray, cap: float

@@ -550,7 +550,6 @@ def _band_select(
     Complexity: O(U log U) time (sorting the ``U`` top breakpoints, selecting among ``M *
     width`` band units), O(M) memory; about 40 array operations, whatever ``U``.
     """
-    width = min(_BAND_WIDTH, k)
     if not math.isfinite(float(np.add.reduce(top))):
         return None
     root = _uncapped_root(top, rate, weight, k, spare)
@@ -562,15 +561,42 @@ def _band_select(
         x /= rate
     else:
         x = root[1]
+    return _band_select_at(x, p_s, om, pdf, weight, m, tau, n_low, k, spare)
+
+
+def _band_select_at(
+    x: FloatArray,
+    p_s: FloatArray,
+    om: FloatArray,
+    pdf: FloatArray,
+    weight: IntArray | None,
+    m: int,
+    tau: float,
+    n_low: int,
+    k: int,
+    spare: int,
+) -> tuple[IntArray, IntArray] | None:
+    """:func:`_band_select` once each row's relaxed count ``x`` at the root is known
+    (overwritten): the band, the threshold among its keys and the proof.
+
+    ``weight``: each row's multiplicity (``None``: one prompt per row, as the token
+    path's rows are). Only where the bands lie depends on ``x``; ``None`` where a proof
+    fails (the caller then ranks otherwise). Complexity: O(U width), selection included.
+    """
+    width = min(_BAND_WIDTH, k)
     x -= 0.5 + width // 2  # (log_a - t0) / k, less half the band
     start, g, last = _band_gains_2d(x, width, p_s, om, pdf, tau, n_low, k)
     # The (spare - units left of the bands)-th largest band key, each counted as often
     # as its rate occurs (the weights sum to m).
-    need = spare - int(np.dot(weight, start))
+    need = spare - int(np.add.reduce(start) if weight is None else np.dot(weight, start))
     total = width * m
     if not 0 < need <= total:
         return None
-    if total <= _REPEAT_KEYS:
+    if weight is None:
+        keys = g.reshape(-1).copy()
+        keys.partition(total - need)
+        lam = float(keys[total - need])
+    elif total <= _REPEAT_KEYS:
         # Few units in all: repeat each key by its multiplicity and select in place.
         keys = g.repeat(weight, axis=1).reshape(-1)
         keys.partition(total - need)

@@ -729,7 +729,9 @@ def _solve(
 ) -> TokenSolution:
     """Case 1, then the token ranking, then the search; ``rollout_extra`` is case 1's
     rollout-only allocation (extra units) when the caller already has it, ``rollout``
-    computes it when called (on the closed form it defaults to the top ``B'`` gains).
+    computes it when called (on the closed form it defaults to the top ``B'`` gains, and
+    is tried first by the rollout solver's band on the closed form's own densities and
+    relaxed root, :func:`_band_first`).
 
     On the closed form with a rollout cap, the relaxed token ranking at ``nu = 0``
     (:meth:`GeometricTokenRows.relax`) decides what goes first:
@@ -761,8 +763,8 @@ def _solve(
     early: tuple[int, Prefix | None] | None = None
     again: tuple[Relaxed, float] | None = None  # a search that settled nothing
     relaxed: Relaxed | None = None
-    if isinstance(p, GeometricTokenRows) and p.b_spare is not None and rollout is None:
-        rollout = _top_gains(p)
+    if isinstance(p, GeometricTokenRows) and p.b_spare is not None:
+        rollout = _top_gains(p) if rollout is None else _band_first(p, rollout)
     if p.b_spare is not None and rollout_extra is None and rollout is not None:
         if isinstance(p, GeometricTokenRows):
             # Whichever is likely to settle it first: the token ranking when its relaxed
@@ -977,6 +979,18 @@ def _top_gains(p: GeometricTokenRows) -> Callable[[], IntArray]:
         return done[0]
 
     return top
+
+
+def _band_first(p: GeometricTokenRows, rollout: Callable[[], IntArray]) -> Callable[[], IntArray]:
+    """``rollout`` (the rollout-only allocation), computed first from the closed form's
+    own densities and relaxed root (:meth:`GeometricTokenRows.rollout_band`, the same
+    counts) and by ``rollout`` only where that cannot prove them."""
+
+    def first() -> IntArray:
+        got = p.rollout_band()
+        return rollout() if got is None else got
+
+    return first
 
 
 def _as_prefix(got: Prefix | Repriced) -> Prefix:
