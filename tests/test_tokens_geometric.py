@@ -735,7 +735,7 @@ def test_one_unit_fill_from_the_bracket_equals_the_merge(
         event("a unit added")
 
 
-@pytest.mark.parametrize("seed", [0, 6, 10])  # batches whose search re-prices
+@pytest.mark.parametrize("seed", [19, 20, 21])  # batches whose search re-prices
 def test_paper_scale_search_reprices_at_c_plus_nu(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -946,3 +946,75 @@ def test_paper_scale_rollout_band_is_the_rollout_solvers(seed: int, budget: int,
         got = _rows(case).rollout_band()
     assert got is not None
     np.testing.assert_array_equal(2 + got, ref.counts)
+
+
+def _nth_paper_batch(seed: int, n: int) -> tuple[Arr, Arr, CoBAConfig, float]:
+    """The ``n``-th batch (from 0) drawn from ``seed``, as the bench draws them."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n + 1):
+        rates, costs = token_batch(rng, 512, 2, 128)
+    cfg = CoBAConfig(n_low=2, n_up=128)
+    spend = float(costs @ allocate(BatchStats(pass_rates=rates), 8192, cfg).counts)
+    return rates, costs, cfg, spend
+
+
+def _count_rankings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every exact ranking the two-budget search sizes (``p``: a prefix, ``r``: a
+    re-ranking), and fail if the general search runs."""
+    seen: list[str] = []
+    sized, reprice = GeometricTokenRows.sized_prefix, GeometricTokenRows.reprice
+
+    def counted_prefix(self: GeometricTokenRows, *args: Any) -> Any:
+        seen.append("p")
+        return sized(self, *args)
+
+    def counted_reprice(self: GeometricTokenRows, *args: Any) -> Any:
+        seen.append("r")
+        return reprice(self, *args)
+
+    def no_general_search(*args: Any) -> None:
+        raise AssertionError("the general search ran")
+
+    monkeypatch.setattr(GeometricTokenRows, "sized_prefix", counted_prefix)
+    monkeypatch.setattr(GeometricTokenRows, "reprice", counted_reprice)
+    monkeypatch.setattr(tokens, "_first_nu", no_general_search)
+    return seen
+
+
+def test_paper_scale_search_usually_certifies_its_first_ranking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where both budgets bind at the paper's scale, the first exact ranking (aimed at
+    ``B' - 2.5`` relaxed units) is usually one that stops on tokens at most
+    ``ROW_ACCEPT`` units short of ``B'`` and certifies; no batch needs the general
+    search. A count of rankings sized, not a timing."""
+    seen = _count_rankings(monkeypatch)
+    per_call = []
+    for seed in range(8):
+        for n in range(5):
+            rates, costs, cfg, spend = _nth_paper_batch(seed, n)
+            seen.clear()
+            out = allocate(
+                BatchStats(pass_rates=rates, costs=costs), 8192, cfg, token_budget=0.9 * spend
+            )
+            assert float(costs @ out.counts) <= 0.9 * spend and sum(out.counts) <= 8192
+            per_call.append(len(seen))
+    ones = sum(k <= 1 for k in per_call)
+    assert ones >= 0.6 * len(per_call), per_call  # 30 of 40 when written
+    assert max(per_call) <= tokens.ROW_STEPS + 1, per_call
+
+
+def test_search_aims_at_one_short_after_a_refused_ranking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch whose rankings three and four units short of ``B'`` do not certify: aiming
+    the next step at the refused size again would not move (with ``ROW_AIM = -3``, the
+    search once bisected towards ``nu = 0`` and handed over to the general search); it
+    aims at ``B' - 1`` instead and certifies there."""
+    monkeypatch.setattr(tokens, "ROW_AIM", -3.0)
+    seen = _count_rankings(monkeypatch)
+    rates, costs, cfg, spend = _nth_paper_batch(4, 4)
+    case_t = 0.9 * spend
+    out = allocate(BatchStats(pass_rates=rates, costs=costs), 8192, cfg, token_budget=case_t)
+    assert float(costs @ out.counts) <= case_t
+    assert len(seen) <= 4, seen

@@ -82,12 +82,14 @@ prompt that stopped the ranking (which keeps its count, since it never fits agai
    where the relaxed problem (fractional counts from the closed form of the rows) has
    both budgets binding, and aims at a token prefix of ``B' - 1`` units: at that size the
    certificate always holds (``T' - c(S) < c*``, one rollout left, ``k* (c* + nu) = g*``,
-   barring ties at ``k*``). A ranking met on the way whose prefix stops on tokens two
-   units short (``|S| = B' - 2``) is certified at once and returned if its certificate
-   holds (it usually does: the fill spends what the tokens leave). At the paper's scale
-   that is one prefix and at most about one cheap re-ranking of its settled bracket; the
-   rollout-only allocation is not computed at all when a ranking stops on tokens short
-   of ``B'`` (proof below).
+   barring ties at ``k*``). Its first prefix aims a little lower, at ``B' - 2.5``
+   relaxed units (:data:`ROW_TARGET`): a ranking whose prefix stops on tokens up to
+   :data:`ROW_ACCEPT` units short of ``B'`` is certified at once and returned if its
+   certificate holds (it usually does: the fill spends what the tokens leave, and the
+   few rollouts left cost ``nu k*`` each in the bound only where the fill leaves them).
+   At the paper's scale that is one prefix in about four of five batches, else a cheap
+   re-ranking or two of its settled bracket; the rollout-only allocation is not computed
+   at all when a ranking stops on tokens short of ``B'`` (proof below).
    The rollout price found depends on where the search starts, so there the counts may
    differ from the table solver's: both are certified within their own gap.
 
@@ -903,8 +905,16 @@ def _solve(
 #: Exact rankings (prefixes, or re-rankings of a settled bracket) :func:`_search_rows`
 #: sizes before it hands over to the general search.
 ROW_STEPS = 10
-#: The relaxed prefix size the first ranking aims at, below ``B'``.
-ROW_TARGET = 0.5
+#: The relaxed prefix size the first ranking aims at, below ``B'`` (the middle of the
+#: sizes certified at once, where the exact size lies within a few units of the relaxed
+#: one at the paper's scale).
+ROW_TARGET = 2.5
+#: A ranking whose token prefix stops on tokens at most this many units short of ``B'``
+#: (the rollout-only allocation then ruled out) is certified at once, and returned if
+#: its certificate holds.
+ROW_ACCEPT = 6
+#: The prefix size, less ``B'``, that the steps after the first ranking aim at.
+ROW_AIM = -2.0
 #: Up to this share of ``B'`` beyond it, the relaxed token ranking at ``nu = 0`` starts
 #: the price search itself; further, the mix of the one-budget solutions does.
 ROW_NEAR = 0.1
@@ -1006,33 +1016,37 @@ def _search_rows(
     proved: bool = False,
     exact: tuple[float, float] | None = None,
 ) -> TokenSolution | None:
-    """Both budgets bind, on the closed form: the ranking whose token prefix holds
-    ``B' - 1`` units, from the price of the relaxed problem (``exact``: the rollout-only
-    allocation's threshold and excess, for :func:`_search_start`, once it is known not to
-    fit).
+    """Both budgets bind, on the closed form: a certified ranking whose token prefix
+    stops on tokens just short of ``B'``, from the price of the relaxed problem
+    (``exact``: the rollout-only allocation's threshold and excess, for
+    :func:`_search_start`, once it is known not to fit).
 
     The relaxed prefix sizes (:meth:`GeometricTokenRows.relaxed_price`, Newton's method from
     ``nu = 0`` when the relaxed token ranking there is within :data:`ROW_NEAR` of ``B'``,
     else from :func:`_search_start`) give the price ``nu`` where the token prefix should
-    hold ``B' - 1`` units and the slope of that size in ``nu``. One exact prefix is cut
-    there (sized only: its counts are built if it is the ranking evaluated); then Newton
-    steps on the exact size, kept in a bracket (bisected where a step leaves it), each sized
-    by re-ranking the settled bracket of units (:meth:`GeometricTokenRows.reprice`, its key
-    ratios read at the cheapest and dearest prompts of ``w = c + nu``) or, where that cannot
-    prove the cut, by a new prefix whose relaxed root is placed from the earlier bracket
-    (:meth:`GeometricTokenRows.sized_prefix_near`, no sort). A ranking whose prefix holds
-    ``B' - 2`` units and stops on tokens is certified at once and, if its certificate holds
-    (dual bound less objective at most the marginal gain ``g*`` of its stopping unit), returned
-    (about nine in ten do at the paper's scale; the search would otherwise go on for
-    ``B' - 1`` units). Otherwise, of the rankings whose prefix holds ``B' - 1``, ``B'`` or
-    ``B' - 2`` units (in that order) the first whose certificate holds is returned: at
+    hold ``B' -`` :data:`ROW_TARGET` units and the slope of that size in ``nu``. One exact
+    prefix is cut there (sized only: its counts are built if it is the ranking evaluated).
+    A ranking whose prefix stops on tokens 1 to :data:`ROW_ACCEPT` units short of ``B'``,
+    once the rollout-only allocation is ruled out, is certified at once and, if its
+    certificate holds (dual bound less objective at most the marginal gain ``g*`` of its
+    stopping unit), returned (at the paper's scale the first prefix is, in about four
+    batches of five). Otherwise steps on the exact size aim at ``B' +`` :data:`ROW_AIM`
+    units (at ``B' - 1`` once a ranking has been refused): Newton's with the relaxed slope
+    until a bracket of sized rankings holds the aim, then interpolation between its ends
+    (bisection where a step leaves the bracket). Each is sized by re-ranking the settled
+    bracket of units (:meth:`GeometricTokenRows.reprice`, its key ratios read at the
+    cheapest and dearest prompts of ``w = c + nu``) or, where that cannot prove the cut,
+    by a new prefix whose relaxed root is placed from the earlier bracket
+    (:meth:`GeometricTokenRows.sized_prefix_near`, no sort). Where the steps end without an
+    answer, of the rankings whose prefix holds ``B' - 1``, ``B'`` or ``B' - 2`` units (in
+    that order, refused ones skipped) the first whose certificate holds is returned: at
     ``B' - 1`` units it always holds without ties at ``k*``, since ``T' - c(S) < c*``, one
-    rollout is left and ``k* (c* + nu) = g*``. A prefix short of ``B'``
-    that stops on tokens proves that the rollout-only allocation does not fit (module
-    docstring); only without such a proof (``proved``: one is known already) is that
-    allocation computed, and returned if it fits. ``units``: the relaxed size of the token
-    ranking at ``nu = 0`` (``relaxed``). ``None``: the rollout-only allocation probably
-    fits, or no ranking is certified (the general search then runs).
+    rollout is left and ``k* (c* + nu) = g*``. A prefix short of ``B'`` that stops on
+    tokens proves that the rollout-only allocation does not fit (module docstring); only
+    without such a proof (``proved``: one is known already) is that allocation computed,
+    and returned if it fits. ``units``: the relaxed size of the token ranking at ``nu =
+    0`` (``relaxed``). ``None``: the rollout-only allocation probably fits, or no ranking
+    is certified (the general search then runs).
     """
     b_spare = p.b_spare
     assert b_spare is not None
@@ -1057,29 +1071,39 @@ def _search_rows(
     # By h in -2..0: the price, its c + nu and the prefix.
     near: dict[int, tuple[float, FloatArray, Prefix | Repriced]] = {}
     base_nu = nu  # the price of base
-    refused: Prefix | Repriced | None = None  # a ranking whose certificate failed
-    nu_lo, nu_hi = 0.0, math.inf  # h >= 0 at nu_lo, h <= -2 at nu_hi
+    refused: list[Prefix | Repriced] = []  # rankings whose certificate failed
+    nu_lo, nu_hi = 0.0, math.inf  # h >= 0 at nu_lo, h < 0 (not -1) at nu_hi
+    h_lo = h_hi = math.nan  # their sizes less B', once sized
     for _ in range(ROW_STEPS):
         h = size - b_spare
         if h < 0 and over - t_spare > SKIP_MARGIN * (abs(over) + b_spare * nu):
             proved = True
         if -2 <= h <= 0:
             near[h] = nu, w, cur
-        if h == -1 or (proved and 0 in near):
-            break
-        if h == -2 and proved:
-            # Two rollouts left, the rollout-only allocation ruled out: the fill usually
-            # takes what the tokens leave, and the certificate then holds (a ranking that
-            # certifies is an answer; searching on for B' - 1 units costs re-rankings).
+        if proved and -ROW_ACCEPT <= h <= -1:
+            # Short of B' on tokens, the rollout-only allocation ruled out: the fill
+            # usually takes what the tokens leave, and the certificate then holds (a
+            # ranking that certifies is an answer; searching on for B' - 1 units costs
+            # re-rankings).
             e = _evaluate(p, nu, True, _as_prefix(cur), need_value=False, w=w)
             if e.dual - e.value <= e.g_star:
                 return _solution(p, e.x, max(e.dual - e.value, 0.0), nu, e.t_left)
-            refused = cur
+            refused.append(cur)
+        if h == -1 or (proved and 0 in near):
+            break
         if h >= 0:
-            nu_lo = nu
+            nu_lo, h_lo = nu, float(h)
         else:
-            nu_hi = nu
-        nxt = nu - (h + 1) / slope
+            nu_hi, h_hi = nu, float(h)
+        # Aim inside the sizes certified at once; at B' - 1 (where the certificate
+        # always holds) once a ranking short of B' has been refused.
+        aim = -1.0 if refused else ROW_AIM
+        if h_lo == h_lo and h_hi == h_hi:
+            # Both ends sized: interpolate between them (the exact size moves in steps
+            # of a few units where prompts share a rate and a cost).
+            nxt = nu_lo + (h_lo - aim) / (h_lo - h_hi) * (nu_hi - nu_lo)
+        else:
+            nxt = nu - (h - aim) / slope
         if not nu_lo < nxt < nu_hi:
             nxt = 0.5 * (nu_lo + nu_hi) if math.isfinite(nu_hi) else 2.0 * nu_lo + 1.0
         if not nu_lo < nxt < nu_hi:
@@ -1094,7 +1118,7 @@ def _search_rows(
         else:
             cur, size, over = moved, moved.size, moved.over
     for h in (-1, 0, -2):
-        if h not in near or near[h][2] is refused:
+        if h not in near or any(near[h][2] is r for r in refused):
             continue
         nu, w, got = near[h]
         pre = _as_prefix(got)
@@ -1215,8 +1239,8 @@ def token_greedy(
     rollout-only check costs what :func:`coba_rl.solvers.greedy` costs and the search
     sizes a ranking at most 60 times (3 to 5 at the paper's scale), filling and
     certifying one or two of them (on CoBA-RL's value without the table,
-    :func:`token_greedy_value`, one prefix and about one re-ranking at that scale, and
-    usually no rollout-only allocation).
+    :func:`token_greedy_value`, usually one prefix at that scale, and no rollout-only
+    allocation).
     """
     p = _check_problem(gains, costs, token_budget, n_low, n_up, rollout_budget, inverse, caps)
     return _solve(p, fast=True)
@@ -1267,10 +1291,10 @@ def token_greedy_value(
     ``clipped``: ``p`` clipped to ``[smoothing, 1 - smoothing]``, if the caller has it; the
     other arguments as there): the same rankings, prefixes and fills, and the same
     answer wherever the two-budget search does not run. Where both budgets bind, the
-    search starts at the relaxed problem's rollout price (:func:`_search_rows`, a prefix
-    and a re-ranking or two at the paper's scale) rather than the table's, so the price
-    and counts may differ; both are certified (:attr:`TokenSolution.gap`), and the
-    general search takes over whenever this one certifies nothing.
+    search starts at the relaxed problem's rollout price (:func:`_search_rows`, usually
+    one prefix at the paper's scale) rather than the table's, so the price and counts
+    may differ; both are certified (:attr:`TokenSolution.gap`), and the general search
+    takes over whenever this one certifies nothing.
 
     Each prompt's keys ``gain / (c_i + nu)`` are geometric in exact arithmetic, so the
     closed form locates every threshold and exact float keys (the table's arithmetic)
