@@ -1242,15 +1242,10 @@ class GeometricTokenRows:
         if b_left <= 0 or not t_left >= self._c_min:
             return x, 0.0, t_left
         ranked = pre.ranked
-        if b_left <= 1 and ranked is not None:
-            rest = ranked.order[pre.n_fit :]
-            fits = c[ranked.rows[rest]] <= t_left
-            u = int(fits.argmax()) if rest.size else 0
-            if rest.size and fits[u]:
-                u = int(rest[u])
-                x = x.copy()
-                x[ranked.rows[u]] += 1
-                return x, float(ranked.gains[u]), self.t_spare - float(c @ x)
+        if ranked is not None:
+            walked = self._fill_bracket(pre, ranked, b_left, t_left)
+            if walked is not None:
+                return walked
         x = x.copy()
         cand = ((x < self.row_limit) & (c <= t_left)).nonzero()[0]
         band = pre.band
@@ -1332,6 +1327,49 @@ class GeometricTokenRows:
                 g = 0.0 if r < 0 else self._next_gain(band, r, i, j, g_prev, extra)
                 push(heap, (-(g / w_list[i]), i, g, r))
         return x, added, t_left
+
+    def _fill_bracket(
+        self, pre: Prefix, ranked: _Ranked, b_left: float, t_left: float
+    ) -> tuple[IntArray, float, float] | None:
+        """:meth:`fill` where it ends inside the prefix's ranked bracket: its units after
+        the cut, in ranking order, each taken if it fits the tokens left, until the
+        rollouts run out, no prompt fits (tokens left below the cheapest cost) or
+        :data:`_FILL_STEPS` units are taken. ``None`` where a unit below the bracket could
+        still be next (no unit after the last one taken fits, but the tokens left cover
+        the cheapest cost): the merge then runs.
+
+        The order is the merge's: a prompt's units in the bracket come by column (keys
+        are non-increasing along a row, ties by column), every unit above the bracket is
+        in the prefix, and every unit below has a smaller key than any in it; a unit that
+        does not fit never fits later (the tokens left only shrink), nor do its prompt's
+        later units. Complexity: O(bracket) per unit taken."""
+        rest = ranked.order[pre.n_fit :]
+        if not rest.size:
+            return None
+        c = self.c
+        rows = ranked.rows[rest]
+        cost = c[rows]
+        x = pre.counts
+        added = 0.0
+        at = 0
+        for _ in range(_FILL_STEPS):
+            fits = cost[at:] <= t_left
+            u = int(fits.argmax())
+            if not fits[u]:
+                return None
+            at += u
+            if x is pre.counts:
+                x = x.copy()
+            x[rows[at]] += 1
+            added += float(ranked.gains[rest[at]])
+            at += 1
+            b_left -= 1
+            t_left = self.t_spare - float(c @ x)
+            if b_left <= 0 or not t_left >= self._c_min:
+                return x, added, t_left
+            if at >= rest.size:
+                return None
+        return None
 
     def _next_gain(
         self, band: _Band, r: int, i: int, j: int, g_prev: float, extra: dict[int, list[float]]
