@@ -37,3 +37,23 @@ def test_bench_help_lists_its_options() -> None:
     )
     for option in ("--quick", "--out", "--sizes", "--cap", "--tracker-sizes", "--update-docs"):
         assert option in out.stdout
+
+
+def test_token_benchmark_script_checks_pass() -> None:
+    """``benchmarks/tokens_vs_rollouts.py`` exits 0 only if every token case held its
+    budgets and the closed form agreed with the gain table (same counts; with a rollout
+    budget, values within the certified gap)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "tokens_vs_rollouts.py"),
+            "--reps",
+            "1",
+            "--batches",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "tokens + rollouts, T = 0.9 spend (gain table)" in out.stdout
