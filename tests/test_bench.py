@@ -470,7 +470,7 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert [c["case"] for c in tokens] == list(bench.TOKEN_CASES)
     assert results["token_budget"]["setting"] == {"m": 512, "budget": 8192, "n_low": 2, "n_up": 128}
     assert all(c["agrees"] for c in tokens)
-    assert all(c["paths"][c["case"]]["reps"] == 2 * 5 for c in tokens)  # --quick: 2 x 5
+    assert all(c["paths"][c["case"]]["reps"] == 5 * 5 for c in tokens)  # --quick: 5 x 5
     assert sorted({q["m"] for q in results["sweep"]["points"]}) == [16, 32]
     assert all(q["counts_identical"] for q in results["sweep"]["points"])
     tracker = results["tracker"]

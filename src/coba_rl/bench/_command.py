@@ -72,8 +72,10 @@ class BenchSettings:
             seed=args.seed,
             command=_command(args),
             scale_reps=1 if quick else 3,
+            # --quick times the same five batches, fewer rounds each (the pooled median of
+            # two batches falls between them where one needs a second ranking).
             token_reps=5 if quick else 20,
-            token_batches=2 if quick else 5,
+            token_batches=5,
         )
 
 
