@@ -1333,10 +1333,10 @@ class GeometricTokenRows:
     ) -> tuple[IntArray, float, float] | None:
         """:meth:`fill` where it ends inside the prefix's ranked bracket: its units after
         the cut, in ranking order, each taken if it fits the tokens left, until the
-        rollouts run out, no prompt fits (tokens left below the cheapest cost) or
-        :data:`_FILL_STEPS` units are taken. ``None`` where a unit below the bracket could
-        still be next (no unit after the last one taken fits, but the tokens left cover
-        the cheapest cost): the merge then runs.
+        rollouts run out or no prompt fits (tokens left below the cheapest cost). ``None``
+        where a unit below the bracket could still be next (no unit of the bracket after
+        the last one taken fits, but the tokens left cover the cheapest cost) or more than
+        :data:`_FILL_STEPS` units would be taken: the merge then runs.
 
         The order is the merge's: a prompt's units in the bracket come by column (keys
         are non-increasing along a row, ties by column), every unit above the bracket is
