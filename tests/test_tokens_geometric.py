@@ -1007,7 +1007,7 @@ def test_paper_scale_search_usually_certifies_its_first_ranking(
             assert float(costs @ out.counts) <= 0.9 * spend and sum(out.counts) <= 8192
             per_call.append(len(seen))
     ones = sum(k <= 1 for k in per_call)
-    assert ones >= 0.6 * len(per_call), per_call  # 30 of 40 when written
+    assert ones >= 0.6 * len(per_call), per_call  # 33 of 40 when written (3 need none)
     assert max(per_call) <= tokens.ROW_STEPS + 1, per_call
 
 
