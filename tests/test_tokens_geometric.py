@@ -338,20 +338,24 @@ def _paper_case(seed: int, share: float) -> tuple[dict[str, Any], Allocation]:
     times the rollout-only spend, no caps), and its rollout-only allocation."""
     rates, costs, cfg, spend = _paper_batch(seed)
     ref = allocate(BatchStats(pass_rates=rates), 8192, cfg)
+    return _case_of(ref, cfg, costs, share * spend, 8192), ref
+
+
+def _case_of(ref: Allocation, cfg: CoBAConfig, costs: Arr, t: float, b: int) -> dict[str, Any]:
+    """A solver case (no caps) on the value ``ref`` (a rollout-only ``allocate``) used."""
     assert ref.alpha is not None and ref.beta is not None and ref.tau is not None
-    case = {
+    return {
         "p": np.asarray(ref.pass_rates),
         "shape": (ref.alpha, ref.beta),
         "tau": ref.tau,
         "smoothing": cfg.smoothing,
-        "n_low": 2,
-        "n_up": 128,
+        "n_low": cfg.n_low,
+        "n_up": cfg.n_up,
         "c": costs,
-        "t": share * spend,
-        "b": 8192,
+        "t": t,
+        "b": b,
         "caps": None,
     }
-    return case, ref
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -936,19 +940,7 @@ def test_paper_scale_rollout_band_is_the_rollout_solvers(seed: int, budget: int,
     if kind == "tied":  # 64 rates, 8 prompts each, shuffled: many exact ties
         rates = np.random.default_rng(seed).permutation(np.repeat(np.arange(64) / 63, 8))
     ref = allocate(BatchStats(pass_rates=rates), budget, cfg)
-    assert ref.alpha is not None and ref.beta is not None and ref.tau is not None
-    case = {
-        "p": np.asarray(ref.pass_rates),
-        "shape": (ref.alpha, ref.beta),
-        "tau": ref.tau,
-        "smoothing": cfg.smoothing,
-        "n_low": 2,
-        "n_up": 128,
-        "c": costs,
-        "t": float(costs @ ref.counts),
-        "b": budget,
-        "caps": None,
-    }
+    case = _case_of(ref, cfg, costs, float(costs @ ref.counts), budget)
     with np.errstate(all="ignore"):
         got = _rows(case).rollout_band()
     assert got is not None

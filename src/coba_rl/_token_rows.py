@@ -38,8 +38,8 @@ from coba_rl.solvers import (
     _GAIN_ERROR_ABS,
     GAIN_ERROR,
     _band_offsets,
+    _band_select,
     _band_select_at,
-    _relaxed_root,
     _split_ties,
 )
 from coba_rl.value import (
@@ -615,8 +615,8 @@ class GeometricTokenRows:
         float gains of a few columns per row around the relaxed root, the threshold among
         them and its proof), on this object's densities and the root of
         :meth:`relaxed_rollout` (computed here if not yet): no deduplication, density or
-        sort of its own where that root is known (else the relaxed root is found as the
-        rollout solver finds it). ``None`` where it does not apply (straggler caps, rows
+        sort of its own where that root is known (else the rollout solver's band finds its
+        own root). ``None`` where it does not apply (straggler caps, rows
         without positive gains, every unit or none) or its proof fails: the caller then
         runs the rollout solver. Complexity: O(M) with the root known, else O(M log M).
         """
@@ -626,15 +626,15 @@ class GeometricTokenRows:
         got = self._rollout_root
         if (got is None or got[0] != b) and self.relaxed_rollout(float(b)) is not None:
             got = self._rollout_root
-        t = got[1] if got is not None and got[0] == b else None
-        if t is None:  # rows full at the root: sort every breakpoint, as the rollout solver does
-            t = _relaxed_root(self._ts_top, self.rate, np.ones(self.m), self.k, float(b))
-            if t is None or not math.isfinite(t):
-                return None
-        x = self._ts_top - t
-        x *= self.inv_rate  # each row's relaxed count at the root
         ps, om, pdf = self._factors
-        found = _band_select_at(x, ps, om, pdf, None, self.m, self.tau, self.n_low, self.k, b)
+        m, tau, n_low, k = self.m, self.tau, self.n_low, self.k
+        if got is not None and got[0] == b:
+            x = self._ts_top - got[1]
+            x *= self.inv_rate  # each row's relaxed count at the root
+            found = _band_select_at(x, ps, om, pdf, None, m, tau, n_low, k, b)
+        else:  # rows full at the root: the rollout solver's band finds its own
+            ones = np.ones(m, dtype=np.int64)
+            found = _band_select(ps, om, self.rate, self._ts_top, pdf, ones, m, tau, n_low, k, b)
         if found is None:
             return None
         return _split_ties(found[0], found[1], b)

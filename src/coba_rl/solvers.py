@@ -592,13 +592,10 @@ def _band_select_at(
     total = width * m
     if not 0 < need <= total:
         return None
-    if weight is None:
-        keys = g.reshape(-1).copy()
-        keys.partition(total - need)
-        lam = float(keys[total - need])
-    elif total <= _REPEAT_KEYS:
-        # Few units in all: repeat each key by its multiplicity and select in place.
-        keys = g.repeat(weight, axis=1).reshape(-1)
+    if weight is None or total <= _REPEAT_KEYS:
+        # One prompt per row, or few units in all: each key repeated by its multiplicity,
+        # selected in place.
+        keys = g.reshape(-1).copy() if weight is None else g.repeat(weight, axis=1).reshape(-1)
         keys.partition(total - need)
         lam = float(keys[total - need])
     else:
